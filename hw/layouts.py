@@ -1,0 +1,32 @@
+"""Payload layouts of the streams that join cnnforge's blocks (DESIGN §5).
+
+Every block's stream carries one pixel (all channels) or one window per beat,
+with ``last`` set on the frame's final beat.  Channels are innermost; a window
+flattens its taps in raster order, ``index = (ky * kernel_w + kx) * channels + c``.
+"""
+
+from amaranth.hdl import unsigned, signed
+from amaranth.lib import data
+
+__all__ = ["pixel_layout", "window_layout", "element_shape"]
+
+
+def element_shape(bits: int):
+    """Shape of one signed code of ``bits`` bits."""
+    return signed(bits)
+
+
+def pixel_layout(bits: int, channels: int) -> data.StructLayout:
+    """One pixel: ``channels`` signed codes of ``bits`` bits, plus ``last``."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(element_shape(bits), channels),
+        "last": unsigned(1),
+    })
+
+
+def window_layout(bits: int, channels: int, kernel_h: int, kernel_w: int) -> data.StructLayout:
+    """One window: ``kernel_h * kernel_w * channels`` codes in (ky, kx, c) order, plus ``last``."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(element_shape(bits), kernel_h * kernel_w * channels),
+        "last": unsigned(1),
+    })

@@ -1,0 +1,145 @@
+"""Stream drivers for Amaranth-simulator testbenches, shared by every unit test.
+
+``stream_put`` / ``stream_get`` move one beat; :class:`StreamSource` and
+:class:`StreamSink` move many with optional random stalls, record the cycle of
+every handshake and check the stream rules of DESIGN §2 on the device's side
+(a stream the device drives never drops ``valid`` or changes its payload while
+it waits for ``ready``).
+
+Cycle numbering: cycle ``k`` ends with the ``k``-th rising clock edge
+(0-based) after the testbench starts; a handshake "at cycle k" is one where
+``valid`` and ``ready`` are both high at that edge.
+"""
+
+from __future__ import annotations
+
+import random
+
+__all__ = ["stream_put", "stream_get", "StreamSource", "StreamSink", "raw"]
+
+
+def raw(value):
+    """Plain integer bits of a sampled payload (``int`` or ``lib.data.Const``)."""
+    return value.as_bits() if hasattr(value, "as_bits") else int(value)
+
+
+async def stream_put(ctx, stream, payload):
+    """Offer one beat and wait for it to be taken."""
+    ctx.set(stream.valid, 1)
+    ctx.set(stream.payload, payload)
+    await ctx.tick().until(stream.ready)
+    ctx.set(stream.valid, 0)
+
+
+async def stream_get(ctx, stream):
+    """Accept one beat and return its payload."""
+    ctx.set(stream.ready, 1)
+    payload, = await ctx.tick().sample(stream.payload).until(stream.valid)
+    ctx.set(stream.ready, 0)
+    return payload
+
+
+class StreamSource:
+    """Send ``beats`` into a stream the device accepts.
+
+    Parameters
+    ----------
+    stream : stream.Interface
+        The device's input stream (the testbench drives ``valid``/``payload``).
+    beats : iterable
+        Payloads, in order, as ``ctx.set`` accepts them (ints, dicts for struct layouts).
+    pause : float
+        Probability of idling one cycle before offering each beat (0 = every cycle).
+    seed : int
+        Seed of the stall generator, so failures reproduce.
+
+    Attributes
+    ----------
+    stamps : list of int
+        Cycle of each beat's handshake.
+    """
+
+    def __init__(self, stream, beats, *, pause=0.0, seed=0):
+        if not 0.0 <= pause < 1.0:
+            raise ValueError(f"pause must be in [0, 1), not {pause!r}")
+        self.stream = stream
+        self.beats = list(beats)
+        self.pause = pause
+        self.rng = random.Random(seed)
+        self.stamps = []
+
+    async def run(self, ctx):
+        cycle = 0
+        for beat in self.beats:
+            while self.pause and self.rng.random() < self.pause:
+                ctx.set(self.stream.valid, 0)
+                await ctx.tick()
+                cycle += 1
+            ctx.set(self.stream.valid, 1)
+            ctx.set(self.stream.payload, beat)
+            while True:
+                _, _, ready = await ctx.tick().sample(self.stream.ready)
+                cycle += 1
+                if ready:
+                    self.stamps.append(cycle - 1)
+                    break
+        ctx.set(self.stream.valid, 0)
+
+
+class StreamSink:
+    """Receive ``count`` beats from a stream the device drives, checking its protocol.
+
+    Parameters
+    ----------
+    stream : stream.Interface
+        The device's output stream (the testbench drives ``ready``).
+    count : int
+        Number of beats to collect before returning.
+    pause : float
+        Probability that ``ready`` is low in any given cycle.
+    seed : int
+        Seed of the stall generator.
+    decode : callable
+        Applied to each sampled payload; default :func:`raw`.
+    timeout : int
+        Cycles without a handshake after which the test fails.
+
+    Attributes
+    ----------
+    beats, stamps : list
+        Decoded payloads and the cycle of each handshake.
+    """
+
+    def __init__(self, stream, count, *, pause=0.0, seed=1, decode=raw, timeout=100_000):
+        if not 0.0 <= pause < 1.0:
+            raise ValueError(f"pause must be in [0, 1), not {pause!r}")
+        self.stream = stream
+        self.count = count
+        self.pause = pause
+        self.rng = random.Random(seed)
+        self.decode = decode
+        self.timeout = timeout
+        self.beats = []
+        self.stamps = []
+
+    async def run(self, ctx):
+        cycle = idle = 0
+        waiting = None          # raw payload of a beat offered but not yet taken
+        while len(self.beats) < self.count:
+            ready = not (self.pause and self.rng.random() < self.pause)
+            ctx.set(self.stream.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(self.stream.valid, self.stream.payload)
+            if waiting is not None:
+                assert valid, f"cycle {cycle}: valid dropped before the beat was taken"
+                assert raw(payload) == waiting, f"cycle {cycle}: payload changed while waiting for ready"
+            if valid and ready:
+                self.beats.append(self.decode(payload))
+                self.stamps.append(cycle)
+                waiting = None
+                idle = 0
+            else:
+                waiting = raw(payload) if valid else None
+                idle += 1
+                assert idle < self.timeout, f"no beat for {self.timeout} cycles after {len(self.beats)} of {self.count}"
+            cycle += 1
+        ctx.set(self.stream.ready, 0)
