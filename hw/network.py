@@ -66,6 +66,7 @@ class NetworkTop(wiring.Component):
         for layer in model.layers:
             builder = BLOCK_BUILDERS.get(layer.type)
             if builder is None:
+                self._MustUse__silence = True      # never elaborated: no "unused" warning
                 raise UnsupportedLayer(f"layer {layer.label}: no hardware block for '{layer.type}' layers yet")
             self.blocks.append((layer, builder(layer)))
         c, h, w = model.input_shape

@@ -75,7 +75,6 @@ def test_no_frame_error_when_tlast_is_right(flat_model):
     assert not result.frame_error
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_unsupported_layer_is_one_clear_error():
     doc = dict(FLAT, layers=[{"type": "maxpool2d", "kernel": 2}])
     model = parse_model(doc)
