@@ -1,0 +1,160 @@
+"""Per-window reductions of the pool layers (DESIGN §4, §5): max and exact average.
+
+Both take one window per beat from the window unit (``window_layout``: taps in
+(ky, kx, c) order) and give one pixel (``pixel_layout``, same element width)
+per window, one per clock, with full back-pressure.  They are straight
+pipelines on a shared :class:`hw.divide.Pipe`: a registered tree per channel
+(comparators for max, adders for average), then for average the exact
+constant divider by ``kh·kw`` (padding taps are 0 and counted, DESIGN §4).
+Depths are ``golden.cycles.pool_reduce_depth``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.cycles import pool_reduce_depth
+from golden.formats import ROUNDING_MODES, Format, ceil_log2
+
+from .divide import DividerPlan, Pipe
+from .layouts import pixel_layout, window_layout
+
+__all__ = ["MaxPoolReduce", "AvgPoolReduce"]
+
+
+def _positive(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+
+def _check_common(channels, bits):
+    _positive("channels", channels)
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 32:
+        raise ValueError(f"bits must be an integer in 2..32 (the element width), not {bits!r}")
+
+
+def _tree(pipe, lanes, combine):
+    """Reduce each lane (list of values) pairwise, one registered level per step, all lanes together."""
+    while len(lanes[0]) > 1:
+        exprs = [[combine(lane[j], lane[j + 1]) if j + 1 < len(lane) else lane[j]
+                  for j in range(0, len(lane), 2)] for lane in lanes]
+        width = len(exprs[0])
+        regs = pipe.stage([e for lane in exprs for e in lane])
+        lanes = [regs[c * width:(c + 1) * width] for c in range(len(lanes))]
+    return [lane[0] for lane in lanes]
+
+
+def _tap_lanes(payload, channels, taps):
+    """Per channel, the window's ``taps`` values of that channel (index ``t·C + c``)."""
+    return [[payload.data[t * channels + c] for t in range(taps)] for c in range(channels)]
+
+
+class MaxPoolReduce(wiring.Component):
+    """Maximum over each window's taps, per channel: a registered comparator tree.
+
+    ``ceil(log2(taps))`` levels (at least one register), one window per clock.
+
+    Parameters
+    ----------
+    channels : int
+    taps : int or (int, int)
+        ``kh·kw``, or the kernel ``(kh, kw)``.
+    bits : int
+        Element width (input and output).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(window_layout(bits, channels, taps, 1)))
+        Equal to ``window_layout(bits, channels, kh, kw)``.
+    o : Out(stream.Signature(pixel_layout(bits, channels)))
+    latency : int
+        Pipeline depth in cycles (``pool_reduce_depth("max", taps)``).
+    multipliers : int
+        Always 0.
+    """
+
+    multipliers = 0
+
+    def __init__(self, channels, taps, bits):
+        if isinstance(taps, tuple):
+            if len(taps) != 2:
+                raise ValueError(f"taps must be an int or a (kh, kw) pair, not {taps!r}")
+            _positive("taps kh", taps[0])
+            _positive("taps kw", taps[1])
+            taps = taps[0] * taps[1]
+        _positive("taps", taps)
+        _check_common(channels, bits)
+        self.channels, self.taps, self.bits = channels, taps, bits
+        self.latency = pool_reduce_depth("max", (taps, 1))
+        super().__init__({
+            "i": In(stream.Signature(window_layout(bits, channels, taps, 1))),
+            "o": Out(stream.Signature(pixel_layout(bits, channels))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pipe = Pipe(m, self.i.valid, self.i.payload.last, name="max")
+        lanes = _tap_lanes(self.i.payload, self.channels, self.taps)
+        maxima = _tree(pipe, lanes, lambda a, b: Mux(a > b, a, b))
+        pipe.connect(self.i, self.o, maxima)
+        assert pipe.depth == self.latency
+        return m
+
+
+class AvgPoolReduce(wiring.Component):
+    """Exact average of each window per channel: registered adder tree + constant divider.
+
+    ``o = round_divide(sum(window), kh·kw, rounding)`` bit-exactly (DESIGN §4),
+    one window per clock; ``ceil(log2(kh·kw))`` adder levels then
+    ``const_divider_depth(kh·kw)`` divider levels (at least one register).
+
+    Parameters
+    ----------
+    channels, kh, kw : int
+    bits : int
+        Element width (input and output).
+    rounding : str
+        One of ``floor``, ``half_up``, ``half_even``, ``half_away``.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(window_layout(bits, channels, kh, kw)))
+    o : Out(stream.Signature(pixel_layout(bits, channels)))
+    plan : hw.divide.DividerPlan
+        The divider for the sum range ``kh·kw·[min_code, max_code]``.
+    latency : int
+        Pipeline depth in cycles (``pool_reduce_depth("avg", (kh, kw))``).
+    multipliers : int
+        Magic multipliers: ``channels`` when ``kh·kw`` is not a power of two,
+        else 0.  The magic multiply is by a constant but counts (it is wide and
+        maps to a DSP or multiplier logic); the adders and shifts do not.
+    """
+
+    def __init__(self, channels, kh, kw, bits, rounding="half_up"):
+        _positive("kh", kh)
+        _positive("kw", kw)
+        _check_common(channels, bits)
+        if rounding not in ROUNDING_MODES:
+            raise ValueError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, not {rounding!r}")
+        self.channels, self.kh, self.kw, self.bits, self.rounding = channels, kh, kw, bits, rounding
+        taps = kh * kw
+        fmt = Format(bits, 0)
+        self.plan = DividerPlan(taps, taps * fmt.min_code, taps * fmt.max_code, rounding)
+        self.levels = ceil_log2(taps)
+        self.latency = pool_reduce_depth("avg", (kh, kw))
+        self.multipliers = channels * self.plan.multipliers
+        super().__init__({
+            "i": In(stream.Signature(window_layout(bits, channels, kh, kw))),
+            "o": Out(stream.Signature(pixel_layout(bits, channels))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pipe = Pipe(m, self.i.valid, self.i.payload.last, name="avg")
+        lanes = _tap_lanes(self.i.payload, self.channels, self.kh * self.kw)
+        sums = _tree(pipe, lanes, lambda a, b: a + b)
+        pipe.connect(self.i, self.o, self.plan.build(pipe, sums))
+        assert pipe.depth == self.latency
+        return m
