@@ -162,7 +162,7 @@ def window_unit_geometry(height, width, kernel, stride=1, padding=0) -> WindowGe
     return WindowGeometry(
         height=height, width=width, kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw),
         out_h=oh, out_w=ow, last_col=last_col, last_row=last_row, used_rows=nu, lines=kh,
-        fifo_depth=kw + 2, load_cols=min(kw - pw, width),
+        fifo_depth=min(kw - pw, width) + 2, load_cols=min(kw - pw, width),
         init=(-glob(hi, 0), -glob(lo, 0), -glob(lo, 1), base(0) % kh),
         dhi=tuple(glob(hi, o + 1) - glob(hi, o) for o in range(oh)),
         dlo1=tuple(glob(lo, o + 1) - glob(lo, o) for o in range(oh)),
@@ -268,6 +268,9 @@ def window_unit_cycles(height, width, kernel, stride=1, padding=0) -> Cycles:
     can be more: the reader reads one column per cycle, so an output row costs
     at least the columns it reads (``O_h·W`` when ``O_h > H`` but ``O_w < W``),
     and the lines give only a row of slack when output rows outlast input rows.
+    The latency is always ``min(K_h − 1 − P_h, H − 1)·W + min(K_w − P_w, W) + 3``:
+    the first window waits for the first ``min(K_w − P_w, W)`` pixels of the last
+    row it covers, then a read, the FIFO and the window register take 3 cycles.
     """
     g = window_unit_geometry(height, width, kernel, stride, padding)
     in_stamps, out_stamps, last_stamps = _window_unit_trace(g, 3)

@@ -1,0 +1,150 @@
+# amaranth: UnusedElaboratable=no
+"""hw.mac.MacArray against the golden dot product + requantizer, with stalls and exact cycle counts."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden.cycles import mac_array_cycles
+from golden.formats import (OVERFLOW_MODES, ROUNDING_MODES, Format, acc_bits, ceil_log2,
+                            requantize)
+from hw.mac import MacArray, conv_weights_to_window_order
+from sim.streams import StreamSink, StreamSource
+
+
+def make_case(seed, window_len, out_channels, **kwargs):
+    """Random formats 4..12 bits, weights, bias, windows; returns (MacArray kwargs, windows)."""
+    rng = np.random.default_rng(seed)
+    in_fmt = Format(int(rng.integers(4, 13)), int(rng.integers(0, 8)))
+    w_fmt = Format(int(rng.integers(4, 13)), int(rng.integers(0, 8)))
+    out_bits = int(rng.integers(4, 13))
+    sum_bits = in_fmt.bits + w_fmt.bits + ceil_log2(window_len)
+    # a shift that maps typical sums onto the output range, so rounding (not only saturation) is hit
+    shift = in_fmt.bits + w_fmt.bits - 2 + ceil_log2(window_len) // 2 - out_bits + int(rng.integers(-1, 3))
+    out_fmt = Format(out_bits, max(0, in_fmt.frac + w_fmt.frac - shift))
+    params = dict(
+        window_len=window_len, in_bits=in_fmt.bits,
+        weights=rng.integers(w_fmt.min_code, w_fmt.max_code + 1, (out_channels, window_len)),
+        bias=rng.integers(-(1 << (sum_bits - 1)), 1 << (sum_bits - 1), out_channels)
+        >> (ceil_log2(window_len) + int(rng.integers(1, 4))),
+        weight_format=w_fmt, out_format=out_fmt, shift=shift,
+        rounding=ROUNDING_MODES[seed % 4], overflow=OVERFLOW_MODES[seed % 2],
+        activation=("none", "relu")[(seed // 2) % 2])
+    params.update(kwargs)
+    return params, in_fmt
+
+
+def golden(params, windows):
+    acc = windows @ params["weights"].T + params["bias"]
+    return requantize(acc, params["shift"], params["out_format"], params["rounding"],
+                      params["overflow"], params["activation"])
+
+
+def run(params, windows, per_frame, pause_in=0.0, pause_out=0.0, seed=0):
+    """Stream ``windows`` (``last`` every ``per_frame``) through a MacArray; return (dut, src, sink)."""
+    dut = MacArray(**params)
+    lasts = [int((k + 1) % per_frame == 0) for k in range(len(windows))]
+    src = StreamSource(dut.i, [{"data": w.tolist(), "last": last} for w, last in zip(windows, lasts)],
+                       pause=pause_in, seed=seed)
+    count = dut.out_channels
+    sink = StreamSink(dut.o, len(windows), pause=pause_out, seed=seed + 1,
+                      decode=lambda p: ([int(p.data[k]) for k in range(count)], int(p.last)))
+
+    async def source(ctx):
+        await src.run(ctx)
+
+    async def drain(ctx):
+        await sink.run(ctx)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source)
+    sim.add_testbench(drain)
+    sim.run()
+    assert [b[0] for b in sink.beats] == golden(params, windows).tolist()
+    assert [b[1] for b in sink.beats] == lasts
+    return dut, src, sink
+
+
+def random_windows(seed, in_fmt, count, window_len):
+    rng = np.random.default_rng(seed + 1000)
+    windows = rng.integers(in_fmt.min_code, in_fmt.max_code + 1, (count, window_len))
+    windows[0] = in_fmt.max_code                # extremes exercise the accumulator width
+    windows[1] = in_fmt.min_code
+    return windows
+
+
+# (window_len, C_out, pe, simd)
+FOLDS = [(12, 4, None, None), (12, 4, 4, 12), (12, 4, 1, 1), (12, 4, 2, 3), (12, 4, 4, 2),
+         (12, 4, 1, 12), (18, 6, 3, 6), (9, 2, 2, 9), (5, 3, 3, 5), (1, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("seed,fold", list(enumerate(FOLDS)))
+def test_random_stalls(seed, fold):
+    window_len, out_channels, pe, simd = fold
+    params, in_fmt = make_case(seed, window_len, out_channels, pe=pe, simd=simd)
+    per_frame = 4
+    count = 12 if window_len * out_channels // ((pe or out_channels) * (simd or window_len)) > 8 else 20
+    windows = random_windows(seed, in_fmt, count, window_len)
+    run(params, windows, per_frame, pause_in=0.3 + 0.02 * seed, pause_out=0.5 - 0.02 * seed, seed=seed)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_modes_and_extremes(seed):
+    """Every rounding/overflow mode with relu on and off, including left shifts and wide outputs."""
+    rounding, overflow = ROUNDING_MODES[seed % 4], OVERFLOW_MODES[seed // 4]
+    for activation in ("none", "relu"):
+        params, in_fmt = make_case(100 + seed, 6, 4, pe=2, simd=3, rounding=rounding,
+                                   overflow=overflow, activation=activation)
+        if seed % 3 == 0:
+            params["shift"] = -2                         # left shift path
+        windows = random_windows(seed, in_fmt, 10, 6)
+        run(params, windows, 5, pause_in=0.3, pause_out=0.3, seed=seed)
+
+
+@pytest.mark.parametrize("fold,pixels", [((12, 4, None, None), 6), ((12, 4, 2, 3), 5),
+                                          ((12, 4, 1, 1), 3), ((12, 4, 4, 6), 4),
+                                          ((27, 16, 8, 3), 8)])
+def test_cycle_model(fold, pixels):
+    """Stall-free latency and frame interval equal mac_array_cycles; folded utilization >= 0.95."""
+    window_len, out_channels, pe, simd = fold
+    params, in_fmt = make_case(7, window_len, out_channels, pe=pe, simd=simd)
+    frames = 3
+    windows = random_windows(7, in_fmt, frames * pixels, window_len)
+    dut, src, sink = run(params, windows, pixels)
+    model = mac_array_cycles(window_len, out_channels, pe, simd, pixels)
+    assert sink.stamps[0] - src.stamps[0] == model.latency == dut.latency
+    last_stamps = sink.stamps[pixels - 1::pixels]
+    intervals = {b - a for a, b in zip(last_stamps[1:], last_stamps[2:])}
+    assert intervals == {model.frame_interval}
+    assert model.frame_interval == pixels * dut.cycles_per_pixel
+    utilization = pixels * window_len * out_channels / (dut.multipliers * model.frame_interval)
+    assert utilization >= 0.95
+    assert dut.acc_bits == acc_bits(in_fmt.bits, params["weight_format"].bits, window_len)
+
+
+def test_conv_weights_to_window_order():
+    rng = np.random.default_rng(0)
+    weight = rng.integers(-8, 8, (3, 2, 3, 4))           # (C_out, C_in, kh, kw)
+    flat = conv_weights_to_window_order(weight)
+    assert flat.shape == (3, 24)
+    for o, ky, kx, c in [(0, 0, 0, 0), (1, 2, 3, 1), (2, 1, 2, 0)]:
+        assert flat[o, (ky * 4 + kx) * 2 + c] == weight[o, c, ky, kx]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(pe=3), r"pe must divide out_channels \(4\); valid values: 1, 2, 4"),
+    (dict(pe=0), "pe must divide"),
+    (dict(simd=5), r"simd must divide window_len \(12\); valid values: 1, 2, 3, 4, 6, 12"),
+    (dict(simd=24), "simd must divide"),
+    (dict(weights=np.full((4, 12), 200)), "weights must be integer codes"),
+    (dict(weights=np.zeros((4, 11), int)), "weights must have shape"),
+    (dict(bias=np.full(4, 1 << 30)), "bias codes must fit"),
+    (dict(bias=np.zeros(3, int)), "bias must be"),
+    (dict(rounding="up"), "rounding"),
+])
+def test_invalid_parameters(kwargs, match):
+    params, _ = make_case(0, 12, 4)
+    params.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        MacArray(**params)
