@@ -101,7 +101,7 @@ class WindowGeometry:
     last_row: int           # last input row any window covers
     used_rows: int          # used rows per frame
     lines: int              # line memories (= kernel height)
-    fifo_depth: int         # columns buffered between line memory and window register
+    fifo_depth: int         # FIFO columns before the window register: load_cols + 2 (read pipeline)
     load_cols: int          # real columns loaded at once at the start of an output row
     init: tuple             # reset values of the (a1, a2, a3, base) reader counters
     dhi: tuple
@@ -443,3 +443,59 @@ def conv2d_cycles(height, width, in_channels, out_channels, kernel, stride=1, pa
     in_stamps, win_stamps, last_stamps = _conv2d_trace(g, per_pixel, 3)
     return Cycles(latency=win_stamps[0] + mac.latency - in_stamps[0],
                   frame_interval=last_stamps[2] - last_stamps[1])
+
+
+# --- Dense engine and argmax head (hw/dense.py, hw/argmax.py) ------------------------------
+
+__all__ += ["dense_default_fold", "dense_cycles", "argmax_cycles"]
+
+
+def _dense_stream(in_shape):
+    """``(beats_per_frame, codes_per_beat)`` of a ``(C, H, W)`` pixel stream or a flat ``(F,)`` beat."""
+    shape = tuple(int(v) for v in in_shape)
+    if len(shape) == 1:
+        return 1, shape[0]
+    if len(shape) == 3:
+        return shape[1] * shape[2], shape[0]
+    raise ValueError(f"in_shape must be (C, H, W) or (F,), not {in_shape!r}")
+
+
+def dense_default_fold(in_shape, out_features: int) -> tuple:
+    """Default ``(pe, simd)`` of ``hw.dense.DenseEngine``: ``(out_features, codes per beat)``.
+
+    One input beat per clock — the least multipliers (``C·out``) that keep up
+    with an upstream delivering one pixel per cycle in its bursts (the fastest
+    a frame of ``H·W`` beats can arrive), at MAC utilization 1; for a flat
+    ``(F,)`` input (one beat per frame) that is fully parallel.
+    """
+    return int(out_features), _dense_stream(in_shape)[1]
+
+
+def dense_cycles(in_shape, out_features: int, pe=None, simd=None) -> Cycles:
+    """Latency and frame interval of ``hw.dense.DenseEngine`` alone (stall-free, from reset).
+
+    Each beat takes ``(C/simd)·(out/pe)`` cycles and the next beat is taken on
+    the last of them, so a frame takes ``beats·(C/simd)·(out/pe)`` cycles; the
+    frame's last products leave the operand, product, ``ceil(log2(simd))``
+    adder-tree, accumulator and requantizer registers ``4 + ceil(log2(simd))``
+    cycles after the last op cycle.
+    """
+    from .formats import ceil_log2
+    beats, codes = _dense_stream(in_shape)
+    d_pe, d_simd = dense_default_fold(in_shape, out_features)
+    pe, simd = _mac_folds(codes, out_features, d_pe if pe is None else pe,
+                          d_simd if simd is None else simd)
+    per_frame = beats * (codes // simd) * (out_features // pe)
+    return Cycles(latency=per_frame + 4 + ceil_log2(simd), frame_interval=per_frame)
+
+
+def argmax_cycles(features: int) -> Cycles:
+    """Latency and frame interval of ``hw.argmax.ArgmaxHead`` alone (stall-free, from reset).
+
+    A registered comparator tree of ``ceil(log2(features))`` levels (at least
+    one register), one frame per clock.
+    """
+    from .formats import ceil_log2
+    if features < 1:
+        raise ValueError(f"features must be >= 1, not {features}")
+    return Cycles(latency=max(1, ceil_log2(features)), frame_interval=1)
