@@ -19,11 +19,11 @@ from golden.model import Model
 from .axis import AxisFramer, AxisPacker, tdata_width
 from .layouts import pixel_layout
 
-__all__ = ["BLOCK_BUILDERS", "register_block", "UnsupportedLayer", "NetworkTop"]
+__all__ = ["BLOCK_BUILDERS", "register_block", "BuildError", "NetworkTop"]
 
 
-class UnsupportedLayer(ValueError):
-    """A layer type without a hardware block yet."""
+class BuildError(ValueError):
+    """A layer the hardware cannot build (no block for its type, or parameters the block rejects)."""
 
 
 #: layer type → builder(layer) returning a block component or None (no hardware)
@@ -65,10 +65,14 @@ class NetworkTop(wiring.Component):
         self.blocks = []
         for layer in model.layers:
             builder = BLOCK_BUILDERS.get(layer.type)
-            if builder is None:
+            try:
+                if builder is None:
+                    raise BuildError(f"no hardware block for '{layer.type}' layers yet")
+                block = builder(layer)
+            except (ValueError, TypeError) as exc:
                 self._MustUse__silence = True      # never elaborated: no "unused" warning
-                raise UnsupportedLayer(f"layer {layer.label}: no hardware block for '{layer.type}' layers yet")
-            self.blocks.append((layer, builder(layer)))
+                raise BuildError(f"layer {layer.label}: {exc}") from None
+            self.blocks.append((layer, block))
         c, h, w = model.input_shape
         self._framer = AxisFramer(pixel_layout(model.input_format.bits, c), h * w)
         last_stream_layout = self._framer.o.payload.shape()

@@ -21,7 +21,7 @@ from golden.formats import ROUNDING_MODES, Format, ceil_log2
 from .divide import DividerPlan, Pipe
 from .layouts import pixel_layout, window_layout
 
-__all__ = ["MaxPoolReduce", "AvgPoolReduce"]
+__all__ = ["MaxPoolReduce", "AvgPoolReduce", "Pool2dLayer"]
 
 
 def _positive(name, value):
@@ -157,4 +157,59 @@ class AvgPoolReduce(wiring.Component):
         sums = _tree(pipe, lanes, lambda a, b: a + b)
         pipe.connect(self.i, self.o, self.plan.build(pipe, sums))
         assert pipe.depth == self.latency
+        return m
+
+
+class Pool2dLayer(wiring.Component):
+    """A whole pool layer: the shared :class:`hw.window.WindowUnit` + a reduction.
+
+    Max-pool pads with the format's minimum code (−inf), avg-pool with 0
+    (DESIGN §4).  Input and output are pixel streams in the same format.
+
+    Parameters
+    ----------
+    kind : ``"maxpool2d"`` or ``"avgpool2d"``
+    in_shape : (C, H, W)
+    bits : int
+        Element width of the codes (unchanged by pooling).
+    kernel, stride, padding : int or (h, w)
+    rounding : str
+        Avg-pool rounding mode.
+    """
+
+    def __init__(self, kind, in_shape, bits, kernel, stride, padding=0, rounding="half_up"):
+        from .window import WindowUnit
+        if kind not in ("maxpool2d", "avgpool2d"):
+            raise ValueError(f"kind must be 'maxpool2d' or 'avgpool2d', not {kind!r}")
+        channels, height, width = in_shape
+        pad_value = Format(bits, 0).min_code if kind == "maxpool2d" else 0
+        self.window = WindowUnit(height, width, channels, kernel, stride, padding,
+                                 bits=bits, pad_value=pad_value)
+        kh, kw = self.window.kernel
+        if kind == "maxpool2d":
+            self.reduce = MaxPoolReduce(channels, (kh, kw), bits)
+        else:
+            self.reduce = AvgPoolReduce(channels, kh, kw, bits, rounding)
+        self.kind = kind
+        self.out_shape = (channels, self.window.out_h, self.window.out_w)
+        self.multipliers = self.reduce.multipliers
+        self.line_buffer_bits = self.window.line_buffer_bits
+        super().__init__({
+            "i": In(stream.Signature(pixel_layout(bits, channels))),
+            "o": Out(stream.Signature(pixel_layout(bits, channels))),
+        })
+
+    @classmethod
+    def from_layer(cls, layer):
+        """Build from a resolved ``golden.model.MaxPool2d`` / ``AvgPool2d`` layer."""
+        return cls(layer.type, layer.in_shape, layer.in_format.bits, layer.kernel, layer.stride,
+                   layer.padding, getattr(layer, "rounding", "half_up"))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.window = self.window
+        m.submodules.reduce = self.reduce
+        wiring.connect(m, wiring.flipped(self.i), self.window.i)
+        wiring.connect(m, self.window.o, self.reduce.i)
+        wiring.connect(m, self.reduce.o, wiring.flipped(self.o))
         return m

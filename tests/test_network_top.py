@@ -5,7 +5,7 @@ import pytest
 
 from golden.model import parse_model
 from golden.network import run
-from hw.network import NetworkTop, UnsupportedLayer
+from hw.network import NetworkTop, BuildError
 from sim.amaranth_backend import run_top_amaranth
 from sim.vectors import input_words, output_words, unpack_outputs
 
@@ -75,14 +75,11 @@ def test_no_frame_error_when_tlast_is_right(flat_model):
     assert not result.frame_error
 
 
-def test_unsupported_layer_is_one_clear_error():
-    doc = dict(FLAT, layers=[{"type": "maxpool2d", "kernel": 2}])
-    model = parse_model(doc)
-    import hw.network as network
-    saved = network.BLOCK_BUILDERS.pop("maxpool2d", None)
-    try:
-        with pytest.raises(UnsupportedLayer, match="layer 0 'maxpool2d0': no hardware block"):
-            NetworkTop(model)
-    finally:
-        if saved is not None:
-            network.BLOCK_BUILDERS["maxpool2d"] = saved
+def test_layer_the_hardware_rejects_is_one_clear_error():
+    doc = dict(FLAT, weights="w.npz", layers=[
+        {"type": "conv2d", "out_channels": 2, "kernel": 1, "padding": 1, "weight": "w",
+         "weight_format": {"bits": 4, "frac": 2}, "output": {"bits": 6, "frac": 2}}])
+    model = parse_model(doc, tensors={"w": np.ones((2, 3, 1, 1), np.int8)})
+    with pytest.raises(BuildError, match=r"^layer 0 'conv2d0': .*padding") as info:
+        NetworkTop(model)
+    assert "\n" not in str(info.value)
