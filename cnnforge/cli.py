@@ -152,6 +152,92 @@ def cmd_golden(args) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- generate / simulate / verify
+
+def _flow_call(function, *args, **kwargs):
+    """Run a flow step, turning its errors into one-line CLI errors with the right exit code."""
+    from sim.runner import SimulatorError, SimulatorNotFound
+    from .flow import FlowError
+    try:
+        return function(*args, **kwargs)
+    except FlowError as exc:
+        raise CliError(str(exc))
+    except SimulatorNotFound as exc:
+        raise CliError(str(exc).splitlines()[0], EXIT_TOOL)
+    except SimulatorError as exc:
+        lines = str(exc).splitlines()
+        detail = next((line.strip() for line in lines[1:] if line.strip()), "")
+        raise CliError(f"{lines[0]}{': ' + detail if detail else ''}", EXIT_TOOL)
+
+
+def _design(model):
+    from .flow import build_design
+    return _flow_call(build_design, model)
+
+
+def _check_simulator_option(value):
+    from .flow import SIMULATORS
+    if value not in SIMULATORS:
+        raise CliError(f"unknown simulator '{value}'; choose one of {', '.join(SIMULATORS)}")
+    return value
+
+
+def cmd_generate(args) -> int:
+    from .flow import write_design
+    model = _load_model(args.model)
+    x = _load_input(model, args.testbench) if args.testbench else None
+    design = _design(model)
+    written = write_design(design, args.output, testbench_x=x)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    net = design.report["network"]
+    print(f"{model.name}: {net['multipliers']} multipliers, {net['memory_bits']:,} memory bits, "
+          f"predicted latency {net['predicted_latency_cycles']} cycles, frame interval "
+          f"{net['predicted_frame_interval_cycles']} cycles ({design.generate_seconds:.1f} s)",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_simulate(args) -> int:
+    from .flow import simulate
+    model = _load_model(args.model)
+    simulator = _check_simulator_option(args.simulator)
+    x = _load_input(model, args.input)
+    design = _design(model)
+    run = _flow_call(simulate, design, x, simulator, waves=args.waves)
+    save_npy(args.output, run.y.astype(np.int64))
+    print(f"{args.output}: {x.shape[0]} frame(s) simulated on {simulator}, {run.sim_cycles:,} cycles "
+          f"in {run.sim_seconds:.2f} s (build {run.build_seconds:.1f} s)", file=sys.stderr)
+    if run.frame_error:
+        print("warning: frame_error was set", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    from .flow import describe_mismatch, verify
+    model = _load_model(args.model)
+    simulator = _check_simulator_option(args.simulator)
+    x = _load_input(model, args.input)
+    design = _design(model)
+    report = _flow_call(verify, design, x, simulator)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        verdict = "MATCH" if report["match"] else "MISMATCH"
+        print(f"{verdict}: {report['frames']} frame(s) on {simulator}, {report['mismatches']} differing; "
+              f"latency {report['first_output_latency_cycles']} (predicted "
+              f"{report['predicted_latency_cycles']}), frame interval {report['frame_interval_cycles']} "
+              f"(predicted {report['predicted_frame_interval_cycles']}) cycles; {report['sim_cycles']:,} "
+              f"cycles in {report['sim_seconds']:.2f} s, build {report['build_seconds']:.1f} s")
+    if not report["match"]:
+        if report["first_mismatch"]:
+            print(describe_mismatch(report), file=sys.stderr)
+        if report["frame_error"]:
+            print("frame_error was set", file=sys.stderr)
+        return EXIT_MISMATCH
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +265,42 @@ def build_parser() -> argparse.ArgumentParser:
     golden.add_argument("-o", "--output", required=True, metavar="Y.npy", help="where to write the outputs")
     golden.add_argument("--taps", metavar="DIR", help="also write every layer's output as DIR/<layer>.npy")
     golden.set_defaults(func=cmd_golden)
+
+    generate = commands.add_parser(
+        "generate", help="write the Verilog top and report.json",
+        description="Build the streaming accelerator of MODEL.json and write DIR/<name>.v (AXI4-Stream top: "
+                    "clk, rst, s_axis_*, m_axis_*, frame_error) and DIR/report.json (per layer shapes, "
+                    "multipliers, MACs, predicted cycles, memory). With --testbench X.npy, also a "
+                    "self-checking Verilog testbench and its $readmemh vectors.")
+    generate.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
+    generate.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    generate.add_argument("--testbench", metavar="X.npy", help="input codes for a self-checking testbench")
+    generate.set_defaults(func=cmd_generate)
+
+    simulate = commands.add_parser(
+        "simulate", help="run input codes through the generated hardware",
+        description="Simulate the hardware cycle by cycle and write its outputs, shaped as "
+                    "'cnnforge golden' writes them. Verilator and Icarus run the generated Verilog "
+                    "in the HDL harness under cocotb; 'amaranth' runs Amaranth's simulator.")
+    simulate.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
+    simulate.add_argument("-i", "--input", required=True, metavar="X.npy", help="input codes")
+    simulate.add_argument("-o", "--output", required=True, metavar="Y.npy", help="where to write the outputs")
+    simulate.add_argument("--simulator", default="verilator", metavar="SIM",
+                          help="verilator (default), icarus or amaranth")
+    simulate.add_argument("--waves", metavar="FILE", help="write waveforms (.vcd; .fst for Verilator/Icarus)")
+    simulate.set_defaults(func=cmd_simulate)
+
+    verify = commands.add_parser(
+        "verify", help="simulate and compare with the golden model bit for bit",
+        description="Simulate the hardware and compare every output with the golden model. Exit 0 when "
+                    "they match, 1 when they differ (naming the first differing layer, pixel, channel "
+                    "and cycle), 2 for bad input, 3 for a missing or failing simulator.")
+    verify.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
+    verify.add_argument("-i", "--input", required=True, metavar="X.npy", help="input codes")
+    verify.add_argument("--simulator", default="verilator", metavar="SIM",
+                        help="verilator (default), icarus or amaranth")
+    verify.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

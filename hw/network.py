@@ -16,7 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.model import Model
-from .axis import AxisFramer, AxisPacker, tdata_width
+from .axis import AxisFramer, AxisPacker
 from .layouts import pixel_layout
 
 __all__ = ["BLOCK_BUILDERS", "register_block", "BuildError", "NetworkTop"]

@@ -10,19 +10,23 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat
+from amaranth.hdl import Cat, Value
 from amaranth.sim import Simulator
 
+from .runner import HarnessResult
 from .streams import StreamSink, StreamSource
 
 __all__ = ["run_top_amaranth"]
 
 
-def run_top_amaranth(top, in_words, n_out, *, stall_in=0.0, stall_out=0.0, seed=1, waves=None):
+def run_top_amaranth(top, in_words, n_out, *, stall_in=0.0, stall_out=0.0, seed=1, waves=None,
+                     probes=None):
     """Drive ``top`` (a :class:`hw.network.NetworkTop`) with ``(tdata, tlast)`` beats.
 
-    Returns a namespace with ``out_words`` (list of (tdata, tlast)), ``out_cycles``,
-    ``in_cycles``, ``frame_error``, ``sim_cycles``, ``sim_seconds``.
+    ``probes`` maps names to internal streams (e.g. each block's ``o``); the raw
+    payload bits of every handshake on them are returned in ``result.probes``.
+
+    Returns a :class:`sim.runner.HarnessResult`, as the HDL harness does.
     """
     s_axis = SimpleNamespace(valid=top.s_axis_tvalid, ready=top.s_axis_tready,
                              payload=Cat(top.s_axis_tdata, top.s_axis_tlast))
@@ -43,8 +47,20 @@ def run_top_amaranth(top, in_words, n_out, *, stall_in=0.0, stall_out=0.0, seed=
         state.cycles = sink.stamps[-1] + 1 if sink.stamps else 0
         await finish(ctx)
 
+    captured = {name: [] for name in (probes or {})}
+
+    def probe_process(name, watched):
+        async def process(ctx):
+            payload = Value.cast(watched.payload)
+            async for _, _, valid, ready, bits in ctx.tick().sample(watched.valid, watched.ready, payload):
+                if valid and ready:
+                    captured[name].append(bits)
+        return process
+
     sim = Simulator(top)
     sim.add_clock(1e-8)
+    for name, watched in (probes or {}).items():
+        sim.add_process(probe_process(name, watched))
     sim.add_testbench(source.run, background=True)
     sim.add_testbench(bench)
     start = time.perf_counter()
@@ -55,8 +71,10 @@ def run_top_amaranth(top, in_words, n_out, *, stall_in=0.0, stall_out=0.0, seed=
         sim.run()
     seconds = time.perf_counter() - start
     mask = (1 << top.out_width) - 1
-    return SimpleNamespace(
+    result = HarnessResult(
         out_words=[(beat & mask, bool(beat >> top.out_width)) for beat in sink.beats],
         out_cycles=list(sink.stamps), in_cycles=list(source.stamps),
         frame_error=state.frame_error, sim_cycles=state.cycles, sim_seconds=seconds,
         build_seconds=0.0, simulator="amaranth")
+    result.probes = captured
+    return result

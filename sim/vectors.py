@@ -10,6 +10,7 @@ model's PyTorch order ``(C, H, W)``.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from golden.formats import ceil_log2
 from golden.model import Model
 
-__all__ = ["StreamShape", "output_stream", "input_words", "output_words", "unpack_outputs"]
+__all__ = ["StreamShape", "output_stream", "input_words", "output_words", "unpack_outputs", "layer_beats"]
 
 
 @dataclass(frozen=True)
@@ -123,3 +124,11 @@ def unpack_outputs(model: Model, words) -> np.ndarray:
         pixels = beats.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         return pixels.reshape(n, -1) if shape.flat else pixels
     return beats.reshape(n, shape.values)
+
+
+def layer_beats(model: Model, layer_name: str, tap: np.ndarray) -> list[tuple[int, bool]]:
+    """Beats the hardware stream after layer ``layer_name`` carries for its golden output ``tap``."""
+    names = [layer.name for layer in model.layers]
+    prefix = copy.copy(model)
+    prefix.layers = model.layers[:names.index(layer_name) + 1]
+    return output_words(prefix, tap)

@@ -1,6 +1,5 @@
 """Model file v1 (DESIGN §3): loading, defaults, shape inference, saving, and every error class."""
 
-import copy
 import json
 
 import numpy as np

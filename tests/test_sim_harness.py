@@ -6,7 +6,6 @@ latency (= LATENCY) and frame interval (= FRAME) are known exactly.  One
 Verilator build is shared by the whole session (and by xdist workers).
 """
 
-import os
 import re
 import shutil
 import subprocess
@@ -36,18 +35,6 @@ def frames(n=N_FRAMES, start=0):
 
 def expected(words):
     return [((d + 1) % (1 << OUT_W), last) for d, last in words]
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    # xdist workers share the parent of their base temp dir, so they share
-    # (and lock) one build instead of compiling the same model twice.
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    path = base / "cnnforge-sim-cache"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 @pytest.fixture(scope="session")
