@@ -5,26 +5,55 @@ ready) from reset: ``latency`` is the cycles from the first input handshake of
 frame 0 to the first output handshake of frame 0; ``frame_interval`` the
 cycles between consecutive output ``last`` handshakes in steady state.
 Simulation measures the same numbers and the tests require them equal.
+
+Every block has a token model (:class:`WindowUnitModel`, :class:`MacArrayModel`,
+:class:`PipelineModel`, :class:`DenseEngineModel`) that mirrors its control
+register for register; layers and whole networks are chains of them stepped by
+:func:`golden.tokens.chain_stamps` (:func:`layer_cycles`, :func:`network_cycles`),
+never sums of per-block figures.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Cycles"]
+from .tokens import Cycles, TokenModel, model_cycles
+
+__all__ = ["Cycles", "PipelineModel"]
 
 
-@dataclass(frozen=True)
-class Cycles:
-    """Predicted latency and frame interval of a block, a layer or a network."""
+class PipelineModel(TokenModel):
+    """Token model of a stall-all pipeline of ``depth`` registers (``hw.divide.Pipe``).
 
-    latency: int
-    frame_interval: int
+    One global enable ``en = ~o.valid | o.ready`` loads every level, and
+    ``i.ready = en``: the pool reducers, the argmax head, and (``depth`` 1) the
+    :class:`hw.requant.Requantizer`, whose ``i.ready = ~o.valid | o.ready`` is
+    the same rule.  The valid bits are kept as the bits of one integer.
+    """
+
+    __slots__ = ("bits", "top", "mask")
+
+    def __init__(self, depth: int):
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"depth must be an int >= 1, not {depth!r}")
+        self.top = depth - 1
+        self.mask = (1 << depth) - 1
+        self.bits = 0
+
+    def out_valid(self):
+        return bool(self.bits >> self.top)
+
+    def in_ready(self, out_ready):
+        return out_ready or not self.bits >> self.top
+
+    def clock(self, in_fire, out_fire):
+        if out_fire or not self.bits >> self.top:         # en
+            self.bits = ((self.bits << 1) | in_fire) & self.mask
 
 
 # --- MAC array (hw/mac.py) -------------------------------------------------------------
 
-__all__ += ["mac_array_pipeline_depth", "mac_array_cycles"]
+__all__ += ["mac_array_pipeline_depth", "mac_array_cycles", "MacArrayModel"]
 
 
 def _mac_folds(window_len: int, out_channels: int, pe, simd):
@@ -49,24 +78,88 @@ def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=N
     return 5 + ceil_log2(simd) + (1 if out_channels > pe else 0)
 
 
+class MacArrayModel(TokenModel):
+    """Token model of ``hw.mac.MacArray``, register for register (control only).
+
+    Stage A (``busy``, op counter ``addr``) runs one op per cycle; the next
+    window is taken on the last op (``i.ready = en & (~busy | op_last)``).  The
+    "SIMD fold is final" flag travels through the operand, product and adder-tree
+    registers (bits of one integer) into ``acc_valid``; one global enable
+    ``en = ~acc_valid | rq.i.ready`` moves all of them.  Then the requantizer
+    register and, when ``pe < out_channels``, the collector, which takes every
+    fold but holds the last one while its assembled pixel waits.
+    """
+
+    __slots__ = ("ops", "sf", "nf", "top", "mask", "busy", "addr", "pipe", "acc_valid",
+                 "rq_valid", "fold", "o_valid")
+
+    def __init__(self, window_len: int, out_channels: int, pe=None, simd=None):
+        from .formats import ceil_log2
+        pe, simd = _mac_folds(window_len, out_channels, pe, simd)
+        self.sf, self.nf = window_len // simd, out_channels // pe
+        self.ops = self.sf * self.nf                    # cycles per window
+        stages = 2 + ceil_log2(simd)                    # operand, product, adder-tree levels
+        self.top, self.mask = stages - 1, (1 << stages) - 1
+        self.busy, self.addr, self.pipe = False, 0, 0
+        self.acc_valid = self.rq_valid = self.o_valid = False
+        self.fold = 0
+
+    def out_valid(self):
+        return self.o_valid if self.nf > 1 else self.rq_valid
+
+    def in_ready(self, out_ready):
+        if self.nf > 1:
+            rq_o_ready = self.fold != self.nf - 1 or not self.o_valid or out_ready
+        else:
+            rq_o_ready = out_ready
+        en = not self.acc_valid or not self.rq_valid or rq_o_ready
+        return en and (not self.busy or self.addr == self.ops - 1)
+
+    def clock(self, in_fire, out_fire):
+        if self.nf > 1:
+            rq_o_ready = self.fold != self.nf - 1 or not self.o_valid or out_fire
+            if out_fire:
+                self.o_valid = False
+            if self.rq_valid and rq_o_ready:
+                if self.fold == self.nf - 1:
+                    self.fold, self.o_valid = 0, True
+                else:
+                    self.fold += 1
+        else:
+            rq_o_ready = out_fire
+        rq_i_ready = not self.rq_valid or rq_o_ready
+        if rq_i_ready:
+            self.rq_valid = self.acc_valid
+        if not self.acc_valid or rq_i_ready:            # en
+            self.acc_valid = bool(self.pipe >> self.top)
+            final = self.busy and self.addr % self.sf == self.sf - 1
+            self.pipe = ((self.pipe << 1) | final) & self.mask
+            if in_fire:
+                self.busy, self.addr = True, 0
+            elif self.busy:
+                if self.addr == self.ops - 1:
+                    self.busy = False
+                else:
+                    self.addr += 1
+
+
 def mac_array_cycles(window_len: int, out_channels: int, pe=None, simd=None,
                      pixels_per_frame: int = 1) -> Cycles:
     """Latency and frame interval of ``hw.mac.MacArray`` alone (stall-free, from reset).
 
-    The array spends ``(window_len/simd)·(out_channels/pe)`` cycles per window and
-    takes the next window on the last of them, so a frame of ``pixels_per_frame``
-    windows takes that many times the cycles per pixel.
+    From :class:`MacArrayModel`: the array spends ``(window_len/simd)·(out_channels/pe)``
+    cycles per window and takes the next window on the last of them, so a frame
+    of ``pixels_per_frame`` windows takes that many times the cycles per pixel;
+    the latency is :func:`mac_array_pipeline_depth` ``+`` cycles per pixel ``− 1``.
     """
-    pe, simd = _mac_folds(window_len, out_channels, pe, simd)
-    per_pixel = (window_len // simd) * (out_channels // pe)
-    depth = mac_array_pipeline_depth(window_len, out_channels, pe, simd)
-    return Cycles(latency=depth + per_pixel - 1, frame_interval=pixels_per_frame * per_pixel)
+    return model_cycles(lambda: [MacArrayModel(window_len, out_channels, pe, simd)],
+                        pixels_per_frame, pixels_per_frame)
 
 
 # --- Window unit (hw/window.py) --------------------------------------------------------
 
 __all__ += ["WindowGeometry", "window_unit_geometry", "window_unit_line_buffer_bits",
-            "window_unit_cycles"]
+            "window_unit_cycles", "WindowUnitModel"]
 
 
 def _window_pair(value, name):
@@ -183,86 +276,102 @@ def window_unit_line_buffer_bits(width, channels, bits, kernel, stride=1, paddin
     return g.lines * g.cols * channels * bits
 
 
-def _window_unit_trace(g: WindowGeometry, frames: int):
-    """Cycle-by-cycle model of the window unit's control, stall-free; handshake stamps.
+class WindowUnitModel(TokenModel):
+    """Token model of ``hw.window.WindowUnit``'s control, register for register (no data).
 
-    Mirrors ``hw.window.WindowUnit`` register for register (no data): the input
-    side writes used pixels when their line is free, the reader issues one column
-    read per cycle when the input has written it and the FIFO has room, and the
-    emitter loads a row's first window at once and then shifts one column per cycle.
+    The input side writes used pixels when their line is free (``i.ready``
+    depends on registers only); the reader issues one column read per cycle
+    when the input has written it and the FIFO has room; the window register
+    loads a row's first window at once, then shifts one column per cycle, and
+    only moves when it is empty or its window is being taken
+    (``can_op = ~valid | o.ready``).
     """
-    (kh, kw), (sh, sw), (ph, pw) = g.kernel, g.stride, g.padding
-    h, w, oh, ow, nl, depth, m = g.height, g.width, g.out_h, g.out_w, g.lines, g.fifo_depth, g.load_cols
-    total_in, total_out = frames * h * w, frames * oh * ow
-    iy = ix = nin = 0
-    rph = ph % sh
-    oy_rd = x_rd = 0
-    a1, a2, a3, _ = g.init
-    n = arr = 0
-    load, c_next, sc, ox, oy_em, valid, last = True, 0, 0, 0, 0, False, False
-    in_stamps, out_stamps, last_stamps = [], [], []
-    cycle = 0
-    while len(out_stamps) < total_out:
-        row_used = rph < kh and iy <= g.last_row
-        stored = row_used and ix <= g.last_col
-        in_fire = nin < total_in and (not stored or a2 < nl or (a3 < nl and x_rd > ix))
-        rd_fire = (a1 > 0 or (a1 == 0 and row_used and ix > x_rd)) and n + arr < depth
-        if load:
-            op = n >= m
-            k = m if op else 0
+
+    __slots__ = ("g", "kh", "kw", "pw", "sw", "h", "w", "oh", "ow", "nl", "depth", "m",
+                 "last_row", "last_col", "rph0", "sh",
+                 "iy", "ix", "rph", "oy_rd", "x_rd", "a1", "a2", "a3", "n", "arr",
+                 "load", "c_next", "sc", "ox", "oy_em", "valid")
+
+    def __init__(self, geometry: WindowGeometry):
+        g = self.g = geometry
+        (self.kh, self.kw), (self.sh, self.sw), (_, self.pw) = g.kernel, g.stride, g.padding
+        self.h, self.w, self.oh, self.ow = g.height, g.width, g.out_h, g.out_w
+        self.nl, self.depth, self.m = g.lines, g.fifo_depth, g.load_cols
+        self.last_row, self.last_col = g.last_row, g.last_col
+        self.rph0 = g.padding[0] % self.sh
+        self.iy = self.ix = self.oy_rd = self.x_rd = self.n = self.arr = 0
+        self.rph = self.rph0
+        self.a1, self.a2, self.a3, _ = g.init
+        self.load, self.c_next, self.sc, self.ox, self.oy_em, self.valid = True, 0, 0, 0, 0, False
+
+    def out_valid(self):
+        return self.valid
+
+    def in_ready(self, out_ready):
+        if self.rph < self.kh and self.iy <= self.last_row and self.ix <= self.last_col:
+            return self.a2 < self.nl or (self.a3 < self.nl and self.x_rd > self.ix)
+        return True                                     # not stored: accepted and dropped
+
+    def clock(self, in_fire, out_fire):
+        can_op = out_fire or not self.valid
+        row_used = self.rph < self.kh and self.iy <= self.last_row
+        n, arr = self.n, self.arr
+        rd_fire = ((self.a1 > 0 or (self.a1 == 0 and row_used and self.ix > self.x_rd))
+                   and n + arr < self.depth)
+        if self.load:
+            op = can_op and n >= self.m
+            k = self.m if op else 0
         else:
-            real = c_next < w
-            op = n >= 1 or not real
+            real = self.c_next < self.w
+            op = can_op and (n >= 1 or not real)
             k = 1 if op and real else 0
         if in_fire:
-            in_stamps.append(cycle)
-        if valid:           # output always ready
-            out_stamps.append(cycle)
-            if last:
-                last_stamps.append(cycle)
-        if in_fire:
-            nin += 1
-            ix += 1
-            if ix == w:
-                ix = 0
+            self.ix += 1
+            if self.ix == self.w:
+                self.ix = 0
                 if row_used:
-                    a1, a2, a3 = a1 + 1, a2 + 1, a3 + 1
-                iy = (iy + 1) % h
-                rph = (rph + 1) % sh if iy else ph % sh
+                    self.a1 += 1
+                    self.a2 += 1
+                    self.a3 += 1
+                self.iy += 1
+                if self.iy == self.h:
+                    self.iy, self.rph = 0, self.rph0
+                else:
+                    self.rph = self.rph + 1 if self.rph + 1 < self.sh else 0
         if rd_fire:
-            if x_rd == g.last_col:
-                x_rd = 0
-                a1, a2, a3 = a1 - g.dhi[oy_rd], a2 - g.dlo1[oy_rd], a3 - g.dlo2[oy_rd]
-                oy_rd = (oy_rd + 1) % oh
+            if self.x_rd == self.last_col:
+                g, o = self.g, self.oy_rd
+                self.x_rd = 0
+                self.a1 -= g.dhi[o]
+                self.a2 -= g.dlo1[o]
+                self.a3 -= g.dlo2[o]
+                self.oy_rd = o + 1 if o + 1 < self.oh else 0
             else:
-                x_rd += 1
-        n, arr = n - k + arr, int(rd_fire)
+                self.x_rd += 1
+        self.n, self.arr = n - k + arr, int(rd_fire)
         if op:
-            if load:
-                c_next, ox, sc, done = kw - pw, 0, 0, True
+            if self.load:
+                self.c_next, self.ox, self.sc, done = self.kw - self.pw, 0, 0, True
             else:
-                c_next, sc = c_next + 1, sc + 1
-                done = sc == sw
+                self.c_next += 1
+                self.sc += 1
+                done = self.sc == self.sw
                 if done:
-                    sc, ox = 0, ox + 1
-            valid = done
+                    self.sc = 0
+                    self.ox += 1
+            self.valid = done
             if done:
-                last = oy_em == oh - 1 and ox == ow - 1
-                load = ox == ow - 1
-                if load:
-                    oy_em = (oy_em + 1) % oh
-        else:
-            valid = False
-        cycle += 1
-        if cycle > 10 * (total_in + total_out) + 100:
-            raise RuntimeError("window unit model made no progress (bug)")
-    return in_stamps, out_stamps, last_stamps
+                self.load = self.ox == self.ow - 1
+                if self.load:
+                    self.oy_em = self.oy_em + 1 if self.oy_em + 1 < self.oh else 0
+        elif out_fire:
+            self.valid = False
 
 
 def window_unit_cycles(height, width, kernel, stride=1, padding=0) -> Cycles:
     """Latency and frame interval of ``hw.window.WindowUnit`` alone (stall-free, from reset).
 
-    A token-level model of the unit's control (exact, about ``3·H·W`` Python steps).
+    From :class:`WindowUnitModel` (exact, about ``3·H·W`` Python steps).
     For stride 1 with ``2·P <= K − 1`` per axis ('valid'/'same' conv, usual pools)
     and ``W >= 2`` the interval is exactly ``max(H·W, O_h·O_w)``.  Otherwise it
     can be more: the reader reads one column per cycle, so an output row costs
@@ -273,14 +382,12 @@ def window_unit_cycles(height, width, kernel, stride=1, padding=0) -> Cycles:
     row it covers, then a read, the FIFO and the window register take 3 cycles.
     """
     g = window_unit_geometry(height, width, kernel, stride, padding)
-    in_stamps, out_stamps, last_stamps = _window_unit_trace(g, 3)
-    return Cycles(latency=out_stamps[0] - in_stamps[0],
-                  frame_interval=last_stamps[2] - last_stamps[1])
+    return model_cycles(lambda: [WindowUnitModel(g)], g.height * g.width, g.out_h * g.out_w)
 
 
 # --- Pool reductions and the constant divider (hw/pool.py, hw/divide.py) ------------------
 
-__all__ += ["const_divider_depth", "pool_reduce_depth", "pool_reduce_cycles"]
+__all__ += ["const_divider_depth", "pool_reduce_depth", "pool_reduce_cycles", "pool2d_cycles"]
 
 
 def const_divider_depth(divisor: int) -> int:
@@ -328,11 +435,27 @@ def pool_reduce_depth(kind: str, kernel) -> int:
 def pool_reduce_cycles(kind: str, kernel, windows_per_frame: int = 1) -> Cycles:
     """Latency and frame interval of a pool reduction alone (stall-free, from reset).
 
-    One window per clock (II = 1): the frame interval is ``windows_per_frame``;
-    the latency (first window handshake → first pixel handshake) is
-    :func:`pool_reduce_depth`.
+    A :class:`PipelineModel` of :func:`pool_reduce_depth` levels: one window per
+    clock, so the frame interval is ``windows_per_frame`` and the latency (first
+    window handshake → first pixel handshake) is the depth.
     """
-    return Cycles(latency=pool_reduce_depth(kind, kernel), frame_interval=windows_per_frame)
+    depth = pool_reduce_depth(kind, kernel)
+    return model_cycles(lambda: [PipelineModel(depth)], windows_per_frame, windows_per_frame)
+
+
+def pool2d_cycles(kind: str, height, width, channels, kernel, stride=None, padding=0) -> Cycles:
+    """Latency and frame interval of a whole pool layer alone (``hw.pool.Pool2dLayer``).
+
+    :class:`WindowUnitModel` chained into the reducer's :class:`PipelineModel`
+    (the pad value changes no timing, nor does ``channels``, validated only).
+    ``stride`` defaults to the kernel, as in PyTorch.
+    """
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise ValueError(f"channels must be an int >= 1, not {channels!r}")
+    g = window_unit_geometry(height, width, kernel, kernel if stride is None else stride, padding)
+    depth = pool_reduce_depth(kind, g.kernel)
+    return model_cycles(lambda: [WindowUnitModel(g), PipelineModel(depth)],
+                        g.height * g.width, g.out_h * g.out_w)
 
 
 # --- Conv layer = window unit + MAC array (hw/conv.py) ----------------------------------
@@ -340,109 +463,192 @@ def pool_reduce_cycles(kind: str, kernel, windows_per_frame: int = 1) -> Cycles:
 __all__ += ["conv2d_cycles"]
 
 
-def _conv2d_trace(g: WindowGeometry, cycles_per_pixel: int, frames: int):
-    """Token-level model of ``hw.window.WindowUnit`` feeding ``hw.mac.MacArray``, stall-free.
-
-    The window unit's control is :func:`_window_unit_trace` with one change: its
-    output is taken only when the MAC array is ready (idle, or on the last of
-    its ``cycles_per_pixel`` cycles), so a folded array throttles it.  Returns
-    the input handshake stamps, the MAC array's window handshake stamps and
-    those of frame-final windows.  Keep in step with ``_window_unit_trace``.
-    """
-    (kh, kw), (sh, sw), (ph, pw) = g.kernel, g.stride, g.padding
-    h, w, oh, ow, nl, depth, m = g.height, g.width, g.out_h, g.out_w, g.lines, g.fifo_depth, g.load_cols
-    total_in, total_out = frames * h * w, frames * oh * ow
-    iy = ix = nin = 0
-    rph = ph % sh
-    oy_rd = x_rd = 0
-    a1, a2, a3, _ = g.init
-    n = arr = 0
-    load, c_next, sc, ox, oy_em, valid, last = True, 0, 0, 0, 0, False, False
-    mac_busy, mac_op = False, 0
-    in_stamps, out_stamps, last_stamps = [], [], []
-    cycle = 0
-    while len(out_stamps) < total_out:
-        ready = not mac_busy or mac_op == cycles_per_pixel - 1
-        fire = valid and ready
-        can_op = not valid or ready
-        row_used = rph < kh and iy <= g.last_row
-        stored = row_used and ix <= g.last_col
-        in_fire = nin < total_in and (not stored or a2 < nl or (a3 < nl and x_rd > ix))
-        rd_fire = (a1 > 0 or (a1 == 0 and row_used and ix > x_rd)) and n + arr < depth
-        if load:
-            op = can_op and n >= m
-            k = m if op else 0
-        else:
-            real = c_next < w
-            op = can_op and (n >= 1 or not real)
-            k = 1 if op and real else 0
-        if in_fire:
-            in_stamps.append(cycle)
-        if fire:
-            out_stamps.append(cycle)
-            if last:
-                last_stamps.append(cycle)
-        if in_fire:
-            nin += 1
-            ix += 1
-            if ix == w:
-                ix = 0
-                if row_used:
-                    a1, a2, a3 = a1 + 1, a2 + 1, a3 + 1
-                iy = (iy + 1) % h
-                rph = (rph + 1) % sh if iy else ph % sh
-        if rd_fire:
-            if x_rd == g.last_col:
-                x_rd = 0
-                a1, a2, a3 = a1 - g.dhi[oy_rd], a2 - g.dlo1[oy_rd], a3 - g.dlo2[oy_rd]
-                oy_rd = (oy_rd + 1) % oh
-            else:
-                x_rd += 1
-        n, arr = n - k + arr, int(rd_fire)
-        if op:
-            if load:
-                c_next, ox, sc, done = kw - pw, 0, 0, True
-            else:
-                c_next, sc = c_next + 1, sc + 1
-                done = sc == sw
-                if done:
-                    sc, ox = 0, ox + 1
-            valid = done
-            if done:
-                last = oy_em == oh - 1 and ox == ow - 1
-                load = ox == ow - 1
-                if load:
-                    oy_em = (oy_em + 1) % oh
-        elif ready:
-            valid = False
-        if fire:
-            mac_busy, mac_op = True, 0
-        elif mac_busy and mac_op == cycles_per_pixel - 1:
-            mac_busy = False
-        elif mac_busy:
-            mac_op += 1
-        cycle += 1
-        if cycle > 10 * (total_in + total_out * cycles_per_pixel) + 100:
-            raise RuntimeError("conv2d model made no progress (bug)")
-    return in_stamps, out_stamps, last_stamps
-
-
 def conv2d_cycles(height, width, in_channels, out_channels, kernel, stride=1, padding=0,
                   pe=None, simd=None) -> Cycles:
     """Latency and frame interval of ``hw.conv.Conv2dLayer`` alone (stall-free, from reset).
 
-    A token-level model of the window unit throttled by the MAC array (exact);
-    the MAC array never stalls when its output is always ready, so each output
-    pixel leaves :func:`mac_array_cycles` ``.latency`` cycles after its window
-    entered.  ``kernel``/``stride``/``padding`` take an int or ``(h, w)``.
+    :class:`WindowUnitModel` chained into :class:`MacArrayModel` (exact): a
+    folded array throttles the window unit through its ``ready``.
+    ``kernel``/``stride``/``padding`` take an int or ``(h, w)``.
     """
     g = window_unit_geometry(height, width, kernel, stride, padding)
     window_len = g.kernel[0] * g.kernel[1] * in_channels
-    mac = mac_array_cycles(window_len, out_channels, pe, simd, g.out_h * g.out_w)
-    per_pixel = mac.frame_interval // (g.out_h * g.out_w)
-    in_stamps, win_stamps, last_stamps = _conv2d_trace(g, per_pixel, 3)
-    return Cycles(latency=win_stamps[0] + mac.latency - in_stamps[0],
-                  frame_interval=last_stamps[2] - last_stamps[1])
+    _mac_folds(window_len, out_channels, pe, simd)      # validate before building
+    return model_cycles(lambda: [WindowUnitModel(g), MacArrayModel(window_len, out_channels, pe, simd)],
+                        g.height * g.width, g.out_h * g.out_w)
+
+
+# --- Token models of the dense engine, layers and whole networks ---------------------------
+
+__all__ += ["DenseEngineModel", "layer_token_models", "layer_cycles", "network_token_models",
+            "network_beats", "network_cycles", "LAYER_TOKEN_MODELS"]
+
+
+class DenseEngineModel(TokenModel):
+    """Token model of ``hw.dense.DenseEngine``, register for register (control only).
+
+    Stage A runs ``(C/simd)·(out/pe)`` ops per beat and takes the next beat on
+    the last one; the "frame done" flag of a frame's last op travels through the
+    ``2 + ceil(log2(simd))`` registers of the stall-all pipe into ``full``; one
+    global enable ``en = ~full | rq.i.ready`` moves them; then the requantizer
+    register, which is the output.  ``in_shape`` is the incoming stream's frame:
+    ``(C, H, W)`` (``H·W`` beats of ``C``) or ``(F,)`` (one beat).
+    """
+
+    __slots__ = ("ops", "beats", "top", "mask", "busy", "op", "pix", "pipe", "full", "rq_valid")
+
+    def __init__(self, in_shape, out_features: int, pe=None, simd=None):
+        from .formats import ceil_log2
+        self.beats, codes = _dense_stream(in_shape)
+        d_pe, d_simd = dense_default_fold(in_shape, out_features)
+        pe, simd = _mac_folds(codes, out_features, d_pe if pe is None else pe,
+                              d_simd if simd is None else simd)
+        self.ops = (codes // simd) * (out_features // pe)
+        stages = 2 + ceil_log2(simd)
+        self.top, self.mask = stages - 1, (1 << stages) - 1
+        self.busy, self.op, self.pix, self.pipe = False, 0, 0, 0
+        self.full = self.rq_valid = False
+
+    def out_valid(self):
+        return self.rq_valid
+
+    def in_ready(self, out_ready):
+        en = not self.full or not self.rq_valid or out_ready
+        return en and (not self.busy or self.op == self.ops - 1)
+
+    def clock(self, in_fire, out_fire):
+        rq_i_ready = not self.rq_valid or out_fire
+        if rq_i_ready:
+            self.rq_valid = self.full
+        if not self.full or rq_i_ready:                 # en
+            self.full = bool(self.pipe >> self.top)
+            op_last = self.op == self.ops - 1
+            done = self.busy and op_last and self.pix == self.beats - 1
+            self.pipe = ((self.pipe << 1) | done) & self.mask
+            if self.busy:
+                if op_last:
+                    self.op, self.busy = 0, False
+                    self.pix = self.pix + 1 if self.pix + 1 < self.beats else 0
+                else:
+                    self.op += 1
+            if in_fire:
+                self.busy = True
+
+
+def _in_stream(layer, in_stream):
+    """The frame shape entering ``layer``: given, else ``layer.in_stream`` (if set), else ``in_shape``."""
+    if in_stream is None:
+        in_stream = getattr(layer, "in_stream", None) or layer.in_shape
+    return tuple(in_stream)
+
+
+def _stream_after(layer, in_stream):
+    """Frame shape of the stream leaving ``layer`` given the one entering it."""
+    if layer.type == "flatten":
+        return in_stream                                # no hardware: same beats
+    return tuple(layer.out_shape)
+
+
+def _stream_beats(shape) -> int:
+    """Beats per frame of a stream whose frame is ``(C, H, W)``, ``(F,)`` or ``()``."""
+    return shape[1] * shape[2] if len(shape) == 3 else 1
+
+
+def _conv2d_models(layer, in_stream):
+    c, h, w = layer.in_shape
+    g = window_unit_geometry(h, w, layer.kernel, layer.stride, layer.padding)
+    return [WindowUnitModel(g), MacArrayModel(g.kernel[0] * g.kernel[1] * c, layer.out_channels,
+                                              layer.pe, layer.simd)]
+
+
+def _pool2d_models(layer, in_stream):
+    _, h, w = layer.in_shape
+    g = window_unit_geometry(h, w, layer.kernel, layer.stride, layer.padding)
+    return [WindowUnitModel(g), PipelineModel(pool_reduce_depth(layer.type, g.kernel))]
+
+
+def _dense_models(layer, in_stream):
+    # As hw.dense.DenseEngine.from_layer: an unset pe/simd takes the engine's default fold.
+    return [DenseEngineModel(in_stream, layer.out_features,
+                             layer.pe if layer.pe_given else None,
+                             layer.simd if layer.simd_given else None)]
+
+
+def _argmax_models(layer, in_stream):
+    # As hw.argmax.ArgmaxHead.for_stream: (F,) is one beat of F codes, (C, H, W) H·W beats of C.
+    beats, codes = _dense_stream(in_stream)
+    return [ArgmaxHeadModel(codes, beats)]           # defined with argmax_cycles below
+
+
+#: layer type → ``builder(layer, in_stream)`` returning the layer's token models in stream
+#: order (the hook for new layer types; mirror ``hw.network.BLOCK_BUILDERS``).
+LAYER_TOKEN_MODELS = {
+    "conv2d": _conv2d_models,
+    "maxpool2d": _pool2d_models,
+    "avgpool2d": _pool2d_models,
+    "flatten": lambda layer, in_stream: [],            # no hardware
+    "dense": _dense_models,
+    "argmax": _argmax_models,
+}
+
+
+def layer_token_models(layer, in_stream=None) -> list:
+    """Fresh token models (reset state) of a resolved ``golden.model`` layer, in stream order.
+
+    ``in_stream`` is the frame shape of the stream entering the layer — it
+    differs from ``layer.in_shape`` only after ``flatten`` (dense, argmax),
+    whose consumer takes the ``(C, H, W)`` pixel stream directly; default
+    ``layer.in_stream`` (set by ``golden.model``), else ``layer.in_shape``.
+    Raises ``NotImplementedError`` for a layer type without a model in
+    :data:`LAYER_TOKEN_MODELS`.
+    """
+    builder = LAYER_TOKEN_MODELS.get(layer.type)
+    if builder is None:
+        raise NotImplementedError(f"no token model for '{layer.type}' layers; register a builder "
+                                  "in golden.cycles.LAYER_TOKEN_MODELS")
+    return builder(layer, _in_stream(layer, in_stream))
+
+
+def layer_cycles(layer, in_stream=None) -> Cycles:
+    """Latency and frame interval of one layer alone (stall-free, from reset).
+
+    ``in_stream`` as in :func:`layer_token_models`.  A layer without hardware
+    (``flatten``) is a wire: latency 0, one frame per frame of beats.
+    """
+    shape = _in_stream(layer, in_stream)
+    return model_cycles(lambda: layer_token_models(layer, shape), _stream_beats(shape),
+                        _stream_beats(_stream_after(layer, shape)))
+
+
+def network_token_models(model) -> list:
+    """Token models of every block of ``model`` (a ``golden.model.Model``), in stream order.
+
+    The top's AXI framer and packer are combinational pass-throughs
+    (``hw.axis``), so they add no model.
+    """
+    models, stream = [], tuple(model.input_shape)
+    for layer in model.layers:
+        models += layer_token_models(layer, stream)
+        stream = _stream_after(layer, stream)
+    return models
+
+
+def network_beats(model) -> tuple:
+    """``(input beats, output beats)`` per frame of ``model``'s top (``sim.vectors.output_stream``)."""
+    stream = tuple(model.input_shape)
+    for layer in model.layers:
+        stream = _stream_after(layer, stream)
+    return _stream_beats(tuple(model.input_shape)), _stream_beats(stream)
+
+
+def network_cycles(model) -> Cycles:
+    """Latency and frame interval of the whole network top (stall-free, from reset).
+
+    One chain of every block's token model (DESIGN §6: a token-level model of
+    the chain, not a sum of layer figures).
+    """
+    beats_in, beats_out = network_beats(model)
+    return model_cycles(lambda: network_token_models(model), beats_in, beats_out)
 
 
 # --- Dense engine and argmax head (hw/dense.py, hw/argmax.py) ------------------------------
@@ -460,15 +666,30 @@ def _dense_stream(in_shape):
     raise ValueError(f"in_shape must be (C, H, W) or (F,), not {in_shape!r}")
 
 
-def dense_default_fold(in_shape, out_features: int) -> tuple:
+def dense_default_fold(in_shape, out_features: int, frame_interval=None) -> tuple:
     """Default ``(pe, simd)`` of ``hw.dense.DenseEngine``: ``(out_features, codes per beat)``.
 
     One input beat per clock — the least multipliers (``C·out``) that keep up
     with an upstream delivering one pixel per cycle in its bursts (the fastest
     a frame of ``H·W`` beats can arrive), at MAC utilization 1; for a flat
     ``(F,)`` input (one beat per frame) that is fully parallel.
+
+    ``frame_interval`` (optional, cycles): when the upstream is known to
+    deliver a frame at most that often, the fold with the fewest multipliers
+    whose ``cycles_per_frame`` fits in it (then the fastest, then the smallest
+    ``pe``); never slower than one beat per clock can ask for.  The hardware's
+    own default (``pe``/``simd`` = ``None``) is the call without it.
     """
-    return int(out_features), _dense_stream(in_shape)[1]
+    beats, codes = _dense_stream(in_shape)
+    out_features = int(out_features)
+    if frame_interval is None or frame_interval <= beats:
+        return out_features, codes
+    fits = [(pe * simd, beats * (codes // simd) * (out_features // pe), pe, simd)
+            for pe in range(1, out_features + 1) if out_features % pe == 0
+            for simd in range(1, codes + 1) if codes % simd == 0
+            if beats * (codes // simd) * (out_features // pe) <= frame_interval]
+    _, _, pe, simd = min(fits)
+    return pe, simd
 
 
 def dense_cycles(in_shape, out_features: int, pe=None, simd=None) -> Cycles:
@@ -489,13 +710,61 @@ def dense_cycles(in_shape, out_features: int, pe=None, simd=None) -> Cycles:
     return Cycles(latency=per_frame + 4 + ceil_log2(simd), frame_interval=per_frame)
 
 
-def argmax_cycles(features: int) -> Cycles:
+def argmax_cycles(features: int, beats: int = 1) -> Cycles:
     """Latency and frame interval of ``hw.argmax.ArgmaxHead`` alone (stall-free, from reset).
 
-    A registered comparator tree of ``ceil(log2(features))`` levels (at least
-    one register), one frame per clock.
+    A registered comparator tree of ``ceil(log2(features))`` levels over each
+    beat's ``features`` codes (at least one register), one beat per clock.  A
+    frame of ``beats > 1`` beats (a pixel stream after ``flatten``) adds one
+    running-maximum register, which emits the index after the frame's last beat.
     """
     from .formats import ceil_log2
-    if features < 1:
-        raise ValueError(f"features must be >= 1, not {features}")
-    return Cycles(latency=max(1, ceil_log2(features)), frame_interval=1)
+    if features < 1 or beats < 1:
+        raise ValueError(f"features and beats must be >= 1, not {features}, {beats}")
+    if beats == 1:
+        return Cycles(latency=max(1, ceil_log2(features)), frame_interval=1)
+    return Cycles(latency=beats + ceil_log2(features), frame_interval=beats)
+
+
+__all__ += ["ArgmaxHeadModel"]
+
+
+class ArgmaxHeadModel(TokenModel):
+    """Token model of ``hw.argmax.ArgmaxHead`` (control only), for one- and multi-beat frames.
+
+    ``beats == 1``: a stall-all pipe of ``max(1, ceil(log2(features)))``
+    registers (as :class:`PipelineModel`).  ``beats > 1`` (argmax right after
+    ``flatten`` of a pixel stream): ``ceil(log2(features))`` tree registers,
+    then the running-maximum register, whose output becomes valid only with a
+    frame's last beat; one enable ``en = ~o.valid | o.ready`` moves everything
+    and ``i.ready = en``.
+    """
+
+    __slots__ = ("beats", "depth", "bits", "count", "valid")
+
+    def __init__(self, features: int, beats: int = 1):
+        from .formats import ceil_log2
+        if features < 1 or beats < 1:
+            raise ValueError(f"features and beats must be >= 1, not {features}, {beats}")
+        self.beats = beats
+        self.depth = max(1, ceil_log2(features)) if beats == 1 else ceil_log2(features)
+        self.bits, self.count, self.valid = 0, 0, False
+
+    def out_valid(self):
+        if self.beats == 1:
+            return bool(self.bits >> (self.depth - 1))
+        return self.valid
+
+    def in_ready(self, out_ready):
+        return out_ready or not self.out_valid()
+
+    def clock(self, in_fire, out_fire):
+        if not (out_fire or not self.out_valid()):     # en low: everything holds
+            return
+        if self.beats > 1:
+            leaving = bool(self.bits >> (self.depth - 1)) if self.depth else in_fire
+            self.valid = leaving and self.count == self.beats - 1
+            if leaving:
+                self.count = (self.count + 1) % self.beats
+        if self.depth:
+            self.bits = ((self.bits << 1) | in_fire) & ((1 << self.depth) - 1)

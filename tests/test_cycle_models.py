@@ -1,0 +1,457 @@
+# amaranth: UnusedElaboratable=no
+"""Token models of golden.cycles against the Amaranth simulator, handshake for handshake.
+
+Each block (and chains of them: conv layer, pool layer, a whole network top) is
+streamed several frames back to back; the cycle of every input and output
+handshake must equal :func:`golden.tokens.chain_stamps` of the block's token
+models — the whole sequence, not only latency and interval.  Stall-free runs
+are the cycle model of DESIGN §6; runs with random stalls on both sides (the
+models reproduce StreamSource/StreamSink's stall draws) check the ready logic.
+"""
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from golden.cycles import (ArgmaxHeadModel, DenseEngineModel, MacArrayModel, PipelineModel, WindowUnitModel,
+                           argmax_cycles, conv2d_cycles, layer_cycles, layer_token_models,
+                           mac_array_cycles, network_beats, network_cycles,
+                           network_token_models, pool2d_cycles, pool_reduce_depth,
+                           window_unit_cycles, window_unit_geometry)
+from golden.formats import Format
+from golden.model import parse_model
+from golden.tokens import Cycles, chain_stamps, measure
+from hw.pool import AvgPoolReduce, MaxPoolReduce
+from hw.window import WindowUnit
+from sim.streams import StreamSink, StreamSource
+
+FRAMES = 3
+STALL = 0.3
+BACKPRESSURE = (0.0, 0.95)    # the sink mostly stalls: the chain backs up to its input
+
+
+def simulate(dut, beats, n_out, pause_in=0.0, pause_out=0.0, seed=0):
+    """Stream ``beats`` into ``dut`` and take ``n_out`` beats; return (input stamps, output stamps)."""
+    src = StreamSource(dut.i, beats, pause=pause_in, seed=seed)
+    sink = StreamSink(dut.o, n_out, pause=pause_out, seed=seed + 1)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(src.run)
+    sim.add_testbench(sink.run)
+    sim.run()
+    return src.stamps, sink.stamps
+
+
+def check(dut, make_models, beats, n_out, pauses=(0.0,), seed=0):
+    """Simulated handshake stamps equal the chained models' stamps for each pause; returns the first.
+
+    A pause is a float (both sides) or ``(source pause, sink pause)``.
+    """
+    runs = []
+    for pause in pauses:
+        p_in, p_out = pause if isinstance(pause, tuple) else (pause, pause)
+        got = simulate(dut(), beats, n_out, p_in, p_out, seed)
+        want = chain_stamps(make_models(), len(beats), n_out, source_pause=p_in, source_seed=seed,
+                            sink_pause=p_out, sink_seed=seed + 1)
+        assert got[0] == want[0], f"input handshakes differ (pause {pause})"
+        assert got[1] == want[1], f"output handshakes differ (pause {pause})"
+        runs.append(got)
+    return runs[0]
+
+
+def pixel_beats(rng, frames, channels, height, width, bits=4):
+    lo, hi = -(1 << (bits - 1)), 1 << (bits - 1)
+    return [{"data": rng.integers(lo, hi, channels).tolist(),
+             "last": int(k % (height * width) == height * width - 1)}
+            for k in range(frames * height * width)]
+
+
+# --- window unit ------------------------------------------------------------------------------
+
+# (height, width, kernel, stride, padding)
+WINDOW_CONFIGS = [
+    (5, 6, 1, 1, 0), (6, 5, 2, 2, 0), (7, 7, 3, 1, 1), (8, 7, 5, 1, 2), (6, 9, 5, 2, 1),
+    (7, 9, (2, 3), (1, 2), (1, 0)), (8, 8, 2, 3, 0), (7, 6, 3, 3, 2), (3, 4, 3, 1, 2),
+    (1, 6, (1, 3), 1, (0, 1)), (6, 1, (3, 1), 1, (1, 0)), (2, 2, 3, 1, 1),
+    (9, 5, (4, 2), (2, 3), (2, 1)), (5, 8, (5, 4), (3, 1), (0, 2)),
+]
+
+
+@pytest.mark.parametrize("cfg", WINDOW_CONFIGS, ids=str)
+def test_window_unit(cfg):
+    h, w, k, s, p = cfg
+    g = window_unit_geometry(h, w, k, s, p)
+    beats = pixel_beats(np.random.default_rng(0), FRAMES, 2, h, w)
+    ins, outs = check(lambda: WindowUnit(h, w, 2, k, s, p, bits=4), lambda: [WindowUnitModel(g)],
+                      beats, FRAMES * g.out_h * g.out_w, pauses=(0.0, STALL, BACKPRESSURE))
+    assert measure(ins, outs, g.out_h * g.out_w) == window_unit_cycles(h, w, k, s, p)
+
+
+# --- MAC array --------------------------------------------------------------------------------
+
+# (window_len, out_channels, pe, simd, pixels per frame)
+MAC_CONFIGS = [
+    (12, 4, None, None, 5),         # fully parallel
+    (12, 4, 2, 3, 4),               # both folds
+    (12, 4, 1, 1, 3),               # fully folded
+    (12, 4, 4, 6, 4),               # SIMD fold only
+    (8, 6, 2, 8, 4),                # PE fold only, 3-level adder tree
+    (27, 6, 3, 9, 3),
+    # Folds aligned so that a held output stalls the array exactly on a window's last op
+    # (SF + 3 + ceil(log2 simd) ≡ 0 mod cycles per window): i.ready then waits on o.ready.
+    (1, 4, 1, 1, 6),
+    (4, 3, 1, 2, 5),
+]
+
+
+def make_mac(window_len, out_channels, pe, simd, seed=0):
+    from hw.mac import MacArray
+    rng = np.random.default_rng(seed)
+    return MacArray(window_len, 4, rng.integers(-8, 8, (out_channels, window_len)), None,
+                    Format(4, 2), Format(6, 2), 2, pe=pe, simd=simd)
+
+
+@pytest.mark.parametrize("cfg", MAC_CONFIGS, ids=str)
+def test_mac_array(cfg):
+    window_len, out_channels, pe, simd, pixels = cfg
+    rng = np.random.default_rng(1)
+    beats = [{"data": rng.integers(-8, 8, window_len).tolist(), "last": int(k % pixels == pixels - 1)}
+             for k in range(FRAMES * pixels)]
+    make_models = lambda: [MacArrayModel(window_len, out_channels, pe, simd)]
+    ins, outs = check(lambda: make_mac(*cfg[:4]), make_models, beats, len(beats),
+                      pauses=(0.0, STALL, BACKPRESSURE))
+    assert measure(ins, outs, pixels) == mac_array_cycles(window_len, out_channels, pe, simd, pixels)
+
+
+# --- conv layer = window unit + MAC array -------------------------------------------------------
+
+# (in_shape, out_channels, kernel, stride, padding, pe, simd)
+CONV_CONFIGS = [
+    ((2, 6, 6), 4, (3, 3), 1, 1, None, None),
+    ((2, 5, 6), 4, (3, 3), 2, 1, 2, 3),         # folded: the MAC array throttles the window unit
+    ((1, 7, 5), 2, (1, 1), 1, 0, 1, 1),
+    ((3, 6, 5), 2, (2, 2), 2, 0, 1, 4),
+    ((1, 7, 7), 3, (5, 5), 3, 2, 3, 5),
+    ((2, 5, 7), 2, (2, 3), (1, 2), (1, 0), 2, 2),
+    ((1, 5, 6), 4, (1, 1), 1, 0, 1, 1),          # 1x1, PE-folded: back-pressure hits op_last
+]
+
+
+def make_conv(in_shape, out_channels, kernel, stride, padding, pe, simd):
+    from hw.conv import Conv2dLayer
+    rng = np.random.default_rng(2)
+    weight = rng.integers(-8, 8, (out_channels, in_shape[0]) + kernel)
+    return Conv2dLayer(in_shape, Format(4, 2), weight, None, stride=stride, padding=padding,
+                       weight_format=Format(4, 2), out_format=Format(6, 2), pe=pe, simd=simd)
+
+
+@pytest.mark.parametrize("cfg", CONV_CONFIGS, ids=str)
+def test_conv_layer(cfg):
+    (c, h, w), out_channels, kernel, stride, padding, pe, simd = cfg
+    g = window_unit_geometry(h, w, kernel, stride, padding)
+    window_len = kernel[0] * kernel[1] * c
+    make_models = lambda: [WindowUnitModel(g), MacArrayModel(window_len, out_channels, pe, simd)]
+    beats = pixel_beats(np.random.default_rng(3), FRAMES, c, h, w)
+    ins, outs = check(lambda: make_conv(*cfg), make_models, beats, FRAMES * g.out_h * g.out_w,
+                      pauses=(0.0, STALL, BACKPRESSURE))
+    assert measure(ins, outs, g.out_h * g.out_w) == \
+        conv2d_cycles(h, w, c, out_channels, kernel, stride, padding, pe, simd)
+
+
+# --- pool reducers and whole pool layers ------------------------------------------------------
+
+POOL_KERNELS = [("max", (1, 1)), ("max", (2, 2)), ("max", (3, 3)), ("max", (5, 5)),
+                ("avg", (1, 1)), ("avg", (2, 2)), ("avg", (3, 3)), ("avg", (2, 3))]
+
+
+def make_reduce(kind, kernel, channels=2, bits=6):
+    if kind == "max":
+        return MaxPoolReduce(channels, kernel, bits)
+    return AvgPoolReduce(channels, kernel[0], kernel[1], bits, "half_even")
+
+
+@pytest.mark.parametrize("kind,kernel", POOL_KERNELS, ids=str)
+def test_pool_reduce(kind, kernel):
+    taps, per_frame = kernel[0] * kernel[1], 5
+    rng = np.random.default_rng(4)
+    beats = [{"data": rng.integers(-32, 32, taps * 2).tolist(), "last": int(k % per_frame == per_frame - 1)}
+             for k in range(FRAMES * per_frame)]
+    depth = pool_reduce_depth(kind, kernel)
+    check(lambda: make_reduce(kind, kernel), lambda: [PipelineModel(depth)], beats, len(beats),
+          pauses=(0.0, STALL, BACKPRESSURE))
+
+
+class Chain(wiring.Component):
+    """Test wrapper: blocks wired output to input with ``wiring.connect``, as a layer or network is."""
+
+    def __init__(self, *blocks):
+        self.blocks = blocks
+        super().__init__({"i": In(stream.Signature(blocks[0].i.payload.shape())),
+                          "o": Out(stream.Signature(blocks[-1].o.payload.shape()))})
+
+    def elaborate(self, platform):
+        m = Module()
+        for k, block in enumerate(self.blocks):
+            m.submodules[f"b{k}"] = block
+        wiring.connect(m, wiring.flipped(self.i), self.blocks[0].i)
+        for a, b in zip(self.blocks, self.blocks[1:]):
+            wiring.connect(m, a.o, b.i)
+        wiring.connect(m, self.blocks[-1].o, wiring.flipped(self.o))
+        return m
+
+
+def make_pool_layer(kind, height, width, channels, kernel, stride, padding, bits=6):
+    """WindowUnit (max pads with the minimum code, avg with 0) chained into the reducer."""
+    pad = Format(bits, 0).min_code if kind == "max" else 0
+    window = WindowUnit(height, width, channels, kernel, stride, padding, bits=bits, pad_value=pad)
+    return Chain(window, make_reduce(kind, window.kernel, channels, bits))
+
+
+# (kind, height, width, kernel, stride, padding)
+POOL_LAYERS = [
+    ("max", 6, 6, 2, 2, 0), ("max", 7, 7, 3, 2, 1), ("max", 7, 8, 3, 1, 1), ("max", 5, 5, 5, 3, 2),
+    ("max", 8, 7, 1, 3, 0), ("avg", 6, 7, (2, 3), (2, 1), (1, 1)), ("avg", 7, 6, 3, 1, 0),
+]
+
+
+@pytest.mark.parametrize("cfg", POOL_LAYERS, ids=str)
+def test_pool_layer(cfg):
+    kind, h, w, kernel, stride, padding = cfg
+    g = window_unit_geometry(h, w, kernel, stride, padding)
+    depth = pool_reduce_depth(kind, g.kernel)
+    beats = pixel_beats(np.random.default_rng(5), FRAMES, 2, h, w, bits=6)
+    ins, outs = check(lambda: make_pool_layer(kind, h, w, 2, kernel, stride, padding),
+                      lambda: [WindowUnitModel(g), PipelineModel(depth)], beats,
+                      FRAMES * g.out_h * g.out_w, pauses=(0.0, STALL, BACKPRESSURE))
+    assert measure(ins, outs, g.out_h * g.out_w) == pool2d_cycles(kind, h, w, 2, kernel, stride, padding)
+
+
+# --- requantizer, dense engine, argmax head -----------------------------------------------------
+
+def test_requantizer():
+    from hw.requant import Requantizer
+    rng = np.random.default_rng(6)
+    beats = [{"data": rng.integers(-500, 500, 2).tolist(), "last": k % 4 == 3} for k in range(12)]
+    check(lambda: Requantizer(12, 3, Format(6, 0), count=2), lambda: [PipelineModel(1)], beats, 12,
+          pauses=(0.0, STALL, 0.7))
+
+
+# (in_shape, out_features, pe, simd)
+DENSE_CONFIGS = [((3, 2, 3), 4, None, None), ((3, 2, 2), 4, 2, 1), ((12,), 6, 3, 4), ((8,), 2, 1, 8)]
+
+
+@pytest.mark.parametrize("cfg", DENSE_CONFIGS, ids=str)
+def test_dense_engine(cfg):
+    from hw.dense import DenseEngine
+    in_shape, out_features, pe, simd = cfg
+    features = int(np.prod(in_shape))
+    rng = np.random.default_rng(7)
+    dut = lambda: DenseEngine(in_shape, Format(4, 2), rng.integers(-8, 8, (out_features, features)),
+                              None, weight_format=Format(4, 2), out_format=Format(8, 2), pe=pe, simd=simd)
+    if len(in_shape) == 3:
+        beats = pixel_beats(rng, FRAMES, in_shape[0], in_shape[1], in_shape[2])
+    else:
+        beats = [{"data": rng.integers(-8, 8, features).tolist(), "last": 1} for _ in range(FRAMES)]
+    check(dut, lambda: [DenseEngineModel(in_shape, out_features, pe, simd)], beats, FRAMES,
+          pauses=(0.0, STALL, BACKPRESSURE))
+
+
+@pytest.mark.parametrize("in_stream", [(1,), (5,), (10,), (3, 2, 2), (1, 3, 1)], ids=str)
+def test_argmax_head(in_stream):
+    """One-beat frames: a PipelineModel; pixel-stream frames (after flatten): ArgmaxHeadModel."""
+    from hw.argmax import ArgmaxHead
+    rng = np.random.default_rng(8)
+    frames = 4
+    if len(in_stream) == 1:
+        beats = [{"data": rng.integers(-8, 8, in_stream[0]).tolist(), "last": 1} for _ in range(frames)]
+        models = lambda: [PipelineModel(argmax_cycles(in_stream[0]).latency)]
+    else:
+        beats = pixel_beats(rng, frames, *in_stream)
+        models = lambda: [ArgmaxHeadModel(in_stream[0], in_stream[1] * in_stream[2])]
+    check(lambda: ArgmaxHead.for_stream(in_stream, 4), models, beats, frames,
+          pauses=(0.0, STALL, BACKPRESSURE))
+
+
+# --- layers of a model and whole networks -------------------------------------------------------
+
+def conv(out_channels, kernel, stride=1, padding=0, **extra):
+    return {"type": "conv2d", "out_channels": out_channels, "kernel": kernel, "stride": stride,
+            "padding": padding, "weight_format": {"bits": 6, "frac": 4},
+            "output": {"bits": 8, "frac": 3}, **extra}
+
+
+def build(layers, shape, seed=0):
+    """A resolved model with random weights for every conv/dense layer."""
+    rng = np.random.default_rng(seed)
+    doc = {"format": "cnnforge-model/1", "name": "net", "weights": "net.npz",
+           "input": {"shape": list(shape), "bits": 8, "frac": 5}, "layers": []}
+    tensors, features, channels = {}, None, shape[0]
+    for k, layer in enumerate(layers):
+        layer = dict(layer)
+        if layer["type"] == "conv2d":
+            kh, kw = (layer["kernel"],) * 2 if isinstance(layer["kernel"], int) else layer["kernel"]
+            layer["weight"] = f"w{k}"
+            tensors[f"w{k}"] = rng.integers(-32, 32, (layer["out_channels"], channels, kh, kw))
+            channels = layer["out_channels"]
+        elif layer["type"] == "dense":
+            layer["weight"] = f"w{k}"
+            tensors[f"w{k}"] = rng.integers(-32, 32, (layer["out_features"], features))
+            features = layer["out_features"]
+        doc["layers"].append(layer)
+        if layer["type"] == "flatten":            # resolve the prefix to learn the flat size
+            features = parse_model(dict(doc, layers=list(doc["layers"])),
+                                   tensors=tensors).layers[-1].out_shape[0]
+    return parse_model(doc, tensors=tensors)
+
+
+NETWORKS = [
+    ([conv(4, 3, padding=1, activation="relu", pe=2, simd=9), {"type": "maxpool2d", "kernel": 2}],
+     (2, 6, 6)),
+    ([conv(3, [2, 3], stride=[1, 2], padding=[1, 0]),
+      {"type": "avgpool2d", "kernel": 2, "stride": 1, "padding": 1}, conv(2, 1)], (1, 5, 7)),
+    ([{"type": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1},
+      conv(2, 2, stride=2, pe=1, simd=4)], (2, 7, 6)),
+]
+
+
+def test_layer_models_compose():
+    """A layer's models are its blocks' models; layer_cycles equals the block-level functions."""
+    model = build(NETWORKS[0][0], NETWORKS[0][1])
+    conv_layer, pool_layer = model.layers
+    assert [type(m) for m in layer_token_models(conv_layer)] == [WindowUnitModel, MacArrayModel]
+    assert layer_cycles(conv_layer) == conv2d_cycles(6, 6, 2, 4, 3, 1, 1, 2, 9)
+    assert layer_cycles(pool_layer) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0)
+    assert network_beats(model) == (36, 9)
+
+
+DENSE = {"type": "dense", "out_features": 3, "weight_format": {"bits": 6, "frac": 4},
+         "output": {"bits": 8, "frac": 3}}
+NETWORKS += [
+    ([conv(2, 3, stride=2, padding=1), {"type": "flatten"}, DENSE, {"type": "argmax"}], (1, 5, 6)),
+    ([{"type": "maxpool2d", "kernel": 2}, {"type": "flatten"}, {"type": "argmax"}], (2, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("index", range(len(NETWORKS)))
+def test_network_top(index):
+    """The whole top (AXI framer, every layer, packer) equals the chain of all layer models."""
+    from hw.network import BLOCK_BUILDERS, NetworkTop, _load_builders
+    from sim.amaranth_backend import run_top_amaranth
+    from sim.vectors import input_words, output_stream
+    layers, shape = NETWORKS[index]
+    _load_builders()
+    missing = {layer["type"] for layer in layers} - set(BLOCK_BUILDERS)
+    if missing:
+        pytest.skip(f"no hardware builder registered yet for {sorted(missing)}")
+    model = build(layers, shape, seed=index)
+    x = np.random.default_rng(index).integers(-128, 128, (FRAMES, *shape))
+    beats_in, beats_out = network_beats(model)
+    assert beats_out == output_stream(model).beats
+    for stall in (STALL, 0.0):
+        r = run_top_amaranth(NetworkTop(model), input_words(model, x), FRAMES * beats_out,
+                             stall_in=stall, stall_out=stall, seed=index)
+        want = chain_stamps(network_token_models(model), FRAMES * beats_in, FRAMES * beats_out,
+                            source_pause=stall, source_seed=index, sink_pause=stall, sink_seed=index + 1)
+        assert (r.in_cycles, r.out_cycles) == want
+    assert measure(r.in_cycles, r.out_cycles, beats_out) == network_cycles(model)
+
+
+def test_network_with_dense_and_argmax_models():
+    """flatten adds no model; dense consumes the pixel stream; argmax is a pipe (model only)."""
+    model = build([conv(2, 3, padding=1), {"type": "flatten"},
+                   {"type": "dense", "out_features": 5, "weight_format": {"bits": 6, "frac": 4},
+                    "output": {"bits": 8, "frac": 3}},
+                   {"type": "argmax"}], (1, 4, 4))
+    kinds = [type(m) for m in network_token_models(model)]
+    assert kinds == [WindowUnitModel, MacArrayModel, DenseEngineModel, ArgmaxHeadModel]
+    assert network_beats(model) == (16, 1)
+    cycles = network_cycles(model)
+    assert cycles.frame_interval == 16             # the dense engine keeps up with one pixel a cycle
+
+
+def test_model_speed():
+    """A 32x32x3 conv layer models in well under a second (three frames, per-cycle stepping)."""
+    import time
+    start = time.perf_counter()
+    conv2d_cycles(32, 32, 3, 16, 3, 1, 1)
+    pool2d_cycles("max", 32, 32, 16, 2, 2, 0)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_conv_dense_argmax_chain():
+    """conv → flatten → dense → argmax blocks chained in simulation equal the network's models."""
+    from hw.argmax import ArgmaxHead
+    from hw.conv import Conv2dLayer
+    from hw.dense import DenseEngine
+    model = build([conv(2, 3, stride=2, padding=1, pe=1, simd=3), {"type": "flatten"},
+                   {"type": "dense", "out_features": 4, "weight_format": {"bits": 6, "frac": 4},
+                    "output": {"bits": 8, "frac": 3}},
+                   {"type": "argmax"}], (1, 5, 6))
+    conv_layer, _, dense, head = model.layers
+    make = lambda: Chain(Conv2dLayer.from_layer(conv_layer),
+                         DenseEngine.from_layer(dense, in_shape=conv_layer.out_shape),
+                         ArgmaxHead(dense.out_features, dense.out_format.bits))
+    beats = pixel_beats(np.random.default_rng(9), FRAMES, 1, 5, 6, bits=8)
+    ins, outs = check(make, lambda: network_token_models(model), beats, FRAMES,
+                      pauses=(0.0, STALL, BACKPRESSURE))
+    assert measure(ins, outs, 1) == network_cycles(model)
+
+
+def _random_geometry(rng):
+    while True:
+        h, w = (int(v) for v in rng.integers(1, 9, 2))
+        kernel = tuple(int(v) for v in rng.integers(1, 6, 2))
+        stride = tuple(int(v) for v in rng.integers(1, 4, 2))
+        padding = tuple(int(rng.integers(0, min(2, k - 1) + 1)) for k in kernel)
+        try:
+            return h, w, kernel, stride, padding, window_unit_geometry(h, w, kernel, stride, padding)
+        except ValueError:
+            continue
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_conv_layers(seed):
+    """Random shapes (kernels 1–5, strides 1–3, paddings 0–2) and folds; stall-free and stalled."""
+    rng = np.random.default_rng(100 + seed)
+    h, w, kernel, stride, padding, g = _random_geometry(rng)
+    c, out_channels = int(rng.integers(1, 3)), int(rng.choice([1, 2, 3, 4]))
+    window_len = kernel[0] * kernel[1] * c
+    pe = int(rng.choice([d for d in range(1, out_channels + 1) if out_channels % d == 0]))
+    simd = int(rng.choice([d for d in range(1, window_len + 1) if window_len % d == 0]))
+    beats = pixel_beats(rng, FRAMES, c, h, w)
+    check(lambda: make_conv((c, h, w), out_channels, kernel, stride, padding, pe, simd),
+          lambda: [WindowUnitModel(g), MacArrayModel(window_len, out_channels, pe, simd)],
+          beats, FRAMES * g.out_h * g.out_w, pauses=(0.0, 0.2 + 0.4 * (seed % 2)), seed=seed)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_pool_layers(seed):
+    rng = np.random.default_rng(200 + seed)
+    h, w, kernel, stride, padding, g = _random_geometry(rng)
+    kind = ("max", "avg")[seed % 2]
+    beats = pixel_beats(rng, FRAMES, 1, h, w, bits=6)
+    check(lambda: make_pool_layer(kind, h, w, 1, kernel, stride, padding),
+          lambda: [WindowUnitModel(g), PipelineModel(pool_reduce_depth(kind, g.kernel))],
+          beats, FRAMES * g.out_h * g.out_w, pauses=(0.0, 0.5), seed=seed)
+
+
+def test_unknown_layer_and_flatten():
+    from types import SimpleNamespace
+    with pytest.raises(NotImplementedError, match="no token model for 'lstm' layers"):
+        layer_token_models(SimpleNamespace(type="lstm", in_shape=(4,)))
+    model = build([conv(2, 3), {"type": "flatten"}], (1, 5, 5))
+    flatten = model.layers[1]
+    assert layer_token_models(flatten, (2, 3, 3)) == []
+    assert layer_cycles(flatten, (2, 3, 3)) == Cycles(latency=0, frame_interval=9)    # a wire
+
+
+def test_layer_cycles_after_flatten_use_the_pixel_stream():
+    """A dense or argmax layer after flatten is modelled on the H·W-beat pixel stream it receives."""
+    model = build([conv(2, 3, padding=1), {"type": "flatten"}, DENSE], (1, 4, 4))
+    dense = model.layers[2]
+    assert layer_cycles(dense) == layer_cycles(dense, (2, 4, 4))
+    assert layer_cycles(dense).frame_interval == 16
+    assert layer_cycles(dense, (32,)).frame_interval == 1

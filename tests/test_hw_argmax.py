@@ -1,0 +1,144 @@
+# amaranth: UnusedElaboratable=no
+"""hw.argmax.ArgmaxHead against golden.ops.argmax: ties, negatives, stalls, exact cycles."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden import ops
+from golden.cycles import argmax_cycles
+from golden.formats import ceil_log2
+from hw.argmax import ArgmaxHead
+from sim.streams import StreamSink, StreamSource
+
+
+def stream_beats(x):
+    """Frames ``(N, F)`` → one beat each; ``(N, C, H, W)`` → raster-order pixel beats, channels innermost."""
+    if x.ndim == 2:
+        return [{"data": frame.tolist(), "last": 1} for frame in x]
+    _, _, h, w = x.shape
+    return [{"data": frame[:, yy, xx].tolist(), "last": int(yy == h - 1 and xx == w - 1)}
+            for frame in x for yy in range(h) for xx in range(w)]
+
+
+def run(x, bits, pause_in=0.0, pause_out=0.0, seed=0):
+    """Stream frames ``x`` through an ArgmaxHead; check the golden indices; return (dut, src, sink)."""
+    dut = ArgmaxHead.for_stream(x.shape[1:], bits)
+    src = StreamSource(dut.i, stream_beats(x), pause=pause_in, seed=seed)
+    sink = StreamSink(dut.o, len(x), pause=pause_out, seed=seed + 1,
+                      decode=lambda p: (int(p.data), int(p.last)))
+
+    async def source(ctx):
+        await src.run(ctx)
+
+    async def drain(ctx):
+        await sink.run(ctx)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source)
+    sim.add_testbench(drain)
+    sim.run()
+    assert [b[0] for b in sink.beats] == ops.argmax(x).tolist()
+    assert [b[1] for b in sink.beats] == [1] * len(x)
+    return dut, src, sink
+
+
+def frames(seed, features, bits, count=24):
+    """Random frames from a small value range (many ties), plus all-equal, extreme and negative frames."""
+    rng = np.random.default_rng(seed)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    x = rng.integers(lo, hi + 1, (count, features))
+    x[::3] = rng.integers(-2, 2, (len(x[::3]), features))              # ties between maxima
+    x[1] = lo                                                           # all equal (minimum)
+    x[2] = hi                                                           # all equal (maximum)
+    x[4] = rng.integers(lo, 0, features)                                # all negative
+    x[5] = lo
+    x[5, -1] = lo + 1                                                   # the maximum is last
+    return x
+
+
+@pytest.mark.parametrize("seed,features,bits", [(0, 10, 8), (1, 1, 4), (2, 2, 5), (3, 3, 16),
+                                                (4, 17, 6), (5, 7, 12), (6, 32, 3)])
+def test_random_stalls(seed, features, bits):
+    run(frames(seed, features, bits), bits, pause_in=0.3 + 0.03 * seed, pause_out=0.5 - 0.03 * seed,
+        seed=seed)
+
+
+def test_first_maximum_wins():
+    x = np.array([[3, 7, 7, 1, 7], [-5, -5, -5, -5, -5], [-8, -3, -4, -3, -8], [0, 0, 0, 0, 1],
+                  [1, 0, 0, 0, 1]])
+    run(x, 4, pause_in=0.4, pause_out=0.4)
+    assert ops.argmax(x).tolist() == [1, 0, 1, 4, 0]
+
+
+@pytest.mark.parametrize("features", [1, 2, 5, 10, 33])
+def test_cycle_model(features):
+    x = frames(9, features, 8, count=6)
+    dut, src, sink = run(x, 8)
+    model = argmax_cycles(features)
+    assert sink.stamps[0] - src.stamps[0] == model.latency == dut.latency == max(1, ceil_log2(features))
+    assert {b - a for a, b in zip(sink.stamps[1:], sink.stamps[2:])} == {model.frame_interval} == {1}
+    assert len(dut.o.payload.data) == max(1, ceil_log2(features))
+
+
+def pixel_frames(seed, shape, bits, count):
+    """Frames (count, C, H, W) with many ties across channels and pixels, plus all-equal frames."""
+    rng = np.random.default_rng(seed)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    x = rng.integers(lo, hi + 1, (count, *shape))
+    x[::2] = rng.integers(-2, 2, (len(x[::2]), *shape))
+    x[1] = lo
+    x[3] = rng.integers(lo, 0, shape)
+    return x
+
+
+@pytest.mark.parametrize("seed,shape,bits", [(0, (3, 2, 3), 4), (1, (1, 3, 2), 6), (2, (5, 1, 4), 8),
+                                             (3, (4, 2, 2), 3)])
+def test_after_flatten_of_a_pixel_stream(seed, shape, bits):
+    """argmax right after flatten: H·W beats per frame, index in PyTorch (C, H, W) order."""
+    run(pixel_frames(seed, shape, bits, 16), bits, pause_in=0.4, pause_out=0.4, seed=seed)
+
+
+def test_after_flatten_ties_across_pixels():
+    x = np.zeros((3, 2, 2, 2), np.int64)            # (N, C, H, W)
+    x[0, 1, 0, 0] = x[0, 0, 1, 1] = 5                # channel 0 wins although its pixel comes later
+    x[1, 1, 0, 1] = x[1, 1, 1, 0] = 3                # same channel: the earlier pixel wins
+    run(x, 4, pause_in=0.3, pause_out=0.3)
+    assert ops.argmax(x).tolist() == [3, 5, 0]
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 3), (1, 4, 1), (10, 1, 2)])
+def test_cycle_model_after_flatten(shape):
+    x = pixel_frames(5, shape, 8, 5)
+    dut, src, sink = run(x, 8)
+    beats = shape[1] * shape[2]
+    model = argmax_cycles(shape[0], beats)
+    assert sink.stamps[0] - src.stamps[0] == model.latency == dut.latency == beats + ceil_log2(shape[0])
+    assert {b - a for a, b in zip(sink.stamps[1:], sink.stamps[2:])} == {model.frame_interval} == {beats}
+    assert len(dut.o.payload.data) == max(1, ceil_log2(x[0].size))
+
+
+@pytest.mark.parametrize("features,bits,beats,match", [(0, 8, 1, "features"), (3, 1, 1, "bits"),
+                                                       (2.5, 8, 1, "features"), (4, 65, 1, "bits"),
+                                                       (4, 8, 0, "beats")])
+def test_invalid_parameters(features, bits, beats, match):
+    with pytest.raises(ValueError, match=match):
+        ArgmaxHead(features, bits, beats=beats)
+
+
+@pytest.mark.parametrize("shape,pause", [((10,), 0.4), ((1,), 0.3), ((3, 2, 3), 0.4), ((1, 4, 1), 0.3),
+                                         ((5, 1, 2), 0.0)])
+def test_token_model_matches_simulation(shape, pause):
+    """golden.cycles.ArgmaxHeadModel reproduces every handshake cycle, with stalls on both sides."""
+    from golden.cycles import ArgmaxHeadModel
+    from golden.tokens import chain_stamps, model_cycles
+    count = 7
+    x = frames(3, shape[0], 6, count) if len(shape) == 1 else pixel_frames(3, shape, 6, count)
+    beats = 1 if len(shape) == 1 else shape[1] * shape[2]
+    _, src, sink = run(x, 6, pause_in=pause, pause_out=pause, seed=2)
+    ins, outs = chain_stamps([ArgmaxHeadModel(shape[0], beats)], count * beats, count,
+                             source_pause=pause, source_seed=2, sink_pause=pause, sink_seed=3)
+    assert (ins, outs) == (src.stamps, sink.stamps)
+    assert model_cycles(lambda: [ArgmaxHeadModel(shape[0], beats)], beats, 1) == \
+        argmax_cycles(shape[0], beats)
