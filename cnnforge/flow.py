@@ -303,11 +303,11 @@ def _localize_layer(design: Design, x_frame: np.ndarray) -> dict | None:
         got = result.probes[layer.name]
         data_bits = Shape.cast(block.o.payload.shape()["data"].shape).width
         mask = (1 << data_bits) - 1
+        # The run stops at the network's last output, so a layer's trailing beats
+        # that no later window needs may not have been captured: compare what was.
         for beat, (want, have) in enumerate(zip(expected, got)):
             if want[0] != have & mask:
                 return {"layer": layer.name, "beat": beat}
-        if len(got) != len(expected):
-            return {"layer": layer.name, "beat": min(len(got), len(expected))}
     return None
 
 

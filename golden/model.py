@@ -62,6 +62,9 @@ class Layer:
     index: int
     name: str
     in_shape: tuple
+    #: frame shape of the hardware stream entering the layer: ``in_shape``, except
+    #: after ``flatten``, whose hardware passes the ``(C, H, W)`` pixel stream on
+    in_stream: tuple = ()
     out_shape: tuple = ()
     in_format: Format
     out_format: Format | None = None
@@ -460,19 +463,21 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
     layers: list[Layer] = []
     names: dict[str, int] = {}
     in_shape, in_format = tuple(shape), input_format
+    stream = in_shape
     for index, raw in enumerate(raw_layers):
-        layer = _parse_layer(index, raw, in_shape, in_format, store, len(raw_layers))
+        layer = _parse_layer(index, raw, in_shape, in_format, store, len(raw_layers), stream)
         if layer.name in names:
             raise ModelError(f"name '{layer.name}' is already used by layer {names[layer.name]}; "
                              "layer names must be unique", layer=layer.label, field="name")
         names[layer.name] = index
         layers.append(layer)
         in_shape, in_format = layer.out_shape, layer.out_format
+        stream = stream if layer.type == "flatten" else in_shape
     return Model(name=name, input_shape=tuple(shape), input_format=input_format, layers=layers,
                  weights=weights, metadata=doc.get("metadata"), source=source)
 
 
-def _parse_layer(index, raw, in_shape, in_format, store, count) -> Layer:
+def _parse_layer(index, raw, in_shape, in_format, store, count, stream) -> Layer:
     where = f"{index}"
     if not isinstance(raw, dict):
         raise ModelError(f"must be an object, not {json.dumps(raw)}", layer=where)
@@ -492,7 +497,7 @@ def _parse_layer(index, raw, in_shape, in_format, store, count) -> Layer:
         if key not in raw:
             raise ModelError(f"missing required key for a {kind} layer", layer=where, field=key)
 
-    common = dict(index=index, name=name, in_shape=in_shape, in_format=in_format)
+    common = dict(index=index, name=name, in_shape=in_shape, in_format=in_format, in_stream=stream)
     if kind != "argmax" and len(in_shape) == 0:
         raise ModelError("comes after argmax, which must be the last layer", layer=where, field="type")
     if kind in ("conv2d", "maxpool2d", "avgpool2d") and len(in_shape) != 3:
@@ -644,7 +649,11 @@ def _parse_dense(raw, where, common, store):
     options = _requant_options(raw, where)
     _check_accumulator(where, in_format, weight_format, output, in_features)
     pe, pe_given = _parallelism(raw, where, "pe", out_features, "out_features")
-    simd, simd_given = _parallelism(raw, where, "simd", in_features, "in_features")
+    # The engine takes the incoming stream beat by beat: after flatten of a
+    # (C, H, W) map a beat holds C values, so simd divides C (and in_features).
+    per_beat = common["in_stream"][0]
+    what = "in_channels per incoming pixel" if len(common["in_stream"]) == 3 else "in_features"
+    simd, simd_given = _parallelism(raw, where, "simd", per_beat, what)
     weight, bias, weight_key, bias_key = _weights_and_bias(
         raw, where, store, (out_features, in_features), weight_format, in_format, in_features)
     return Dense(**common, out_shape=(out_features,), out_format=output, out_features=out_features,

@@ -41,6 +41,12 @@ from .layouts import element_shape, pixel_layout, window_layout
 __all__ = ["WindowUnit"]
 
 
+def _at_most(counter, bound, largest):
+    """``counter <= bound`` for a counter that never exceeds ``largest``; a constant
+    when it always holds, so the Verilog has no comparison that lint calls constant."""
+    return Const(1) if bound >= largest else counter <= bound
+
+
 class WindowUnit(wiring.Component):
     """Sliding-window generator over a raster pixel stream.
 
@@ -137,8 +143,8 @@ class WindowUnit(wiring.Component):
         in_fire = Signal()
         row_done = Signal()
         m.d.comb += [
-            row_used.eq((rph < kh) & (iy <= g.last_row)),
-            stored.eq(row_used & (ix <= g.last_col)),
+            row_used.eq(_at_most(rph, kh - 1, sh - 1) & _at_most(iy, g.last_row, H - 1)),
+            stored.eq(row_used & _at_most(ix, g.last_col, W - 1)),
             # Line (row g - NL) free at this column: reader is past its last user row,
             # or is in that row and past this column.
             self.i.ready.eq(~stored | (a2 < NL) | ((a3 < NL) & (x_rd > ix))),

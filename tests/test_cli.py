@@ -38,8 +38,8 @@ def test_info_table(example, capsys):
     conv = next(line for line in lines if line.startswith("0 "))
     assert conv.split() == ["0", "conv1", "conv2d", "1x8x8", "4x8x8", "s8.7", "s8.6", "s8.4", "21", "2,304", "6"]
     dense = next(line for line in lines if line.startswith("3 "))
-    assert dense.split() == ["3", "fc", "dense", "64", "10", "s8.4", "s8.6", "s16.8", "23", "640", "640"]
-    assert lines[-1] == "total: 2,944 MACs/frame, 646 multipliers, 5,408 weight bits"
+    assert dense.split() == ["3", "fc", "dense", "64", "10", "s8.4", "s8.6", "s16.8", "23", "640", "40"]
+    assert lines[-1] == "total: 2,944 MACs/frame, 46 multipliers, 5,408 weight bits"
 
 
 def test_info_json(example, capsys):

@@ -128,6 +128,7 @@ def random_model(seed):
     if flat:
         layers.append({"type": "flatten"})
         features = c * h * w
+        per_beat = c              # the first dense takes the pixel stream, C values a beat
         for _ in range(int(rng.integers(0, 3))):
             out = int(rng.integers(1, 9))
             layer = {"type": "dense", "out_features": out}
@@ -136,9 +137,9 @@ def random_model(seed):
             tensors[f"{key}.w"] = _codes(rng, wfmt, (out, features))
             if rng.random() < 0.4:
                 layer["pe"] = int(rng.choice(_divisors(out)))
-                layer["simd"] = int(rng.choice(_divisors(features)))
+                layer["simd"] = int(rng.choice(_divisors(per_beat)))
             layers.append(layer)
-            features = out
+            features = per_beat = out
         if rng.random() < 0.5:
             layers.append({"type": "argmax"})
     n = int(rng.integers(1, 4))

@@ -58,7 +58,9 @@ def test_design_example_resolves_defaults_and_shapes():
     assert conv.macs_per_frame == 8 * 8 * 9 * 8
     assert pool.stride == (2, 2) and pool.padding == (0, 0) and pool.out_shape == (8, 4, 4)
     assert flat.out_shape == (128,)
-    assert fc.in_features == 128 and fc.out_shape == (10,) and fc.pe == 10 and fc.simd == 128
+    # dense defaults to one incoming pixel (8 channels) per clock: pe = 10, simd = 8
+    assert fc.in_features == 128 and fc.out_shape == (10,) and fc.pe == 10 and fc.simd == 8
+    assert fc.in_stream == (8, 4, 4) and conv.in_stream == (1, 8, 8)
     assert fc.acc_bits == 8 + 8 + 7 + 1 and fc.shift == 4 + 6 - 8 and fc.macs_per_frame == 1280
     assert head.out_shape == () and head.out_format is None
     assert model.output_shape == ()
@@ -152,6 +154,7 @@ BAD_DOCS = [
     (("layers", 0, "output"), [8, 4], "0 'conv1'", "output", "bits"),
     (("layers", 0, "pe"), 3, "0 'conv1'", "pe", "does not divide out_channels = 8"),
     (("layers", 0, "simd"), 2, "0 'conv1'", "simd", "1, 3, 9"),
+    (("layers", 3, "simd"), 16, "3 'fc'", "simd", "in_channels per incoming pixel = 8"),
     (("layers", 0, "pe"), 0, "0 'conv1'", "pe", ">= 1"),
     (("layers", 0, "name"), "fc", "3 'fc'", "name", "unique"),
     (("layers", 0, "name"), "conv 1", "0", "name", "identifier"),
