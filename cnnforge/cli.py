@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.fileio import save_npy
+from golden.fileio import dumps_json, save_npy
 
 from . import __version__
 
@@ -74,6 +74,7 @@ def _shape(shape) -> str:
 def layer_rows(model) -> list[dict]:
     """One dict per layer with the figures ``info`` shows."""
     from golden.model import Conv2d, Dense
+    from .figures import layer_figures
     rows = []
     for layer in model.layers:
         weighted = isinstance(layer, (Conv2d, Dense))
@@ -84,18 +85,16 @@ def layer_rows(model) -> list[dict]:
             "weight_format": layer.weight_format.to_json() if weighted else None,
             "out_format": layer.out_format.to_json() if layer.out_format else None,
             "acc_bits": layer.acc_bits if weighted else None,
-            "macs_per_frame": layer.macs_per_frame,
-            "multipliers": layer.multipliers,
             "pe": layer.pe if weighted else None,
             "simd": layer.simd if weighted else None,
         }
+        row.update(layer_figures(layer))
         if isinstance(layer, Conv2d):
             row.update(kernel=list(layer.kernel), stride=list(layer.stride), padding=list(layer.padding))
         if hasattr(layer, "rounding"):
             row["rounding"] = layer.rounding
         if weighted:
-            row.update(overflow=layer.overflow, activation=layer.activation, shift=layer.shift,
-                       weight_bits=int(layer.weight.size) * layer.weight_format.bits)
+            row.update(overflow=layer.overflow, activation=layer.activation, shift=layer.shift)
         rows.append(row)
     return rows
 
@@ -104,35 +103,45 @@ def _fmt(f) -> str:
     return f"s{f['bits']}.{f['frac']}" if f else "-"
 
 
+def _count(value) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def cmd_info(args) -> int:
+    from .figures import network_figures
     model = _load_model(args.model)
     rows = layer_rows(model)
+    network = network_figures(model, rows)
     summary = {
         "name": model.name,
         "input_shape": list(model.input_shape), "input_format": model.input_format.to_json(),
         "output_shape": list(model.output_shape),
-        "macs_per_frame": sum(r["macs_per_frame"] for r in rows),
-        "multipliers": sum(r["multipliers"] for r in rows),
-        "weight_bits": sum(r.get("weight_bits", 0) for r in rows),
+        **network,
     }
     if args.json:
-        print(json.dumps({"model": summary, "layers": rows}, indent=2))
+        print(dumps_json({"model": summary, "layers": rows}), end="")
         return EXIT_OK
-    header = ("#", "name", "type", "in", "out", "x fmt", "w fmt", "y fmt", "acc", "MACs/frame", "mults")
+    header = ("#", "name", "type", "in", "out", "x fmt", "w fmt", "y fmt", "acc", "MACs/frame", "mults",
+              "latency", "interval", "mem bits")
     table = [header]
     for r in rows:
+        memory = None if r["line_buffer_bits"] is None else r["line_buffer_bits"] + r["weight_bits"]
         table.append((str(r["index"]), r["name"], r["type"], _shape(r["in_shape"]), _shape(r["out_shape"]),
                       _fmt(r["in_format"]), _fmt(r["weight_format"]), _fmt(r["out_format"]),
-                      str(r["acc_bits"] or "-"), f"{r['macs_per_frame']:,}", str(r["multipliers"])))
+                      str(r["acc_bits"] or "-"), _count(r["macs_per_frame"]), str(r["multipliers"]),
+                      _count(r["predicted_latency_cycles"]), _count(r["predicted_frame_interval_cycles"]),
+                      _count(memory)))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print(f"model {model.name}: input {_shape(model.input_shape)} {model.input_format}, "
-          f"{len(rows)} layers")
+          f"{len(rows)} layers (latency and interval in cycles, each layer alone)")
     for n, row in enumerate(table):
         print("  ".join(cell.ljust(widths[i]) if i < 3 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
         if n == 0:
             print("  ".join("-" * w for w in widths))
-    print(f"total: {summary['macs_per_frame']:,} MACs/frame, {summary['multipliers']} multipliers, "
-          f"{summary['weight_bits']:,} weight bits")
+    print(f"network: {summary['macs_per_frame']:,} MACs/frame, {summary['multipliers']} multipliers, "
+          f"{summary['memory_bits']:,} memory bits ({summary['weight_bits']:,} weights); latency "
+          f"{_count(summary['predicted_latency_cycles'])}, frame interval "
+          f"{_count(summary['predicted_frame_interval_cycles'])} cycles")
     return EXIT_OK
 
 
@@ -315,6 +324,10 @@ def main(argv=None) -> int:
     except CliError as exc:
         print(f"cnnforge: error: {exc}", file=sys.stderr)
         return exc.code
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: not an error of ours.
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("cnnforge: interrupted", file=sys.stderr)
         return 130

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from golden.fileio import atomic_write, dumps_json
-from golden.model import Conv2d, Dense, Model, model_hash
+from golden.model import Model, model_hash
 from golden.network import run_with_taps
 
 from . import __version__
@@ -76,57 +76,30 @@ def build_design(model: Model) -> Design:
     return Design(model, top, verilog, report, time.perf_counter() - start)
 
 
-def _predicted(model):
-    """Per-layer and network cycle predictions (None where no model exists yet)."""
-    from golden import cycles
-    per_layer = []
-    for layer in model.layers:
-        try:
-            per_layer.append(cycles.layer_cycles(layer))
-        except NotImplementedError:
-            per_layer.append(None)
-    try:
-        network = cycles.network_cycles(model)
-    except NotImplementedError:
-        network = None
-    return per_layer, network
-
-
 def design_report(model: Model, top) -> dict:
-    """``report.json``: per layer shapes, multipliers, MACs, cycles and memory; network totals."""
-    per_layer, network = _predicted(model)
+    """``report.json``: per layer shapes, multipliers, MACs, cycles and memory; network totals.
+
+    Multipliers are the built blocks' own counts, checked against the estimate
+    ``info`` shows.
+    """
+    from .figures import layer_figures, network_figures
     blocks = dict((layer.name, block) for layer, block in top.blocks)
     layers = []
-    for layer, predicted in zip(model.layers, per_layer):
+    for layer in model.layers:
+        row = {"name": layer.name, "type": layer.type,
+               "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape)}
+        row.update(layer_figures(layer))
         block = blocks.get(layer.name)
-        window = getattr(block, "window", None)
-        weight_bits = 0
-        if isinstance(layer, (Conv2d, Dense)):
-            weight_bits = int(layer.weight.size) * layer.weight_format.bits
-        layers.append({
-            "name": layer.name, "type": layer.type,
-            "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape),
-            "multipliers": int(getattr(block, "multipliers", 0) or 0),
-            "macs_per_frame": layer.macs_per_frame,
-            "predicted_latency_cycles": predicted.latency if predicted else None,
-            "predicted_frame_interval_cycles": predicted.frame_interval if predicted else None,
-            "line_buffer_bits": int(window.line_buffer_bits) if window is not None else 0,
-            "weight_bits": weight_bits,
-        })
+        if block is not None:
+            row["multipliers"] = int(getattr(block, "multipliers", 0))
+        layers.append(row)
     return {
         "cnnforge_version": __version__,
         "model": model.name,
         "model_sha256": model_hash(model),
         "ports": {"s_axis_tdata_bits": top.in_width, "m_axis_tdata_bits": top.out_width},
         "layers": layers,
-        "network": {
-            "predicted_latency_cycles": network.latency if network else None,
-            "predicted_frame_interval_cycles": network.frame_interval if network else None,
-            "multipliers": sum(row["multipliers"] for row in layers),
-            "line_buffer_bits": sum(row["line_buffer_bits"] for row in layers),
-            "weight_bits": sum(row["weight_bits"] for row in layers),
-            "memory_bits": sum(row["line_buffer_bits"] + row["weight_bits"] for row in layers),
-        },
+        "network": network_figures(model, layers),
     }
 
 
