@@ -247,6 +247,17 @@ def cmd_verify(args) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- demo
+
+def cmd_demo(args) -> int:
+    from .demo import format_report, run_demo
+    simulator = _check_simulator_option(args.simulator)
+    report = _flow_call(run_demo, model_path=args.model, inputs_path=args.inputs, labels_path=args.labels,
+                        out_dir=args.out, simulator=simulator, limit=args.limit)
+    print(json.dumps(report) if args.json else format_report(report))
+    return EXIT_OK if report["match"] else EXIT_MISMATCH
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,6 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="verilator (default), icarus or amaranth")
     verify.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     verify.set_defaults(func=cmd_verify)
+
+    demo = commands.add_parser(
+        "demo", help="run the bundled digits CNN on the generated hardware",
+        description="Generate the Verilog of the bundled digits CNN (or --model), simulate every held-out "
+                    "test image through the HDL harness, compare each output with the golden model and "
+                    "print bit-exactness, hardware/golden/float accuracy, cycles and timings. Exit 0 when "
+                    "all match, 1 on any mismatch, 2 for bad input, 3 for a missing or failing simulator.")
+    demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    demo.add_argument("--out", metavar="DIR", help="folder for the Verilog and report.json (default ./cnnforge-demo)")
+    demo.add_argument("--simulator", default="verilator", metavar="SIM",
+                      help="verilator (default), icarus or amaranth")
+    demo.add_argument("--limit", type=int, metavar="N", help="check only the first N images")
+    demo.add_argument("--model", metavar="M.json", help="another model instead of the bundled one")
+    demo.add_argument("--inputs", metavar="X.npy", help="input codes for --model")
+    demo.add_argument("--labels", metavar="L.npy", help="class labels of --inputs (for accuracy)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -19,7 +19,7 @@ from golden.formats import Format
 
 from .layouts import pixel_layout
 from .mac import MacArray, conv_weights_to_window_order
-from .requant import silence_if_invalid
+from .unused import silence_if_invalid
 from .window import WindowUnit
 
 __all__ = ["Conv2dLayer"]

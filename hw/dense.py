@@ -65,7 +65,8 @@ from golden.formats import Format, acc_bits as _acc_bits, ceil_log2
 from .divide import Pipe
 from .layouts import pixel_layout
 from .mac import check_fold
-from .requant import Requantizer, check_requant_params, silence_if_invalid
+from .requant import Requantizer, check_requant_params
+from .unused import silence_if_invalid
 
 __all__ = ["DenseEngine", "dense_weights_to_stream_order", "stream_geometry"]
 

@@ -34,7 +34,8 @@ from golden.cycles import mac_array_pipeline_depth
 from golden.formats import Format, acc_bits as _acc_bits, ceil_log2
 
 from .layouts import pixel_layout, window_layout
-from .requant import Requantizer, check_requant_params, silence_if_invalid
+from .requant import Requantizer, check_requant_params
+from .unused import silence_if_invalid
 
 __all__ = ["MacArray", "conv_weights_to_window_order", "divisors", "check_fold"]
 

@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from golden.model import Model
 from .axis import AxisFramer, AxisPacker
 from .layouts import pixel_layout
+from .unused import silence
 
 __all__ = ["BLOCK_BUILDERS", "register_block", "BuildError", "NetworkTop"]
 
@@ -45,7 +46,7 @@ def _flatten(layer):
 
 def _load_builders():
     # The block modules register themselves on import.
-    from . import blocks  # noqa: F401
+    from . import blocks  # noqa: F401  (registers the builders)
 
 
 class NetworkTop(wiring.Component):
@@ -70,7 +71,7 @@ class NetworkTop(wiring.Component):
                     raise BuildError(f"no hardware block for '{layer.type}' layers yet")
                 block = builder(layer)
             except (ValueError, TypeError) as exc:
-                self._MustUse__silence = True      # never elaborated: no "unused" warning
+                silence(self)                      # never elaborated: no "unused" warnings
                 raise BuildError(f"layer {layer.label}: {exc}") from None
             self.blocks.append((layer, block))
         c, h, w = model.input_shape

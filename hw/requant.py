@@ -18,10 +18,9 @@ clamped there.  Left shifts (``shift <= 0``) saturate by comparing the
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import numpy as np
-from amaranth.hdl import Elaboratable, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,25 +28,9 @@ from golden.formats import (ACTIVATIONS, MAX_ACC_BITS, OVERFLOW_MODES, ROUNDING_
                             Format)
 
 from .layouts import pixel_layout
+from .unused import silence_if_invalid
 
-__all__ = ["Requantizer", "requantize_value", "acc_layout", "check_requant_params",
-           "silence_if_invalid"]
-
-
-@contextmanager
-def silence_if_invalid(component):
-    """On a construction error, mark ``component`` and the components it already built as unused.
-
-    Amaranth warns about elaboratables that are created but never elaborated;
-    one whose parameters were rejected never will be, so the warning is noise.
-    """
-    try:
-        yield
-    except Exception:
-        for obj in (component, *vars(component).values()):
-            if isinstance(obj, Elaboratable):
-                obj._MustUse__silence = True
-        raise
+__all__ = ["Requantizer", "requantize_value", "acc_layout", "check_requant_params"]
 
 
 def acc_layout(acc_bits: int, count: int) -> data.StructLayout:

@@ -34,6 +34,14 @@ MODELS = {
                            {"type": "maxpool2d", "kernel": 2},
                            conv(3, [2, 1], stride=[1, 2], rounding="half_even")]),
     "single": ((1, 9, 8), [conv(2, [3, 5], stride=2, padding=[1, 2], overflow="wrap")]),
+    "digitslike": ((1, 8, 8), [conv(4, 3, padding=1, activation="relu", pe=2, simd=3),
+                               {"type": "maxpool2d", "kernel": 2},
+                               conv(6, 3, padding=1, activation="relu", pe=3, simd=4),
+                               {"type": "maxpool2d", "kernel": 2},
+                               {"type": "flatten"},
+                               {"type": "dense", "out_features": 10, "weight_format": {"bits": 6, "frac": 4},
+                                "output": {"bits": 12, "frac": 6}, "pe": 5, "simd": 3},
+                               {"type": "argmax"}]),
     "pair": ((3, 6, 6), [conv(2, 1, pe=1, simd=1),
                          {"type": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1,
                           "rounding": "half_away"},
@@ -56,6 +64,11 @@ def make_model(name, folder):
             tensors[f"w{k}"] = rng.integers(-32, 32, (layer["out_channels"], channels, kh, kw))
             tensors[f"b{k}"] = rng.integers(-800, 800, layer["out_channels"])
             channels = layer["out_channels"]
+        if layer["type"] == "dense":
+            layer.update(weight=f"w{k}", bias=f"b{k}")
+            features = parse_model(doc, tensors=tensors).output_shape[0]
+            tensors[f"w{k}"] = rng.integers(-32, 32, (layer["out_features"], features))
+            tensors[f"b{k}"] = rng.integers(-800, 800, layer["out_features"])
         doc["layers"].append(layer)
     path = Path(folder) / f"{name}.json"
     save_model(parse_model(doc, tensors=tensors), path)

@@ -1,0 +1,281 @@
+"""FPGA device table and pre-synthesis estimates of DSP and block-RAM use (pure Python).
+
+:data:`DEVICES` describes the parts ``cnnforge synth`` targets (DESIGN §7):
+logic, flip-flops, block RAMs (count and shapes), DSP multipliers, and the
+nextpnr options that select the part.  :func:`estimate_resources` predicts
+from a model alone (no Amaranth) which memories become block RAMs and how many
+multipliers go to DSP blocks, following the rules Yosys applies:
+
+- memories: ``memory_libmap`` picks the cheapest of logic (``width·depth`` bits,
+  1/16 of that for a ROM), distributed LUT RAM (ECP5 ``DPR16X4``, cost 4 per
+  16×4, RAMs only) and block RAM (cost 64 per iCE40 EBR, 128 per ECP5 DP16KD);
+- multipliers: a product of at least 11 bits with both operands at most the DSP
+  width goes to a DSP block; cnnforge caps their number at the part's count
+  (the rest become LUT logic, see ``cnnforge.synth``), widest first.
+
+The memories are those of the generated blocks: each window unit's line
+memory (``K_h`` lines × ``C·bits`` wide, one word per covered column), and the
+weight/bias ROMs of folded conv and dense engines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import ceil
+
+from .cycles import window_unit_geometry
+from .formats import ceil_log2
+
+__all__ = ["Device", "DEVICES", "get_device", "Memory", "estimate_resources", "soft_multiplier_luts"]
+
+
+@dataclass(frozen=True)
+class Device:
+    """One FPGA part.
+
+    Attributes
+    ----------
+    name : str
+        cnnforge device name (``up5k``, ``ecp5-25k``, ...).
+    family : str
+        ``ice40`` or ``ecp5``.
+    part : str
+        Vendor part name.
+    luts, ffs : int
+        4-input LUTs and flip-flops.
+    brams : int
+        Block RAMs (iCE40 ``SB_RAM40_4K`` 4 kbit; ECP5 ``DP16KD`` 18 kbit).
+    bram_bits : int
+        Bits per block RAM.
+    bram_shapes : tuple of (depth, width)
+        Configurations of one block RAM.
+    bram_cost : int
+        Yosys ``memory_libmap`` cost of one block RAM.
+    dsps : int
+        Hard multipliers (``SB_MAC16`` 16×16, ``MULT18X18D`` 18×18).
+    dsp_width : int
+        Widest operand one DSP takes.
+    dsp_cell, bram_cell, lut_cell, ff_cells : str / tuple
+        Cell names in the synthesized netlist.
+    lutram : bool
+        Whether small RAMs can live in LUTs (ECP5 ``DPR16X4``).
+    nextpnr : str
+        nextpnr program suffix (``ice40`` or ``ecp5``).
+    nextpnr_args : tuple of str
+        Options selecting the part and package.
+    default_freq_mhz : float
+        Default timing target of ``cnnforge synth``.
+    """
+
+    name: str
+    family: str
+    part: str
+    luts: int
+    ffs: int
+    brams: int
+    bram_bits: int
+    bram_shapes: tuple
+    bram_cost: int
+    dsps: int
+    dsp_width: int
+    dsp_cell: str
+    bram_cell: str
+    lutram: bool
+    nextpnr: str
+    nextpnr_args: tuple
+    default_freq_mhz: float
+    lut_cell: str = "SB_LUT4"
+    ff_cells: tuple = field(default=())
+
+
+_ICE40_SHAPES = ((256, 16), (512, 8), (1024, 4), (2048, 2))
+_ECP5_SHAPES = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
+_ICE40_FFS = ("SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFR", "SB_DFFS", "SB_DFFESR", "SB_DFFER",
+              "SB_DFFES", "SB_DFFESS", "SB_DFFSS", "SB_DFFN", "SB_DFFNE", "SB_DFFNSR", "SB_DFFNESR")
+
+
+def _ice40(name, part, luts, brams, dsps, args, freq):
+    return Device(name, "ice40", part, luts, luts, brams, 4096, _ICE40_SHAPES, 64, dsps, 16,
+                  "SB_MAC16", "SB_RAM40_4K", False, "ice40", args, freq,
+                  lut_cell="SB_LUT4", ff_cells=_ICE40_FFS)
+
+
+def _ecp5(name, part, luts, brams, dsps, size):
+    return Device(name, "ecp5", part, luts, luts, brams, 18432, _ECP5_SHAPES, 128, dsps, 18,
+                  "MULT18X18D", "DP16KD", True, "ecp5",
+                  (f"--{size}", "--package", "CABGA381", "--speed", "6"), 100.0,
+                  lut_cell="LUT4", ff_cells=("TRELLIS_FF",))
+
+
+#: The supported parts (ECP5 speed grade 6).
+DEVICES = {
+    "up5k": _ice40("up5k", "iCE40UP5K-SG48", 5280, 30, 8, ("--up5k", "--package", "sg48"), 42.0),
+    "hx8k": _ice40("hx8k", "iCE40HX8K-CT256", 7680, 32, 0, ("--hx8k", "--package", "ct256"), 60.0),
+    "ecp5-25k": _ecp5("ecp5-25k", "LFE5U-25F-6BG381", 24288, 56, 28, "25k"),
+    "ecp5-45k": _ecp5("ecp5-45k", "LFE5U-45F-6BG381", 43848, 108, 72, "45k"),
+    "ecp5-85k": _ecp5("ecp5-85k", "LFE5U-85F-6BG381", 83640, 208, 156, "85k"),
+}
+
+
+def get_device(name: str) -> Device:
+    """The :class:`Device` called ``name``; ``ValueError`` naming the choices otherwise."""
+    try:
+        return DEVICES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}") from None
+
+
+@dataclass
+class Memory:
+    """One memory of the generated design and where it is expected to go."""
+
+    layer: str
+    role: str           # "line buffer", "weight ROM", "bias ROM"
+    width: int
+    depth: int
+    rom: bool
+    chunk: int = 0      # write-enable granularity in bits (0: whole word)
+    placement: str = "logic"     # "bram", "lutram" or "logic"
+    brams: int = 0
+    lutrams: int = 0
+
+    @property
+    def bits(self) -> int:
+        return self.width * self.depth
+
+
+def _bram_blocks(mem: Memory, device: Device) -> int:
+    """Fewest block RAMs holding ``mem`` over the part's shapes (write-enable chunks kept whole)."""
+    best = None
+    for depth, width in device.bram_shapes:
+        if mem.chunk and device.family == "ice40" and width != 16 and mem.chunk % width:
+            columns = (mem.width // mem.chunk) * ceil(mem.chunk / width)   # no byte enables below x16
+        else:
+            columns = ceil(mem.width / width)
+        blocks = columns * ceil(mem.depth / depth)
+        best = blocks if best is None else min(best, blocks)
+    return best
+
+
+def _place(mem: Memory, device: Device) -> Memory:
+    """Choose logic / LUT RAM / block RAM by Yosys ``memory_libmap``'s costs."""
+    logic_cost = mem.bits / 16 if mem.rom else mem.bits
+    choices = [(logic_cost, "logic", 0, 0)]
+    if device.lutram and not mem.rom:
+        cells = ceil(mem.width / 4) * ceil(mem.depth / 16)
+        choices.append((4 * cells + (mem.width if mem.depth > 16 else 0), "lutram", 0, cells))
+    if device.brams:
+        blocks = _bram_blocks(mem, device)
+        choices.append((device.bram_cost * blocks, "bram", blocks, 0))
+    _, mem.placement, mem.brams, mem.lutrams = min(choices, key=lambda c: c[0])
+    return mem
+
+
+def _model_memories(model) -> list:
+    """Memories of the blocks ``hw.network.NetworkTop`` builds for ``model``."""
+    mems = []
+    for layer in model.layers:
+        if layer.type in ("conv2d", "maxpool2d", "avgpool2d"):
+            c, h, w = layer.in_shape
+            g = window_unit_geometry(h, w, layer.kernel, layer.stride, layer.padding)
+            bits = layer.in_format.bits
+            mems.append(Memory(layer.name, "line buffer", g.lines * c * bits, g.cols, False,
+                               chunk=c * bits))
+        if layer.type == "conv2d":
+            fan_in = layer.fan_in
+            depth = layer.cycles_per_pixel
+            nf = layer.out_channels // layer.pe
+            sum_bits = layer.in_format.bits + layer.weight_format.bits + ceil_log2(fan_in)
+            if depth > 1:
+                mems.append(Memory(layer.name, "weight ROM", layer.pe * layer.simd * layer.weight_format.bits,
+                                   depth, True))
+            if nf > 1:
+                mems.append(Memory(layer.name, "bias ROM", layer.pe * sum_bits, nf, True))
+        elif layer.type == "dense":
+            beats, codes = _dense_stream(layer)
+            pe, simd = layer.pe, layer.simd
+            nf = layer.out_features // pe
+            depth = beats * (codes // simd) * nf
+            sum_bits = layer.in_format.bits + layer.weight_format.bits + ceil_log2(layer.in_features)
+            if depth > 1:
+                mems.append(Memory(layer.name, "weight ROM", pe * simd * layer.weight_format.bits, depth, True))
+            if nf > 1:
+                mems.append(Memory(layer.name, "bias ROM", pe * sum_bits, nf, True))
+    return mems
+
+
+def _dense_stream(layer):
+    shape = tuple(layer.in_stream) or tuple(layer.in_shape)
+    if len(shape) == 3:
+        return shape[1] * shape[2], shape[0]
+    return 1, shape[0]
+
+
+def soft_multiplier_luts(a_bits: int, b_bits: int) -> int:
+    """Rough LUT4 count of an ``a×b`` signed multiplier built in logic (Booth, measured on iCE40)."""
+    return int(round(1.85 * a_bits * b_bits))
+
+
+def _dsps_per_product(a, b, device) -> int:
+    return ceil(a / device.dsp_width) * ceil(b / device.dsp_width)
+
+
+def estimate_resources(model, device) -> dict:
+    """Predicted block-RAM and DSP use of ``model`` on ``device`` (a name or :class:`Device`).
+
+    Returns a JSON-ready dict: ``device``, ``part``, ``memories`` (one entry per
+    memory: layer, role, width, depth, placement, brams), per-layer
+    ``layers`` rows (``multipliers``, ``dsp``, ``lut_multipliers``, ``brams``),
+    totals ``brams``/``dsps`` with capacities, ``lut_multiplier_luts`` (rough LUTs
+    of the multipliers left in logic), ``fits`` and ``problems`` (one line each).
+    """
+    device = get_device(device) if isinstance(device, str) else device
+    mems = [_place(m, device) for m in _model_memories(model)]
+    # Multiplier candidates: (size, order, layer, a, b); DSP budget filled widest first.
+    candidates = []
+    rows = {}
+    for order, layer in enumerate(model.layers):
+        rows[layer.name] = {"name": layer.name, "type": layer.type, "multipliers": 0, "dsp": 0,
+                            "lut_multipliers": 0, "brams": 0, "pe": None, "simd": None}
+        if layer.type in ("conv2d", "dense"):
+            a, b = layer.in_format.bits, layer.weight_format.bits
+            rows[layer.name].update(multipliers=layer.multipliers, pe=layer.pe, simd=layer.simd)
+            for _ in range(layer.multipliers):
+                candidates.append((a * b, order, layer.name, a, b))
+    budget = device.dsps
+    soft_luts = 0
+    for size, _, name, a, b in sorted(candidates, key=lambda c: (-c[0], c[1])):
+        need = _dsps_per_product(a, b, device)
+        if a + b >= 11 and min(a, b) >= 2 and need <= budget:
+            budget -= need
+            rows[name]["dsp"] += need
+        else:
+            rows[name]["lut_multipliers"] += 1
+            soft_luts += soft_multiplier_luts(a, b)
+    for mem in mems:
+        rows[mem.layer]["brams"] += mem.brams
+    brams = sum(m.brams for m in mems)
+    dsps = device.dsps - budget
+    problems = []
+    if brams > device.brams:
+        worst = max(rows.values(), key=lambda r: r["brams"])
+        problems.append(f"block RAM: needs {brams} {device.bram_cell}, {device.name} has {device.brams} "
+                        f"(most in layer {worst['name']}: {worst['brams']})")
+    if soft_luts > device.luts:
+        worst = max(rows.values(), key=lambda r: r["lut_multipliers"])
+        problems.append(f"LUTs: the {sum(r['lut_multipliers'] for r in rows.values())} multipliers beyond "
+                        f"the {device.dsps} DSPs need about {soft_luts} LUTs alone, {device.name} has "
+                        f"{device.luts}; lower pe/simd of layer {worst['name']} "
+                        f"(pe {worst['pe']}, simd {worst['simd']})")
+    return {
+        "device": device.name, "part": device.part,
+        "brams": brams, "brams_available": device.brams, "bram_cell": device.bram_cell,
+        "lutram_cells": sum(m.lutrams for m in mems),
+        "dsps": dsps, "dsps_available": device.dsps, "dsp_cell": device.dsp_cell,
+        "lut_multipliers": sum(r["lut_multipliers"] for r in rows.values()),
+        "lut_multiplier_luts": soft_luts, "luts_available": device.luts,
+        "memories": [{"layer": m.layer, "role": m.role, "width": m.width, "depth": m.depth,
+                      "bits": m.bits, "placement": m.placement, "brams": m.brams} for m in mems],
+        "layers": list(rows.values()),
+        "fits": not problems, "problems": problems,
+    }
