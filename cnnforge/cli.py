@@ -118,8 +118,9 @@ def cmd_info(args) -> int:
         "output_shape": list(model.output_shape),
         **network,
     }
+    device = _device_estimate(model, args.device) if getattr(args, "device", None) else None
     if args.json:
-        print(dumps_json({"model": summary, "layers": rows}), end="")
+        print(dumps_json({"model": summary, "layers": rows, **({"device": device} if device else {})}), end="")
         return EXIT_OK
     header = ("#", "name", "type", "in", "out", "x fmt", "w fmt", "y fmt", "acc", "MACs/frame", "mults",
               "latency", "interval", "mem bits")
@@ -142,7 +143,22 @@ def cmd_info(args) -> int:
           f"{summary['memory_bits']:,} memory bits ({summary['weight_bits']:,} weights); latency "
           f"{_count(summary['predicted_latency_cycles'])}, frame interval "
           f"{_count(summary['predicted_frame_interval_cycles'])} cycles")
+    if device:
+        from golden.devices import format_estimate
+        print(format_estimate(device))
     return EXIT_OK
+
+
+def _device_estimate(model, name):
+    """``golden.devices.estimate_resources`` for ``--device``; problems also go to stderr."""
+    from golden.devices import estimate_resources, get_device
+    try:
+        estimate = estimate_resources(model, get_device(name))
+    except ValueError as exc:
+        raise CliError(str(exc))
+    for problem in estimate["problems"]:
+        print(f"cnnforge: warning: {model.name} does not fit {name}: {problem}", file=sys.stderr)
+    return estimate
 
 
 # --------------------------------------------------------------------------- golden
@@ -258,6 +274,37 @@ def cmd_demo(args) -> int:
     return EXIT_OK if report["match"] else EXIT_MISMATCH
 
 
+# --------------------------------------------------------------------------- synth / build
+
+def _synth_call(function, *args, **kwargs):
+    """Like :func:`_flow_call`, plus the synthesis tools' errors (exit 3)."""
+    from .synth import ToolError
+    try:
+        return _flow_call(function, *args, **kwargs)
+    except ToolError as exc:
+        raise CliError(str(exc), EXIT_TOOL)
+
+
+def cmd_synth(args) -> int:
+    from .synth import format_table, synthesize
+    model = _load_model(args.model)
+    out = args.output or f"cnnforge-synth-{model.name}-{args.device}"
+    result = _synth_call(synthesize, model, args.device, out, freq_mhz=args.freq, seed=args.seed)
+    print(json.dumps(result) if args.json else format_table(result))
+    return EXIT_OK
+
+
+def cmd_build(args) -> int:
+    from .synth import build_bitstream
+    model = _load_model(args.model)
+    out = args.output or f"cnnforge-build-{model.name}-{args.board}"
+    result = _synth_call(build_bitstream, model, args.board, out, seed=args.seed)
+    print(f"{result['bitstream']}: {model.name} on {args.board}, UART {result['baud']} baud 8N1, "
+          f"{result['in_bytes_per_pixel']} byte(s) per input pixel, {result['out_bytes_per_beat']} byte(s) "
+          f"per output beat ({result['seconds']} s)")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "input/weight/output formats, accumulator bits, MACs per frame and multipliers.")
     info.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
     info.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    info.add_argument("--device", metavar="DEV", help="also estimate DSPs and block RAMs on DEV (up5k, hx8k, "
+                      "ecp5-25k, ecp5-45k, ecp5-85k) and warn when it does not fit")
     info.set_defaults(func=cmd_info)
 
     golden = commands.add_parser(
@@ -337,6 +386,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--inputs", metavar="X.npy", help="input codes for --model")
     demo.add_argument("--labels", metavar="L.npy", help="class labels of --inputs (for accuracy)")
     demo.set_defaults(func=cmd_demo)
+
+    synth = commands.add_parser(
+        "synth", help="synthesize and place-and-route for an FPGA: resources and fmax",
+        description="Run Yosys (synth_ice40 -dsp / synth_ecp5) and nextpnr (fixed seed, --freq target) on the "
+                    "network inside its UART wrapper and report LUTs, flip-flops, block RAMs, DSPs (used / "
+                    "available) and fmax. Multipliers beyond the part's DSPs are built in LUTs. A design that "
+                    "does not fit stops before place-and-route (exit 2); tool problems exit 3.")
+    synth.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
+    synth.add_argument("--device", required=True, metavar="DEV",
+                       help="up5k, hx8k, ecp5-25k, ecp5-45k or ecp5-85k (ECP5 speed grade 6)")
+    synth.add_argument("-o", "--output", metavar="DIR", help="folder for netlists and tool logs "
+                       "(default ./cnnforge-synth-<model>-<device>)")
+    synth.add_argument("--freq", type=float, metavar="MHZ", help="target clock (default 42 MHz up5k, "
+                       "60 hx8k, 100 ECP5)")
+    synth.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
+    synth.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    synth.set_defaults(func=cmd_synth)
+
+    build = commands.add_parser(
+        "build", help="build a bitstream with a UART host link for a board",
+        description="Build the network behind the board's UART (115200 baud 8N1: send a frame's pixel "
+                    "words, least significant byte first; the result words come back the same way) with "
+                    "amaranth-boards and the YoWASP tools. Boards: icebreaker (iCE40UP5K), ulx3s-25f (ECP5).")
+    build.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
+    build.add_argument("--board", required=True, metavar="BOARD", help="icebreaker or ulx3s-25f")
+    build.add_argument("-o", "--output", metavar="DIR", help="build folder (default ./cnnforge-build-<model>-<board>)")
+    build.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
+    build.set_defaults(func=cmd_build)
     return parser
 
 

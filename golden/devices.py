@@ -26,7 +26,8 @@ from math import ceil
 from .cycles import window_unit_geometry
 from .formats import ceil_log2
 
-__all__ = ["Device", "DEVICES", "get_device", "Memory", "estimate_resources", "soft_multiplier_luts"]
+__all__ = ["Device", "DEVICES", "get_device", "Memory", "estimate_resources", "soft_multiplier_luts",
+           "format_estimate"]
 
 
 @dataclass(frozen=True)
@@ -279,3 +280,23 @@ def estimate_resources(model, device) -> dict:
         "layers": list(rows.values()),
         "fits": not problems, "problems": problems,
     }
+
+
+def format_estimate(estimate: dict) -> str:
+    """Text summary of :func:`estimate_resources` (per-layer DSP/LUT multipliers and block RAMs)."""
+    lines = [f"device {estimate['device']} ({estimate['part']}): estimated {estimate['dsps']}/"
+             f"{estimate['dsps_available']} {estimate['dsp_cell']}, {estimate['brams']}/"
+             f"{estimate['brams_available']} {estimate['bram_cell']}"
+             + (f", {estimate['lutram_cells']} LUT-RAM cells" if estimate["lutram_cells"] else "")
+             + f", {estimate['lut_multipliers']} multipliers in LUTs (~{estimate['lut_multiplier_luts']:,} "
+               f"of {estimate['luts_available']:,} LUTs)"]
+    for row in estimate["layers"]:
+        if row["multipliers"] or row["brams"]:
+            lines.append(f"  {row['name']}: {row['multipliers']} multipliers ({row['dsp']} DSP, "
+                         f"{row['lut_multipliers']} LUT), {row['brams']} block RAMs")
+    for mem in estimate["memories"]:
+        lines.append(f"  {mem['layer']} {mem['role']}: {mem['width']}x{mem['depth']} -> {mem['placement']}"
+                     + (f" ({mem['brams']})" if mem["brams"] else ""))
+    for problem in estimate["problems"]:
+        lines.append(f"warning: does not fit {estimate['device']}: {problem}")
+    return "\n".join(lines)

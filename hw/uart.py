@@ -26,8 +26,10 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["UartRx", "UartTx", "UartTop", "frame_bytes", "result_bytes"]
 
 
-def _check_divisor(divisor):
+def _check_divisor(divisor, component=None):
     if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
+        if component is not None:
+            component._MustUse__silence = True     # never elaborated: no "unused" warning
         raise ValueError(f"divisor (clock cycles per bit) must be an integer >= 4, not {divisor!r}")
     return divisor
 
@@ -49,7 +51,7 @@ class UartRx(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self.divisor = _check_divisor(divisor)
+        self.divisor = _check_divisor(divisor, self)
         super().__init__({"rx": In(1, init=1), "o": Out(stream.Signature(8))})
 
     def elaborate(self, platform):
@@ -107,7 +109,7 @@ class UartTx(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self.divisor = _check_divisor(divisor)
+        self.divisor = _check_divisor(divisor, self)
         super().__init__({"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):
@@ -171,7 +173,7 @@ class UartTop(wiring.Component):
 
     def __init__(self, model, divisor: int, network=None):
         from .network import NetworkTop
-        _check_divisor(divisor)
+        _check_divisor(divisor, self)
         self.model = model
         self.divisor = divisor
         self.network = NetworkTop(model) if network is None else network
