@@ -20,6 +20,7 @@ import numpy as np
 from golden.fileio import atomic_write, dumps_json
 from golden.model import Model, model_hash
 from golden.network import run_with_taps
+from sim.runner import HarnessResult
 
 from . import __version__
 
@@ -139,19 +140,11 @@ def write_design(design: Design, out_dir, testbench_x=None) -> list[Path]:
 # --------------------------------------------------------------------------- simulation
 
 @dataclass
-class SimulationRun:
-    """Outputs of a simulation and how it went."""
+class SimulationRun(HarnessResult):
+    """A whole simulation (possibly several harness runs, cycles made continuous) and its outputs."""
 
-    y: np.ndarray
-    out_words: list
-    out_cycles: list
-    in_cycles: list
-    frame_error: bool
-    sim_cycles: int
-    sim_seconds: float
-    build_seconds: float
-    simulator: str
-    chunks: int
+    y: np.ndarray = None
+    chunks: int = 1
 
 
 def _progress(message: str, enabled: bool):
@@ -209,8 +202,9 @@ def simulate(design: Design, x: np.ndarray, simulator: str = "verilator", *, wav
         if frames > per_chunk:
             _progress(f"simulated {done}/{frames} frames ({simulator}, {sim_cycles:,} cycles)", progress)
     y = unpack_outputs(model, [word for word, _ in words])
-    return SimulationRun(y, words, out_cycles, in_cycles, frame_error, sim_cycles, sim_seconds,
-                         build_seconds, simulator, chunks)
+    return SimulationRun(out_words=words, out_cycles=out_cycles, in_cycles=in_cycles,
+                         frame_error=frame_error, sim_cycles=sim_cycles, sim_seconds=sim_seconds,
+                         build_seconds=build_seconds, simulator=simulator, y=y, chunks=chunks)
 
 
 def measured_cycles(run: SimulationRun, model: Model, frames: int):
