@@ -307,6 +307,19 @@ def cmd_build(args) -> int:
 
 # --------------------------------------------------------------------------- main
 
+def _model_argument(parser):
+    parser.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
+
+
+def _input_argument(parser):
+    parser.add_argument("-i", "--input", required=True, metavar="X.npy", help="input codes")
+
+
+def _simulator_argument(parser):
+    parser.add_argument("--simulator", default="verilator", metavar="SIM",
+                        help="verilator (default), icarus or amaranth")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnforge", description=(
         "Generate streaming CNN accelerators in Amaranth HDL and verify them, bit for bit and "
@@ -318,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         "info", help="show each layer's shapes, formats, accumulator width and MACs",
         description="Validate MODEL.json and print one row per layer: type, input and output shape, "
                     "input/weight/output formats, accumulator bits, MACs per frame and multipliers.")
-    info.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
+    _model_argument(info)
     info.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     info.add_argument("--device", metavar="DEV", help="also estimate DSPs and block RAMs on DEV (up5k, hx8k, "
                       "ecp5-25k, ecp5-45k, ecp5-85k) and warn when it does not fit")
@@ -329,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the NumPy golden model. X.npy holds integer codes in the model's input format, "
                     "shape (N, C, H, W) or (C, H, W); Y.npy gets int64 outputs with a batch axis: "
                     "(N, C, H, W), (N, F) after flatten/dense, (N,) after argmax.")
-    golden.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
-    golden.add_argument("-i", "--input", required=True, metavar="X.npy", help="input codes")
+    _model_argument(golden)
+    _input_argument(golden)
     golden.add_argument("-o", "--output", required=True, metavar="Y.npy", help="where to write the outputs")
     golden.add_argument("--taps", metavar="DIR", help="also write every layer's output as DIR/<layer>.npy")
     golden.set_defaults(func=cmd_golden)
@@ -341,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "clk, rst, s_axis_*, m_axis_*, frame_error) and DIR/report.json (per layer shapes, "
                     "multipliers, MACs, predicted cycles, memory). With --testbench X.npy, also a "
                     "self-checking Verilog testbench and its $readmemh vectors.")
-    generate.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
+    _model_argument(generate)
     generate.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     generate.add_argument("--testbench", metavar="X.npy", help="input codes for a self-checking testbench")
     generate.set_defaults(func=cmd_generate)
@@ -351,11 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate the hardware cycle by cycle and write its outputs, shaped as "
                     "'cnnforge golden' writes them. Verilator and Icarus run the generated Verilog "
                     "in the HDL harness under cocotb; 'amaranth' runs Amaranth's simulator.")
-    simulate.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
-    simulate.add_argument("-i", "--input", required=True, metavar="X.npy", help="input codes")
+    _model_argument(simulate)
+    _input_argument(simulate)
     simulate.add_argument("-o", "--output", required=True, metavar="Y.npy", help="where to write the outputs")
-    simulate.add_argument("--simulator", default="verilator", metavar="SIM",
-                          help="verilator (default), icarus or amaranth")
+    _simulator_argument(simulate)
     simulate.add_argument("--waves", metavar="FILE", help="write waveforms (.vcd; .fst for Verilator/Icarus)")
     simulate.set_defaults(func=cmd_simulate)
 
@@ -364,10 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate the hardware and compare every output with the golden model. Exit 0 when "
                     "they match, 1 when they differ (naming the first differing layer, pixel, channel "
                     "and cycle), 2 for bad input, 3 for a missing or failing simulator.")
-    verify.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
-    verify.add_argument("-i", "--input", required=True, metavar="X.npy", help="input codes")
-    verify.add_argument("--simulator", default="verilator", metavar="SIM",
-                        help="verilator (default), icarus or amaranth")
+    _model_argument(verify)
+    _input_argument(verify)
+    _simulator_argument(verify)
     verify.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     verify.set_defaults(func=cmd_verify)
 
