@@ -1,0 +1,1 @@
+"""Simulation: the HDL harness and its cocotb runner, the Amaranth-simulator backend, stream drivers and beat vectors."""
