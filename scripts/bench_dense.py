@@ -12,13 +12,12 @@ import sys
 import time
 
 import numpy as np
-from amaranth.sim import Simulator
 
 from golden import ops
 from golden.cycles import dense_cycles
 from golden.formats import Format
 from hw.dense import DenseEngine
-from sim.streams import StreamSink, StreamSource
+from sim.streams import run_streams
 
 # (name, in_shape, out_features, pe, simd)
 CONFIGS = [
@@ -47,25 +46,13 @@ def measure(in_shape, out_features, pe, simd, seed=0):
         _, h, w = in_shape
         beats = [{"data": f[:, yy, xx].tolist(), "last": int(yy == h - 1 and xx == w - 1)}
                  for f in x for yy in range(h) for xx in range(w)]
-    src = StreamSource(dut.i, beats)
-    sink = StreamSink(dut.o, FRAMES, decode=lambda p: [int(p.data[k]) for k in range(out_features)])
-
-    async def source(ctx):
-        await src.run(ctx)
-
-    async def drain(ctx):
-        await sink.run(ctx)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(source)
-    sim.add_testbench(drain)
-    sim.run()
+    result = run_streams(dut, beats, FRAMES, clock=1e-8)
     want = ops.dense(ops.flatten(x), weight, bias, shift=in_fmt.frac + w_fmt.frac - out_fmt.frac,
                      out_format=out_fmt, activation="relu")
-    if sink.beats != want.tolist():
+    if [data for data, _ in result.beats] != want.tolist():
         raise SystemExit("MISMATCH against the golden model")
-    return dut, sink.stamps[0] - src.stamps[0], sink.stamps[2] - sink.stamps[1]
+    stamps = result.out_stamps
+    return dut, stamps[0] - result.in_stamps[0], stamps[2] - stamps[1]
 
 
 def main():

@@ -10,12 +10,11 @@ import sys
 import time
 
 import numpy as np
-from amaranth.sim import Simulator
 
 from golden.cycles import mac_array_cycles
 from golden.formats import Format, requantize
 from hw.mac import MacArray
-from sim.streams import StreamSink, StreamSource
+from sim.streams import run_streams
 
 # (name, window_len, out_channels, pe, simd, pixels per frame)
 CONFIGS = [
@@ -37,27 +36,14 @@ def measure(window_len, out_channels, pe, simd, pixels, seed=0):
                    activation="relu", pe=pe, simd=simd)
     windows = rng.integers(-128, 128, (FRAMES * pixels, window_len))
     lasts = [int((k + 1) % pixels == 0) for k in range(len(windows))]
-    src = StreamSource(dut.i, [{"data": w.tolist(), "last": last} for w, last in zip(windows, lasts)])
-    sink = StreamSink(dut.o, len(windows),
-                      decode=lambda p: [int(p.data[k]) for k in range(out_channels)])
-
-    async def source(ctx):
-        await src.run(ctx)
-
-    async def drain(ctx):
-        await sink.run(ctx)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(source)
-    sim.add_testbench(drain)
-    sim.run()
+    result = run_streams(dut, [{"data": w.tolist(), "last": last} for w, last in zip(windows, lasts)],
+                         len(windows), clock=1e-8)
     want = requantize(windows @ weights.T + bias, shift, out_fmt, activation="relu")
-    if sink.beats != want.tolist():
+    if [data for data, _ in result.beats] != want.tolist():
         raise SystemExit("MISMATCH against the golden model")
-    last_stamps = sink.stamps[pixels - 1::pixels]
+    last_stamps = result.out_stamps[pixels - 1::pixels]
     interval = last_stamps[2] - last_stamps[1]
-    latency = sink.stamps[0] - src.stamps[0]
+    latency = result.out_stamps[0] - result.in_stamps[0]
     return dut, latency, interval
 
 

@@ -12,12 +12,11 @@ import sys
 import time
 
 import numpy as np
-from amaranth.sim import Simulator
 
 from golden.cycles import window_unit_cycles
 from golden.ops import windows
 from hw.window import WindowUnit
-from sim.streams import StreamSink, StreamSource
+from sim.streams import run_streams
 
 # (name, height, width, channels, kernel, stride, padding)
 LAYERS = [
@@ -38,22 +37,14 @@ def measure(height, width, channels, kernel, stride, padding, seed=0):
     x = np.random.default_rng(seed).integers(-128, 128, size=(FRAMES, channels, height, width))
     beats = [{"data": [int(v) for v in x[f, :, y, xx]], "last": int(y == height - 1 and xx == width - 1)}
              for f in range(FRAMES) for y in range(height) for xx in range(width)]
-    src = StreamSource(dut.i, beats)
-    sink = StreamSink(dut.o, FRAMES * oh * ow)
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(src.run)
-    sim.add_testbench(sink.run)
-    sim.run()
+    result = run_streams(dut, beats, FRAMES * oh * ow)
     want = windows(x, dut.kernel, dut.stride, dut.padding).transpose(0, 2, 3, 4, 5, 1)
     taps = kh * kw * channels
-    for i, raw in enumerate(sink.beats):
-        vals = [(raw >> (t * BITS)) & 0xff for t in range(taps)]
-        vals = [v - 256 if v & 0x80 else v for v in vals]
+    for i, (vals, _) in enumerate(result.beats):
         f, rest = divmod(i, oh * ow)
         assert vals == want[f].reshape(oh * ow, taps)[rest].tolist(), f"window {i} differs"
-    finals = [sink.stamps[(f + 1) * oh * ow - 1] for f in range(FRAMES)]
-    return sink.stamps[0] - src.stamps[0], finals[2] - finals[1], dut
+    finals = [result.out_stamps[(f + 1) * oh * ow - 1] for f in range(FRAMES)]
+    return result.out_stamps[0] - result.in_stamps[0], finals[2] - finals[1], dut
 
 
 def main():

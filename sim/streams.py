@@ -4,7 +4,9 @@
 :class:`StreamSink` move many with optional random stalls, record the cycle of
 every handshake and check the stream rules of DESIGN §2 on the device's side
 (a stream the device drives never drops ``valid`` or changes its payload while
-it waits for ``ready``).
+it waits for ``ready``).  :func:`run_streams` is the whole one-input,
+one-output bench (source + sink + simulator) in one call; :func:`decode_beat`
+is its default payload decoder.
 
 Cycle numbering: cycle ``k`` ends with the ``k``-th rising clock edge
 (0-based) after the testbench starts; a handshake "at cycle k" is one where
@@ -14,8 +16,12 @@ Cycle numbering: cycle ``k`` ends with the ``k``-th rising clock edge
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
-__all__ = ["stream_put", "stream_get", "StreamSource", "StreamSink", "raw"]
+from amaranth.sim import Simulator
+
+__all__ = ["stream_put", "stream_get", "StreamSource", "StreamSink", "raw", "decode_beat",
+           "StreamRun", "run_streams"]
 
 
 def raw(value):
@@ -143,3 +149,63 @@ class StreamSink:
                 assert idle < self.timeout, f"no beat for {self.timeout} cycles after {len(self.beats)} of {self.count}"
             cycle += 1
         ctx.set(self.stream.ready, 0)
+
+
+def decode_beat(payload):
+    """``(data, last)`` of a sampled ``{data, last}`` payload, as plain Python ints.
+
+    ``data`` becomes a list of ints when it is an array (pixel and window layouts)
+    and an int when it is a scalar field (e.g. an argmax index).
+    """
+    data = payload.data
+    if not isinstance(data, int):
+        data = [int(data[k]) for k in range(len(data))]
+    return data, int(payload.last)
+
+
+class StreamRun(NamedTuple):
+    """Result of :func:`run_streams`: decoded output beats and both sides' handshake cycles."""
+    beats: list
+    in_stamps: list
+    out_stamps: list
+
+
+def run_streams(dut, beats, count, *, pause_in=0.0, pause_out=0.0, seed=0, decode=decode_beat,
+                i=None, o=None, clock=1e-6, timeout=100_000):
+    """Stream ``beats`` into ``dut`` and collect ``count`` output beats in the Amaranth simulator.
+
+    Parameters
+    ----------
+    dut : Elaboratable
+        Device under test; simulated on its own.
+    beats : iterable
+        Input payloads, as :class:`StreamSource` takes them.
+    count : int
+        Output beats to collect.
+    pause_in, pause_out : float
+        Stall probabilities of the source and the sink (see :class:`StreamSource`, :class:`StreamSink`).
+    seed : int
+        Source stall seed; the sink uses ``seed + 1``.
+    decode : callable
+        Applied to each sampled output payload; default :func:`decode_beat`, :func:`raw` for bits.
+    i, o : stream.Interface, optional
+        Input and output streams; default ``dut.i`` and ``dut.o``.
+    clock : float
+        Clock period in seconds (does not change cycle counts).
+    timeout : int
+        Cycles without an output beat after which the run fails (see :class:`StreamSink`).
+
+    Returns
+    -------
+    StreamRun
+        ``(beats, in_stamps, out_stamps)``: decoded outputs and the cycle of every handshake.
+    """
+    source = StreamSource(dut.i if i is None else i, beats, pause=pause_in, seed=seed)
+    sink = StreamSink(dut.o if o is None else o, count, pause=pause_out, seed=seed + 1,
+                      decode=decode, timeout=timeout)
+    sim = Simulator(dut)
+    sim.add_clock(clock)
+    sim.add_testbench(source.run)
+    sim.add_testbench(sink.run)
+    sim.run()
+    return StreamRun(sink.beats, source.stamps, sink.stamps)

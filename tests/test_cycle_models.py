@@ -14,7 +14,6 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 
 from golden.cycles import (ArgmaxHeadModel, DenseEngineModel, MacArrayModel, PipelineModel, WindowUnitModel,
                            argmax_cycles, conv2d_cycles, layer_cycles, layer_token_models,
@@ -26,7 +25,7 @@ from golden.model import parse_model
 from golden.tokens import Cycles, chain_stamps, measure
 from hw.pool import AvgPoolReduce, MaxPoolReduce
 from hw.window import WindowUnit
-from sim.streams import StreamSink, StreamSource
+from sim.streams import raw, run_streams
 
 FRAMES = 3
 STALL = 0.3
@@ -35,14 +34,8 @@ BACKPRESSURE = (0.0, 0.95)    # the sink mostly stalls: the chain backs up to it
 
 def simulate(dut, beats, n_out, pause_in=0.0, pause_out=0.0, seed=0):
     """Stream ``beats`` into ``dut`` and take ``n_out`` beats; return (input stamps, output stamps)."""
-    src = StreamSource(dut.i, beats, pause=pause_in, seed=seed)
-    sink = StreamSink(dut.o, n_out, pause=pause_out, seed=seed + 1)
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(src.run)
-    sim.add_testbench(sink.run)
-    sim.run()
-    return src.stamps, sink.stamps
+    result = run_streams(dut, beats, n_out, pause_in=pause_in, pause_out=pause_out, seed=seed, decode=raw)
+    return result.in_stamps, result.out_stamps
 
 
 def check(dut, make_models, beats, n_out, pauses=(0.0,), seed=0):

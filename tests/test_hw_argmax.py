@@ -3,13 +3,12 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden import ops
 from golden.cycles import argmax_cycles
 from golden.formats import ceil_log2
 from hw.argmax import ArgmaxHead
-from sim.streams import StreamSink, StreamSource
+from sim.streams import run_streams
 
 
 def stream_beats(x):
@@ -22,26 +21,12 @@ def stream_beats(x):
 
 
 def run(x, bits, pause_in=0.0, pause_out=0.0, seed=0):
-    """Stream frames ``x`` through an ArgmaxHead; check the golden indices; return (dut, src, sink)."""
+    """Stream frames ``x`` through an ArgmaxHead; check the golden indices; return (dut, StreamRun)."""
     dut = ArgmaxHead.for_stream(x.shape[1:], bits)
-    src = StreamSource(dut.i, stream_beats(x), pause=pause_in, seed=seed)
-    sink = StreamSink(dut.o, len(x), pause=pause_out, seed=seed + 1,
-                      decode=lambda p: (int(p.data), int(p.last)))
-
-    async def source(ctx):
-        await src.run(ctx)
-
-    async def drain(ctx):
-        await sink.run(ctx)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(drain)
-    sim.run()
-    assert [b[0] for b in sink.beats] == ops.argmax(x).tolist()
-    assert [b[1] for b in sink.beats] == [1] * len(x)
-    return dut, src, sink
+    result = run_streams(dut, stream_beats(x), len(x), pause_in=pause_in, pause_out=pause_out, seed=seed)
+    assert [b[0] for b in result.beats] == ops.argmax(x).tolist()
+    assert [b[1] for b in result.beats] == [1] * len(x)
+    return dut, result
 
 
 def frames(seed, features, bits, count=24):
@@ -75,10 +60,10 @@ def test_first_maximum_wins():
 @pytest.mark.parametrize("features", [1, 2, 5, 10, 33])
 def test_cycle_model(features):
     x = frames(9, features, 8, count=6)
-    dut, src, sink = run(x, 8)
+    dut, result = run(x, 8)
     model = argmax_cycles(features)
-    assert sink.stamps[0] - src.stamps[0] == model.latency == dut.latency == max(1, ceil_log2(features))
-    assert {b - a for a, b in zip(sink.stamps[1:], sink.stamps[2:])} == {model.frame_interval} == {1}
+    assert result.out_stamps[0] - result.in_stamps[0] == model.latency == dut.latency == max(1, ceil_log2(features))
+    assert {b - a for a, b in zip(result.out_stamps[1:], result.out_stamps[2:])} == {model.frame_interval} == {1}
     assert len(dut.o.payload.data) == max(1, ceil_log2(features))
 
 
@@ -111,11 +96,11 @@ def test_after_flatten_ties_across_pixels():
 @pytest.mark.parametrize("shape", [(3, 2, 3), (1, 4, 1), (10, 1, 2)])
 def test_cycle_model_after_flatten(shape):
     x = pixel_frames(5, shape, 8, 5)
-    dut, src, sink = run(x, 8)
+    dut, result = run(x, 8)
     beats = shape[1] * shape[2]
     model = argmax_cycles(shape[0], beats)
-    assert sink.stamps[0] - src.stamps[0] == model.latency == dut.latency == beats + ceil_log2(shape[0])
-    assert {b - a for a, b in zip(sink.stamps[1:], sink.stamps[2:])} == {model.frame_interval} == {beats}
+    assert result.out_stamps[0] - result.in_stamps[0] == model.latency == dut.latency == beats + ceil_log2(shape[0])
+    assert {b - a for a, b in zip(result.out_stamps[1:], result.out_stamps[2:])} == {model.frame_interval} == {beats}
     assert len(dut.o.payload.data) == max(1, ceil_log2(x[0].size))
 
 
@@ -136,9 +121,9 @@ def test_token_model_matches_simulation(shape, pause):
     count = 7
     x = frames(3, shape[0], 6, count) if len(shape) == 1 else pixel_frames(3, shape, 6, count)
     beats = 1 if len(shape) == 1 else shape[1] * shape[2]
-    _, src, sink = run(x, 6, pause_in=pause, pause_out=pause, seed=2)
+    _, result = run(x, 6, pause_in=pause, pause_out=pause, seed=2)
     ins, outs = chain_stamps([ArgmaxHeadModel(shape[0], beats)], count * beats, count,
                              source_pause=pause, source_seed=2, sink_pause=pause, sink_seed=3)
-    assert (ins, outs) == (src.stamps, sink.stamps)
+    assert (ins, outs) == (result.in_stamps, result.out_stamps)
     assert model_cycles(lambda: [ArgmaxHeadModel(shape[0], beats)], beats, 1) == \
         argmax_cycles(shape[0], beats)

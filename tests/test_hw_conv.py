@@ -3,13 +3,12 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden.cycles import conv2d_cycles
 from golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format, ceil_log2
 from golden.ops import conv2d
 from hw.conv import Conv2dLayer
-from sim.streams import StreamSink, StreamSource
+from sim.streams import run_streams
 
 
 def make_layer(seed, in_shape, out_channels, kernel, stride, padding, pe=None, simd=None):
@@ -47,26 +46,12 @@ def run(dut, in_fmt, want, rng, frames, pause_in=0.0, pause_out=0.0, seed=0):
     beats = [{"data": x[n, :, y, xx].tolist(), "last": int(y == h - 1 and xx == w - 1)}
              for n in range(frames) for y in range(h) for xx in range(w)]
     c_out, oh, ow = dut.out_shape
-    src = StreamSource(dut.i, beats, pause=pause_in, seed=seed)
-    sink = StreamSink(dut.o, frames * oh * ow, pause=pause_out, seed=seed + 1,
-                      decode=lambda p: ([int(p.data[k]) for k in range(c_out)], int(p.last)))
-
-    async def source(ctx):
-        await src.run(ctx)
-
-    async def drain(ctx):
-        await sink.run(ctx)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(drain)
-    sim.run()
+    result = run_streams(dut, beats, frames * oh * ow, pause_in=pause_in, pause_out=pause_out, seed=seed)
     y = want(x)                                           # (N, C_out, Oh, Ow)
     expect = y.transpose(0, 2, 3, 1).reshape(-1, c_out).tolist()
-    assert [b[0] for b in sink.beats] == expect
-    assert [b[1] for b in sink.beats] == [int((k + 1) % (oh * ow) == 0) for k in range(len(expect))]
-    return src, sink
+    assert [b[0] for b in result.beats] == expect
+    assert [b[1] for b in result.beats] == [int((k + 1) % (oh * ow) == 0) for k in range(len(expect))]
+    return result
 
 
 # (in_shape, C_out, kernel, stride, padding, pe, simd)
@@ -108,10 +93,10 @@ def test_cycle_model(seed, case):
     """Stall-free latency and frame interval equal conv2d_cycles exactly (three frames)."""
     in_shape, c_out, kernel, stride, padding, pe, simd = case
     dut, in_fmt, want, rng = make_layer(seed + 50, in_shape, c_out, kernel, stride, padding, pe, simd)
-    src, sink = run(dut, in_fmt, want, rng, 3)
+    result = run(dut, in_fmt, want, rng, 3)
     oh, ow = dut.out_shape[1:]
-    last = sink.stamps[oh * ow - 1::oh * ow]
-    assert sink.stamps[0] - src.stamps[0] == dut.cycles.latency
+    last = result.out_stamps[oh * ow - 1::oh * ow]
+    assert result.out_stamps[0] - result.in_stamps[0] == dut.cycles.latency
     assert last[2] - last[1] == dut.cycles.frame_interval
     c, h, w = in_shape
     assert dut.cycles == conv2d_cycles(h, w, c, c_out, kernel, stride, padding, pe, simd)
@@ -120,9 +105,9 @@ def test_cycle_model(seed, case):
 def test_compute_bound_utilization():
     """A folded conv whose MACs dominate keeps the multipliers >= 95 % busy."""
     dut, in_fmt, want, rng = make_layer(3, (3, 6, 6), 8, (3, 3), 1, 1, pe=4, simd=9)
-    src, sink = run(dut, in_fmt, want, rng, 3)
+    result = run(dut, in_fmt, want, rng, 3)
     oh, ow = dut.out_shape[1:]
-    last = sink.stamps[oh * ow - 1::oh * ow]
+    last = result.out_stamps[oh * ow - 1::oh * ow]
     utilization = dut.macs_per_frame / (dut.multipliers * (last[2] - last[1]))
     assert utilization >= 0.95
 

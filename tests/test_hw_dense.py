@@ -3,13 +3,12 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden import ops
 from golden.cycles import dense_cycles, dense_default_fold
 from golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format, ceil_log2
 from hw.dense import DenseEngine, dense_weights_to_stream_order
-from sim.streams import StreamSink, StreamSource
+from sim.streams import run_streams
 
 
 def make_case(seed, in_shape, out_features, frames, **kwargs):
@@ -62,25 +61,10 @@ def stream_beats(x):
 def run(params, x, pause_in=0.0, pause_out=0.0, seed=0, dut=None):
     """Stream frames ``x`` through a DenseEngine (built from ``params`` unless given); check every beat."""
     dut = DenseEngine(**params) if dut is None else dut
-    src = StreamSource(dut.i, stream_beats(x), pause=pause_in, seed=seed)
-    out = dut.out_features
-    sink = StreamSink(dut.o, len(x), pause=pause_out, seed=seed + 1,
-                      decode=lambda p: ([int(p.data[k]) for k in range(out)], int(p.last)))
-
-    async def source(ctx):
-        await src.run(ctx)
-
-    async def drain(ctx):
-        await sink.run(ctx)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(drain)
-    sim.run()
-    assert [b[0] for b in sink.beats] == expected(params, x)
-    assert [b[1] for b in sink.beats] == [1] * len(x)
-    return dut, src, sink
+    result = run_streams(dut, stream_beats(x), len(x), pause_in=pause_in, pause_out=pause_out, seed=seed)
+    assert [b[0] for b in result.beats] == expected(params, x)
+    assert [b[1] for b in result.beats] == [1] * len(x)
+    return dut, result
 
 
 def test_weight_permutation_matches_pytorch_flatten():
@@ -127,8 +111,8 @@ def test_modes_and_extremes(seed):
 def test_dense_after_dense():
     """Two engines chained: the first's one-beat output frame is the second's flat input."""
     params1, x = make_case(42, (2, 2, 2), 6, 3, pe=3, simd=1, activation="relu")
-    dut1, _, sink1 = run(params1, x, pause_in=0.4, pause_out=0.3, seed=3)
-    y = np.array([b[0] for b in sink1.beats])
+    dut1, run1 = run(params1, x, pause_in=0.4, pause_out=0.3, seed=3)
+    y = np.array([b[0] for b in run1.beats])
     rng = np.random.default_rng(43)
     fmt_in = params1["out_format"]
     w_fmt = Format(6, 4)
@@ -147,11 +131,11 @@ def test_cycle_model(fold):
     in_shape, out_features, pe, simd = fold
     frames = 4
     params, x = make_case(7, in_shape, out_features, frames, pe=pe, simd=simd)
-    dut, src, sink = run(params, x)
+    dut, result = run(params, x)
     model = dense_cycles(in_shape, out_features, pe, simd)
     assert (dut.pe, dut.simd) == ((pe, simd) if pe else dense_default_fold(in_shape, out_features))
-    assert sink.stamps[0] - src.stamps[0] == model.latency == dut.latency
-    intervals = {b - a for a, b in zip(sink.stamps[1:], sink.stamps[2:])}
+    assert result.out_stamps[0] - result.in_stamps[0] == model.latency == dut.latency
+    intervals = {b - a for a, b in zip(result.out_stamps[1:], result.out_stamps[2:])}
     assert intervals == {model.frame_interval} == {dut.cycles_per_frame}
     utilization = dut.macs_per_frame / (dut.multipliers * model.frame_interval)
     assert utilization >= 0.95
@@ -163,10 +147,10 @@ def test_cifar_sized_flatten(pe, simd):
     frames = 3 if pe is None else 2
     params, x = make_case(11, (3, 32, 32), 10, frames, pe=pe, simd=simd, rounding="half_away",
                           overflow="saturate", activation="none")
-    dut, src, sink = run(params, x)
+    dut, result = run(params, x)
     model = dense_cycles((3, 32, 32), 10, pe, simd)
-    assert sink.stamps[0] - src.stamps[0] == model.latency
-    assert {b - a for a, b in zip(sink.stamps, sink.stamps[1:])} == {model.frame_interval}
+    assert result.out_stamps[0] - result.in_stamps[0] == model.latency
+    assert {b - a for a, b in zip(result.out_stamps, result.out_stamps[1:])} == {model.frame_interval}
     assert model.frame_interval == 1024 * (10 // dut.pe) * (3 // dut.simd)
 
 
@@ -229,5 +213,5 @@ def test_from_layer_matches_golden_network():
                       bias=layer.bias, weight_format=layer.weight_format, out_format=layer.output,
                       rounding=layer.rounding, overflow=layer.overflow, activation=layer.activation,
                       pe=dut.pe, simd=dut.simd)
-        _, _, sink = run(params, inputs, pause_in=0.3, pause_out=0.3, dut=dut)
-        assert [b[0] for b in sink.beats] == want.tolist()
+        _, result = run(params, inputs, pause_in=0.3, pause_out=0.3, dut=dut)
+        assert [b[0] for b in result.beats] == want.tolist()

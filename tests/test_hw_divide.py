@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from golden.cycles import const_divider_depth
 from golden.formats import ROUNDING_MODES, Format, round_divide
 from hw.divide import ConstDivider, DividerPlan
-from sim.streams import StreamSink, StreamSource
+from sim.streams import run_streams
 
 LANES = 128
 
@@ -142,25 +142,11 @@ def test_stream_stalls_and_latency(divisor, rounding):
     for pause in (0.4, 0.0):
         dut = ConstDivider(divisor, lo, hi, rounding, count=2)
         assert dut.latency == max(1, const_divider_depth(divisor))
-        src = StreamSource(dut.i, beats, pause=pause, seed=2)
-        sink = StreamSink(dut.o, len(beats), pause=pause, seed=3,
-                          decode=lambda p: ([int(p.data[j]) for j in range(2)], int(p.last)))
-
-        async def source(ctx):
-            await src.run(ctx)
-
-        async def drain(ctx):
-            await sink.run(ctx)
-
-        sim = Simulator(dut)
-        sim.add_clock(1e-6)
-        sim.add_testbench(source)
-        sim.add_testbench(drain)
-        sim.run()
-        assert sink.beats == want
+        result = run_streams(dut, beats, len(beats), pause_in=pause, pause_out=pause, seed=2)
+        assert result.beats == want
         if pause == 0.0:
-            assert sink.stamps[0] - src.stamps[0] == dut.latency
-            assert np.all(np.diff(sink.stamps) == 1)
+            assert result.out_stamps[0] - result.in_stamps[0] == dut.latency
+            assert np.all(np.diff(result.out_stamps) == 1)
 
 
 def test_multipliers_and_depth():

@@ -3,13 +3,12 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden.cycles import mac_array_cycles
 from golden.formats import (OVERFLOW_MODES, ROUNDING_MODES, Format, acc_bits, ceil_log2,
                             requantize)
 from hw.mac import MacArray, conv_weights_to_window_order
-from sim.streams import StreamSink, StreamSource
+from sim.streams import run_streams
 
 
 def make_case(seed, window_len, out_channels, **kwargs):
@@ -41,29 +40,14 @@ def golden(params, windows):
 
 
 def run(params, windows, per_frame, pause_in=0.0, pause_out=0.0, seed=0):
-    """Stream ``windows`` (``last`` every ``per_frame``) through a MacArray; return (dut, src, sink)."""
+    """Stream ``windows`` (``last`` every ``per_frame``) through a MacArray; return (dut, StreamRun)."""
     dut = MacArray(**params)
     lasts = [int((k + 1) % per_frame == 0) for k in range(len(windows))]
-    src = StreamSource(dut.i, [{"data": w.tolist(), "last": last} for w, last in zip(windows, lasts)],
-                       pause=pause_in, seed=seed)
-    count = dut.out_channels
-    sink = StreamSink(dut.o, len(windows), pause=pause_out, seed=seed + 1,
-                      decode=lambda p: ([int(p.data[k]) for k in range(count)], int(p.last)))
-
-    async def source(ctx):
-        await src.run(ctx)
-
-    async def drain(ctx):
-        await sink.run(ctx)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(drain)
-    sim.run()
-    assert [b[0] for b in sink.beats] == golden(params, windows).tolist()
-    assert [b[1] for b in sink.beats] == lasts
-    return dut, src, sink
+    result = run_streams(dut, [{"data": w.tolist(), "last": last} for w, last in zip(windows, lasts)],
+                         len(windows), pause_in=pause_in, pause_out=pause_out, seed=seed)
+    assert [b[0] for b in result.beats] == golden(params, windows).tolist()
+    assert [b[1] for b in result.beats] == lasts
+    return dut, result
 
 
 def random_windows(seed, in_fmt, count, window_len):
@@ -111,10 +95,10 @@ def test_cycle_model(fold, pixels):
     params, in_fmt = make_case(7, window_len, out_channels, pe=pe, simd=simd)
     frames = 3
     windows = random_windows(7, in_fmt, frames * pixels, window_len)
-    dut, src, sink = run(params, windows, pixels)
+    dut, result = run(params, windows, pixels)
     model = mac_array_cycles(window_len, out_channels, pe, simd, pixels)
-    assert sink.stamps[0] - src.stamps[0] == model.latency == dut.latency
-    last_stamps = sink.stamps[pixels - 1::pixels]
+    assert result.out_stamps[0] - result.in_stamps[0] == model.latency == dut.latency
+    last_stamps = result.out_stamps[pixels - 1::pixels]
     intervals = {b - a for a, b in zip(last_stamps[1:], last_stamps[2:])}
     assert intervals == {model.frame_interval}
     assert model.frame_interval == pixels * dut.cycles_per_pixel

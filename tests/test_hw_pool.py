@@ -3,13 +3,12 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden.cycles import pool_reduce_cycles, pool_reduce_depth
 from golden.formats import ROUNDING_MODES, Format, round_divide
 from hw.layouts import window_layout
 from hw.pool import AvgPoolReduce, MaxPoolReduce
-from sim.streams import StreamSink, StreamSource
+from sim.streams import run_streams
 
 # (kh, kw, channels, bits)
 CASES = [(1, 1, 3, 5), (2, 2, 1, 8), (2, 2, 4, 4), (3, 3, 2, 8), (3, 3, 1, 6), (2, 3, 3, 6),
@@ -41,30 +40,16 @@ def _run(dut, wins, want, kind, kernel, pause):
     count, taps, channels = wins.shape
     beats = [{"data": w.reshape(-1).tolist(), "last": int(k % WINDOWS_PER_FRAME == WINDOWS_PER_FRAME - 1)}
              for k, w in enumerate(wins)]
-    src = StreamSource(dut.i, beats, pause=pause, seed=11)
-    sink = StreamSink(dut.o, count, pause=pause, seed=12,
-                      decode=lambda p: ([int(p.data[c]) for c in range(channels)], int(p.last)))
-
-    async def source(ctx):
-        await src.run(ctx)
-
-    async def drain(ctx):
-        await sink.run(ctx)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(drain)
-    sim.run()
+    result = run_streams(dut, beats, count, pause_in=pause, pause_out=pause, seed=11)
     expected = [(row.tolist(), b["last"]) for row, b in zip(want, beats)]
-    for k, (got, exp) in enumerate(zip(sink.beats, expected)):
+    for k, (got, exp) in enumerate(zip(result.beats, expected)):
         assert got == exp, f"window {k}: {wins[k].tolist()} got {got} want {exp}"
-    assert len(sink.beats) == count
+    assert len(result.beats) == count
     if pause == 0.0:
         model = pool_reduce_cycles(kind, kernel, WINDOWS_PER_FRAME)
         assert dut.latency == model.latency
-        assert sink.stamps[0] - src.stamps[0] == model.latency
-        ends = [s for s, (_, last) in zip(sink.stamps, sink.beats) if last]
+        assert result.out_stamps[0] - result.in_stamps[0] == model.latency
+        ends = [s for s, (_, last) in zip(result.out_stamps, result.beats) if last]
         assert set(np.diff(ends[1:]).tolist()) == {model.frame_interval}
 
 

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from golden.formats import ACTIVATIONS, OVERFLOW_MODES, ROUNDING_MODES, Format, requantize
 from hw.requant import Requantizer
-from sim.streams import StreamSink, StreamSource
+from sim.streams import run_streams
 
 LANES = 16
 MODES = list(itertools.product(ROUNDING_MODES, OVERFLOW_MODES, ACTIVATIONS))
@@ -105,45 +105,18 @@ def test_stream_back_pressure():
     rng = np.random.default_rng(1)
     accs = rng.integers(-(1 << 11), 1 << 11, (200, count))
     lasts = [int(k % 7 == 6) for k in range(len(accs))]
-    src = StreamSource(dut.i, [{"data": a.tolist(), "last": last} for a, last in zip(accs, lasts)],
-                       pause=0.4, seed=2)
-    sink = StreamSink(dut.o, len(accs), pause=0.4, seed=3,
-                      decode=lambda p: ([int(p.data[k]) for k in range(count)], int(p.last)))
-
-    async def source(ctx):
-        await src.run(ctx)
-
-    async def drain(ctx):
-        await sink.run(ctx)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(drain)
-    sim.run()
+    run = run_streams(dut, [{"data": a.tolist(), "last": last} for a, last in zip(accs, lasts)],
+                      len(accs), pause_in=0.4, pause_out=0.4, seed=2)
     want = requantize(accs, 5, fmt, "half_even", "saturate", "relu")
-    assert [b[0] for b in sink.beats] == want.tolist()
-    assert [b[1] for b in sink.beats] == lasts
+    assert [b[0] for b in run.beats] == want.tolist()
+    assert [b[1] for b in run.beats] == lasts
 
 
 def test_stall_free_latency_and_rate():
     dut = Requantizer(8, 2, Format(4, 0), count=1)
-    src = StreamSource(dut.i, [{"data": [k], "last": 0} for k in range(10)])
-    sink = StreamSink(dut.o, 10)
-
-    async def source(ctx):
-        await src.run(ctx)
-
-    async def drain(ctx):
-        await sink.run(ctx)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(drain)
-    sim.run()
-    assert [o - i for i, o in zip(src.stamps, sink.stamps)] == [Requantizer.latency] * 10
-    assert sink.stamps == list(range(sink.stamps[0], sink.stamps[0] + 10))
+    run = run_streams(dut, [{"data": [k], "last": 0} for k in range(10)], 10)
+    assert [o - i for i, o in zip(run.in_stamps, run.out_stamps)] == [Requantizer.latency] * 10
+    assert run.out_stamps == list(range(run.out_stamps[0], run.out_stamps[0] + 10))
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -11,13 +11,12 @@ import zlib
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden.cycles import (window_unit_cycles, window_unit_geometry,
                            window_unit_line_buffer_bits)
 from golden.ops import windows
 from hw.window import WindowUnit
-from sim.streams import StreamSink, StreamSource
+from sim.streams import run_streams
 
 MIN8 = -128
 
@@ -59,34 +58,21 @@ def run_unit(height, width, channels, kernel, stride, padding, bits, pad_value, 
     expected = windows(x, dut.kernel, dut.stride, dut.padding, pad_value)
     beats = [{"data": [int(v) for v in x[f, :, y, xx]], "last": int(y == height - 1 and xx == width - 1)}
              for f in range(frames) for y in range(height) for xx in range(width)]
-    taps = kh * kw * channels
-
-    def decode(payload):
-        raw = payload.as_bits() if hasattr(payload, "as_bits") else int(payload)
-        vals = [(raw >> (i * bits)) & ((1 << bits) - 1) for i in range(taps)]
-        return [v - (1 << bits) if v >> (bits - 1) else v for v in vals], (raw >> (taps * bits)) & 1
-
-    src = StreamSource(dut.i, beats, pause=in_pause, seed=seed)
-    sink = StreamSink(dut.o, frames * oh * ow, pause=out_pause, seed=seed + 1, decode=decode,
-                      timeout=5000)
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(src.run)
-    sim.add_testbench(sink.run)
-    sim.run()
+    result = run_streams(dut, beats, frames * oh * ow, pause_in=in_pause, pause_out=out_pause, seed=seed,
+                         timeout=5000)
 
     i = 0
     for f in range(frames):
         for oy in range(oh):
             for ox in range(ow):
-                got, last = sink.beats[i]
+                got, last = result.beats[i]
                 want = [int(expected[f, c, oy, ox, ky, kx])
                         for ky in range(kh) for kx in range(kw) for c in range(channels)]
                 assert got == want, f"frame {f} window ({oy}, {ox}): got {got}, want {want}"
                 assert last == int(oy == oh - 1 and ox == ow - 1), f"frame {f} window ({oy}, {ox}): last"
                 i += 1
-    finals = [sink.stamps[(f + 1) * oh * ow - 1] for f in range(frames)]
-    return sink.stamps[0] - src.stamps[0], [b - a for a, b in zip(finals, finals[1:])]
+    finals = [result.out_stamps[(f + 1) * oh * ow - 1] for f in range(frames)]
+    return result.out_stamps[0] - result.in_stamps[0], [b - a for a, b in zip(finals, finals[1:])]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_ids)
