@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from amaranth.sim import Simulator
 
-__all__ = ["stream_put", "stream_get", "StreamSource", "StreamSink", "raw", "decode_beat",
+__all__ = ["frame_beats", "stream_put", "stream_get", "StreamSource", "StreamSink", "raw", "decode_beat",
            "StreamRun", "run_streams"]
 
 
@@ -209,3 +209,13 @@ def run_streams(dut, beats, count, *, pause_in=0.0, pause_out=0.0, seed=0, decod
     sim.add_testbench(sink.run)
     sim.run()
     return StreamRun(sink.beats, source.stamps, sink.stamps)
+
+
+def frame_beats(x):
+    """Payloads of frames as the blocks stream them: ``(N, C, H, W)`` → raster-order pixel
+    beats, channels innermost, ``last`` on each frame's final pixel; ``(N, F)`` → one beat a frame."""
+    if x.ndim == 2:
+        return [{"data": frame.tolist(), "last": 1} for frame in x]
+    _, _, h, w = x.shape
+    return [{"data": frame[:, yy, xx].tolist(), "last": int(yy == h - 1 and xx == w - 1)}
+            for frame in x for yy in range(h) for xx in range(w)]

@@ -8,22 +8,13 @@ from golden import ops
 from golden.cycles import argmax_cycles
 from golden.formats import ceil_log2
 from hw.argmax import ArgmaxHead
-from sim.streams import run_streams
-
-
-def stream_beats(x):
-    """Frames ``(N, F)`` → one beat each; ``(N, C, H, W)`` → raster-order pixel beats, channels innermost."""
-    if x.ndim == 2:
-        return [{"data": frame.tolist(), "last": 1} for frame in x]
-    _, _, h, w = x.shape
-    return [{"data": frame[:, yy, xx].tolist(), "last": int(yy == h - 1 and xx == w - 1)}
-            for frame in x for yy in range(h) for xx in range(w)]
+from sim.streams import frame_beats, run_streams
 
 
 def run(x, bits, pause_in=0.0, pause_out=0.0, seed=0):
     """Stream frames ``x`` through an ArgmaxHead; check the golden indices; return (dut, StreamRun)."""
     dut = ArgmaxHead.for_stream(x.shape[1:], bits)
-    result = run_streams(dut, stream_beats(x), len(x), pause_in=pause_in, pause_out=pause_out, seed=seed)
+    result = run_streams(dut, frame_beats(x), len(x), pause_in=pause_in, pause_out=pause_out, seed=seed)
     assert [b[0] for b in result.beats] == ops.argmax(x).tolist()
     assert [b[1] for b in result.beats] == [1] * len(x)
     return dut, result

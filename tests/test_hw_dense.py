@@ -8,7 +8,7 @@ from golden import ops
 from golden.cycles import dense_cycles, dense_default_fold
 from golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format, ceil_log2
 from hw.dense import DenseEngine, dense_weights_to_stream_order
-from sim.streams import run_streams
+from sim.streams import frame_beats, run_streams
 
 
 def make_case(seed, in_shape, out_features, frames, **kwargs):
@@ -49,19 +49,10 @@ def expected(params, x):
                      activation=params["activation"]).tolist()
 
 
-def stream_beats(x):
-    """Frames ``(N, C, H, W)`` → pixel beats in raster order, channels innermost; ``(N, F)`` → one beat each."""
-    if x.ndim == 2:
-        return [{"data": frame.tolist(), "last": 1} for frame in x]
-    _, _, h, w = x.shape
-    return [{"data": frame[:, yy, xx].tolist(), "last": int(yy == h - 1 and xx == w - 1)}
-            for frame in x for yy in range(h) for xx in range(w)]
-
-
 def run(params, x, pause_in=0.0, pause_out=0.0, seed=0, dut=None):
     """Stream frames ``x`` through a DenseEngine (built from ``params`` unless given); check every beat."""
     dut = DenseEngine(**params) if dut is None else dut
-    result = run_streams(dut, stream_beats(x), len(x), pause_in=pause_in, pause_out=pause_out, seed=seed)
+    result = run_streams(dut, frame_beats(x), len(x), pause_in=pause_in, pause_out=pause_out, seed=seed)
     assert [b[0] for b in result.beats] == expected(params, x)
     assert [b[1] for b in result.beats] == [1] * len(x)
     return dut, result
