@@ -82,6 +82,40 @@ def _load_inputs(model_path, inputs_path, labels_path):
     return model, x, labels, bundled
 
 
+#: The run is split into about this many harness runs, for the progress bar.
+PROGRESS_STEPS = 10
+
+
+def _simulate_with_bar(design, x, simulator, cache_dir, progress) -> dict:
+    """Simulate ``x`` in a few chunks (each from reset), drawing a progress bar on stderr.
+
+    Latency and frame interval are measured in the first chunk (>= 3 frames
+    when there are that many), as :func:`cnnforge.flow.measured_cycles` defines them.
+    """
+    frames = x.shape[0]
+    step = max(3, -(-frames // PROGRESS_STEPS))
+    tty = progress and sys.stderr.isatty()
+    ys, totals = [], {"sim_cycles": 0, "sim_seconds": 0.0, "build_seconds": 0.0, "frame_error": False}
+    latency = interval = None
+    for start in range(0, frames, step):
+        chunk = x[start:start + step]
+        run = simulate(design, chunk, simulator, cache_dir=cache_dir, progress=False)
+        if start == 0:
+            latency, interval = measured_cycles(run, design.model, chunk.shape[0])
+        ys.append(run.y)
+        totals["sim_cycles"] += int(run.sim_cycles)
+        totals["sim_seconds"] += run.sim_seconds
+        totals["build_seconds"] += run.build_seconds
+        totals["frame_error"] |= bool(run.frame_error)
+        done = start + chunk.shape[0]
+        if progress:
+            filled = 30 * done // frames
+            bar = f"      [{'#' * filled}{'.' * (30 - filled)}] {done}/{frames} images"
+            print(("\r" + bar) if tty else bar, end="" if tty and done < frames else "\n",
+                  file=sys.stderr, flush=True)
+    return dict(totals, y=np.concatenate(ys), latency=latency, interval=interval)
+
+
 def _accuracy(y, labels):
     return None if labels is None else float(np.mean(y == labels))
 
@@ -128,13 +162,13 @@ def run_demo(*, model_path=None, inputs_path=None, labels_path=None, out_dir=Non
     write_design(design, out_dir)
     say(f"[2/4] golden model on {x.shape[0]} image(s)")
     expected = run(model, x)
-    say(f"[3/4] {simulator}: building (cached under the simulator cache after the first run) and "
-        f"simulating {x.shape[0]} image(s)")
-    sim = simulate(design, x, simulator, cache_dir=cache_dir, progress=progress)
+    say(f"[3/4] {simulator}: simulating {x.shape[0]} image(s) (the first run builds the simulator "
+        "model, then it is cached)")
+    sim = _simulate_with_bar(design, x, simulator, cache_dir, progress)
     say(f"[4/4] comparing {x.shape[0]} hardware output(s) with the golden model")
-    got = sim.y
+    got = sim["y"]
     same = (got.reshape(len(got), -1) == expected.reshape(len(expected), -1)).all(axis=1)
-    latency, interval = measured_cycles(sim, model, x.shape[0])
+    latency, interval = sim["latency"], sim["interval"]
     net = design.report["network"]
     metadata = model.metadata if isinstance(model.metadata, dict) else {}
     # The float model is not part of the model file: its accuracy comes from the metadata
@@ -150,8 +184,8 @@ def run_demo(*, model_path=None, inputs_path=None, labels_path=None, out_dir=Non
         "matches": int(same.sum()),
         "mismatches": len(mismatched),
         "mismatched_images": mismatched[:20],
-        "match": not mismatched and not sim.frame_error,
-        "frame_error": bool(sim.frame_error),
+        "match": not mismatched and not sim["frame_error"],
+        "frame_error": sim["frame_error"],
         "hardware_accuracy": _accuracy(got, labels),
         "golden_accuracy": _accuracy(expected, labels),
         "float_accuracy": float_accuracy,
@@ -163,10 +197,10 @@ def run_demo(*, model_path=None, inputs_path=None, labels_path=None, out_dir=Non
         "memory_bits": net["memory_bits"],
         "verilog": str(design.verilog_path),
         "out_dir": str(out_dir),
-        "sim_cycles": int(sim.sim_cycles),
+        "sim_cycles": sim["sim_cycles"],
         "generate_seconds": round(design.generate_seconds, 3),
-        "build_seconds": round(sim.build_seconds, 3),
-        "sim_seconds": round(sim.sim_seconds, 3),
+        "build_seconds": round(sim["build_seconds"], 3),
+        "sim_seconds": round(sim["sim_seconds"], 3),
         "total_seconds": round(time.perf_counter() - start, 3),
     }
 
