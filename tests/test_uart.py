@@ -136,3 +136,23 @@ def test_uart_top_multibyte_words(tmp_path):
 def test_divisor_validation():
     with pytest.raises(ValueError, match="divisor"):
         UartRx(2)
+
+
+def test_host_script_framing_matches_uart_top(tmp_path):
+    """scripts/host_uart.py encodes frames as the UART test sends them and decodes the answers."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("host_uart", "scripts/host_uart.py")
+    host = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(host)
+    rng = np.random.default_rng(2)
+    layers = [{"type": "conv2d", "name": "c", "out_channels": 3, "kernel": 1, "weight": "c.w",
+               "weight_format": {"bits": 6, "frac": 5}, "output": {"bits": 8, "frac": 5}}]
+    model = write_model(tmp_path, "hb", (2, 2, 3), layers, {"c.w": rng.integers(-32, 32, size=(3, 2, 1, 1))})
+    x = rng.integers(-128, 128, size=(2, 2, 3)).astype(np.int64)
+    sent = host.encode_frame(model, x, 2)
+    assert sent == bytes(b for pixel in x.transpose(1, 2, 0).reshape(-1, 2)
+                         for b in ((int(pixel[0]) & 0xFF), (int(pixel[1]) & 0xFF)))
+    y = run_with_taps(model, x[None])[0][0]                   # (3, 2, 3)
+    answer = bytes(int(v) & 0xFF for pixel in y.transpose(1, 2, 0).reshape(-1, 3) for v in pixel)
+    assert host.answer_length(model, 3) == len(answer) == 18
+    assert np.array_equal(host.decode_answer(model, answer, 3), y)

@@ -1,0 +1,182 @@
+"""Device table, resource estimates, and `cnnforge synth` (slow ones: real Yosys + nextpnr)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cnnforge.cli import main
+from golden.devices import DEVICES, estimate_resources, get_device
+from golden.model import load_model
+
+TINY = "examples/tiny/tiny.json"
+
+
+def write_model(folder, name, input_shape, layers, tensors, bits=8):
+    np.savez(folder / f"{name}.npz", **tensors)
+    doc = {"format": "cnnforge-model/1", "name": name, "weights": f"{name}.npz",
+           "input": {"shape": list(input_shape), "bits": bits, "frac": bits - 1}, "layers": layers}
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def small_conv(folder, pe=2, simd=3, channels=4, width=6, name="small"):
+    """conv (1→channels, 3×3 pad 1, pe/simd) → maxpool 2 on a width×width image."""
+    rng = np.random.default_rng(3)
+    layers = [{"type": "conv2d", "name": "conv", "out_channels": channels, "kernel": 3, "padding": 1,
+               "weight": "w", "bias": "b", "weight_format": {"bits": 8, "frac": 6},
+               "output": {"bits": 8, "frac": 4}, "activation": "relu", "pe": pe, "simd": simd},
+              {"type": "maxpool2d", "name": "pool", "kernel": 2}]
+    tensors = {"w": rng.integers(-128, 128, size=(channels, 1, 3, 3)), "b": rng.integers(-999, 999, size=channels)}
+    return write_model(folder, name, (1, width, width), layers, tensors)
+
+
+def test_device_table():
+    assert set(DEVICES) == {"up5k", "hx8k", "ecp5-25k", "ecp5-45k", "ecp5-85k"}
+    assert (DEVICES["up5k"].dsps, DEVICES["up5k"].brams, DEVICES["up5k"].luts) == (8, 30, 5280)
+    assert DEVICES["hx8k"].dsps == 0 and DEVICES["hx8k"].brams == 32
+    assert [DEVICES[f"ecp5-{n}k"].dsps for n in (25, 45, 85)] == [28, 72, 156]
+    assert [DEVICES[f"ecp5-{n}k"].brams for n in (25, 45, 85)] == [56, 108, 208]
+    assert DEVICES["up5k"].bram_shapes == ((256, 16), (512, 8), (1024, 4), (2048, 2))
+    with pytest.raises(ValueError, match="choose one of up5k"):
+        get_device("xc7a35t")
+
+
+def test_estimate_tiny_matches_measured_synthesis():
+    """Numbers measured with Yosys 0.70 (synth_ice40 -dsp / synth_ecp5) on examples/tiny."""
+    model = load_model(TINY)
+    up = estimate_resources(model, "up5k")
+    assert (up["brams"], up["dsps"], up["lut_multipliers"]) == (6, 8, 38)
+    placements = {(m["layer"], m["role"]): (m["placement"], m["brams"]) for m in up["memories"]}
+    assert placements[("conv1", "line buffer")] == ("bram", 2)       # 24 bits x 8: two x16 EBRs
+    assert placements[("pool1", "line buffer")] == ("bram", 4)       # 64 bits x 8
+    assert placements[("fc", "weight ROM")] == ("logic", 0)           # 320x16 ROM: cheaper as LUTs
+    ecp = estimate_resources(model, "ecp5-25k")
+    assert (ecp["brams"], ecp["dsps"], ecp["lutram_cells"], ecp["lut_multipliers"]) == (0, 28, 22, 18)
+    hx = estimate_resources(model, "hx8k")
+    assert hx["dsps"] == 0 and hx["lut_multipliers"] == 46
+    # Measured: 3491 FFs on ECP5; 8232 LUTs on UP5K (38 Booth multipliers): too big for it.
+    assert 3000 < up["flip_flops_rough"] < 4200 and 7000 < up["luts_rough"] < 9500
+    assert not up["fits"] and "LUTs" in up["problems"][0] and ecp["fits"]
+
+
+def test_estimate_big_line_buffer_uses_deeper_shapes(tmp_path):
+    model = load_model(small_conv(tmp_path, pe=1, simd=1, channels=2, width=300))
+    est = estimate_resources(model, "up5k")
+    line = next(m for m in est["memories"] if m["role"] == "line buffer" and m["layer"] == "conv")
+    assert (line["width"], line["depth"]) == (24, 300)
+    assert line["brams"] == 3           # three 512x8 EBRs (x16 would need 2 columns x 2 depths)
+
+
+def test_estimate_warns_when_bram_does_not_fit(tmp_path, capsys):
+    """64 channels: the pool line buffer (1024 bits wide) exceeds the UP5K's 30 EBRs."""
+    path = small_conv(tmp_path, pe=1, simd=1, channels=64, width=8)
+    est = estimate_resources(load_model(path), "up5k")
+    assert not est["fits"] and est["brams"] > 30
+    assert main(["info", str(path), "--device", "up5k"]) == 0
+    captured = capsys.readouterr()
+    assert "does not fit up5k" in captured.err and "block RAM" in captured.err
+    assert main(["info", str(path), "--device", "up5k", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["device"]["brams"] == est["brams"] and doc["device"]["fits"] is False
+
+
+def test_synth_bram_not_fit_fails_before_tools(tmp_path, capsys):
+    path = small_conv(tmp_path, pe=1, simd=1, channels=64, width=8)
+    assert main(["synth", str(path), "--device", "up5k", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit up5k" in err[0] and "SB_RAM40_4K" in err[0]
+    assert not (tmp_path / "out" / "nextpnr.log").exists()
+
+
+def test_synth_bad_device_and_board(tmp_path, capsys):
+    assert main(["synth", TINY, "--device", "virtex", "-o", str(tmp_path)]) == 2
+    assert "unknown device" in capsys.readouterr().err
+    assert main(["build", TINY, "--board", "arty", "-o", str(tmp_path)]) == 2
+    assert "unknown board" in capsys.readouterr().err
+
+
+def test_synth_missing_tool_exit_3(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("YOSYS", str(tmp_path / "no-such-yosys"))
+    assert main(["synth", TINY, "--device", "ecp5-25k", "-o", str(tmp_path / "o")]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("cnnforge: error: yosys") and len([l for l in err if "error" in l]) == 1
+
+
+def test_dsp_choice_caps_and_prefers_wide():
+    from cnnforge.synth import choose_dsp_multipliers, parse_multipliers
+    dump = "".join(
+        f"  cell $mul \\cnnforge_mul_{i}\n    parameter \\A_WIDTH {a}\n    parameter \\B_WIDTH {b}\n"
+        f"    parameter \\Y_WIDTH {a + b}\n    connect \\A \\network.fc.x [7:0]\n"
+        f"    connect \\B {'8' + chr(39) + '00000011' if i == 9 else chr(92) + 'network.fc.w [7:0]'}\n  end\n"
+        for i, (a, b) in enumerate([(8, 8)] * 9 + [(8, 8), (4, 4), (16, 8)]))
+    cells = parse_multipliers(dump)
+    assert len(cells) == 12 and cells[0]["layer"] == "fc" and cells[9]["const"]
+    dsp, soft = choose_dsp_multipliers(cells, get_device("up5k"))
+    assert len(dsp) == 8 and dsp[0]["name"] == "cnnforge_mul_11"          # the 16x8 first
+    assert {c["name"] for c in soft} >= {"cnnforge_mul_9", "cnnforge_mul_10"}   # constant, narrow
+
+
+# --------------------------------------------------------------------------- real tools (slow)
+
+def _synth_json(path, device, out, capsys):
+    code = main(["synth", str(path), "--device", device, "-o", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["up5k", "ecp5-25k"])
+def test_synth_small_model_matches_estimate(tmp_path, capsys, device):
+    path = small_conv(tmp_path)
+    result = _synth_json(path, device, tmp_path / "out", capsys)
+    est = estimate_resources(load_model(path), device)
+    res = result["resources"]
+    assert res["dsps"]["used"] == est["dsps"] == 6
+    assert res["brams"]["used"] == est["brams"]
+    assert res["dsps"]["available"] == get_device(device).dsps
+    assert 0 < res["luts"]["used"] <= res["luts"]["available"] and res["ffs"]["used"] > 0
+    assert result["fmax_mhz"] and result["fmax_mhz"] > 20
+    assert result["multipliers"] == {"total": 6, "dsp": 6, "lut": 0}
+    for log in ("yosys_prep.log", "yosys.log", "nextpnr.log", "synth.json"):
+        assert (tmp_path / "out" / log).is_file()
+
+
+@pytest.mark.slow
+def test_synth_dsp_cap_on_up5k(tmp_path, capsys):
+    """12 multipliers on an 8-DSP part: 8 in SB_MAC16, 4 in LUTs, and nextpnr succeeds."""
+    path = small_conv(tmp_path, pe=4, simd=3)
+    result = _synth_json(path, "up5k", tmp_path / "out", capsys)
+    assert result["resources"]["dsps"]["used"] == 8
+    assert result["multipliers"] == {"total": 12, "dsp": 8, "lut": 4}
+    assert result["estimate"]["dsps"] == 8
+
+
+@pytest.mark.slow
+def test_synth_lut_not_fit_before_pnr(tmp_path, capsys):
+    """examples/tiny on UP5K: 38 LUT multipliers exceed its LUTs; one line, exit 2, no nextpnr."""
+    out = tmp_path / "out"
+    assert main(["synth", TINY, "--device", "up5k", "-o", str(out)]) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("cnnforge: error")]
+    assert len(err) == 1
+    assert "LUTs needed" in err[0] and "capacity 5280" in err[0] and "layer fc" in err[0]
+    assert not (out / "nextpnr.log").exists()
+
+
+@pytest.mark.slow
+def test_build_icebreaker_bitstream(tmp_path, capsys):
+    path = small_conv(tmp_path)
+    out = tmp_path / "build"
+    assert main(["build", str(path), "--board", "icebreaker", "-o", str(out)]) == 0, capsys.readouterr().err
+    assert (out / "cnnforge_top.bin").stat().st_size > 100_000
+    assert "115200 baud" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_build_ulx3s_bitstream(tmp_path, capsys):
+    path = small_conv(tmp_path)
+    out = tmp_path / "build"
+    assert main(["build", str(path), "--board", "ulx3s-25f", "-o", str(out)]) == 0, capsys.readouterr().err
+    assert (out / "cnnforge_top.bit").stat().st_size > 100_000
