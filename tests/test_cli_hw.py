@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 
 from cnnforge.flow import build_design, simulate, verify
-from golden.model import load_model, parse_model, save_model
+from golden.model import load_model, save_model
 from golden.network import run
 from sim.runner import lint_verilog, run_harness
 from sim.vectors import input_words, output_stream, unpack_outputs
 
+try:
+    from modelgen import conv, with_weights
+except ImportError:  # tests/ made a package
+    from tests.modelgen import conv, with_weights
+
 needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog is not installed")
-
-
-def conv(out_channels, kernel, **extra):
-    return {"type": "conv2d", "out_channels": out_channels, "kernel": kernel,
-            "weight_format": {"bits": 6, "frac": 4}, "output": {"bits": 8, "frac": 4}, **extra}
 
 
 # 1-3 conv layers, mixed strides, paddings and folding (and pools between them).
@@ -52,26 +52,8 @@ MODELS = {
 def make_model(name, folder):
     shape, layers = MODELS[name]
     rng = np.random.default_rng(sum(map(ord, name)))
-    doc = {"format": "cnnforge-model/1", "name": name, "weights": f"{name}.npz",
-           "input": {"shape": list(shape), "bits": 8, "frac": 6}, "layers": []}
-    tensors = {}
-    channels = shape[0]
-    for k, layer in enumerate(layers):
-        layer = dict(layer)
-        if layer["type"] == "conv2d":
-            kh, kw = (layer["kernel"],) * 2 if isinstance(layer["kernel"], int) else layer["kernel"]
-            layer.update(weight=f"w{k}", bias=f"b{k}")
-            tensors[f"w{k}"] = rng.integers(-32, 32, (layer["out_channels"], channels, kh, kw))
-            tensors[f"b{k}"] = rng.integers(-800, 800, layer["out_channels"])
-            channels = layer["out_channels"]
-        if layer["type"] == "dense":
-            layer.update(weight=f"w{k}", bias=f"b{k}")
-            features = parse_model(doc, tensors=tensors).output_shape[0]
-            tensors[f"w{k}"] = rng.integers(-32, 32, (layer["out_features"], features))
-            tensors[f"b{k}"] = rng.integers(-800, 800, layer["out_features"])
-        doc["layers"].append(layer)
     path = Path(folder) / f"{name}.json"
-    save_model(parse_model(doc, tensors=tensors), path)
+    save_model(with_weights(name, shape, layers, rng), path)
     x = rng.integers(-128, 128, (4, *shape)).astype(np.int8)
     np.save(Path(folder) / f"{name}_x.npy", x)
     return path, x

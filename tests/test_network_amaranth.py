@@ -3,36 +3,15 @@
 import numpy as np
 import pytest
 
-from golden.model import parse_model
 from golden.network import run
 from hw.network import NetworkTop
 from sim.amaranth_backend import run_top_amaranth
 from sim.vectors import input_words, output_stream, unpack_outputs
 
-
-def conv(out_channels, kernel, stride=1, padding=0, **extra):
-    return {"type": "conv2d", "out_channels": out_channels, "kernel": kernel, "stride": stride,
-            "padding": padding, "weight_format": {"bits": 6, "frac": 4},
-            "output": {"bits": 8, "frac": 3}, **extra}
-
-
-def build(layers, shape, seed):
-    """A model with random weights (and biases) for every conv layer."""
-    rng = np.random.default_rng(seed)
-    doc = {"format": "cnnforge-model/1", "name": "net", "weights": "net.npz",
-           "input": {"shape": list(shape), "bits": 8, "frac": 5}, "layers": []}
-    tensors = {}
-    channels = shape[0]
-    for k, layer in enumerate(layers):
-        layer = dict(layer)
-        if layer["type"] == "conv2d":
-            kh, kw = (layer["kernel"],) * 2 if isinstance(layer["kernel"], int) else layer["kernel"]
-            layer["weight"], layer["bias"] = f"w{k}", f"b{k}"
-            tensors[f"w{k}"] = rng.integers(-32, 32, (layer["out_channels"], channels, kh, kw))
-            tensors[f"b{k}"] = rng.integers(-500, 500, layer["out_channels"])
-            channels = layer["out_channels"]
-        doc["layers"].append(layer)
-    return parse_model(doc, tensors=tensors)
+try:
+    from modelgen import conv, with_weights
+except ImportError:  # tests/ made a package
+    from tests.modelgen import conv, with_weights
 
 
 NETWORKS = [
@@ -50,7 +29,7 @@ NETWORKS = [
 @pytest.mark.parametrize("stall", [0.0, 0.4])
 def test_network_matches_golden(index, stall):
     layers, shape = NETWORKS[index]
-    model = build(layers, shape, seed=index)
+    model = with_weights("net", shape, layers, np.random.default_rng(index), frac=5, bias=500)
     x = np.random.default_rng(10 + index).integers(-128, 128, (3, *shape))
     top = NetworkTop(model)
     beats = output_stream(model).beats * 3
