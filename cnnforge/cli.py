@@ -211,7 +211,10 @@ def cmd_generate(args) -> int:
     from .flow import write_design
     model = _load_model(args.model)
     x = _load_input(model, args.testbench) if args.testbench else None
+    device = _device_estimate(model, args.device) if args.device else None
     design = _design(model)
+    if device:
+        design.report["device"] = device
     written = write_design(design, args.output, testbench_x=x)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
@@ -357,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_argument(generate)
     generate.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     generate.add_argument("--testbench", metavar="X.npy", help="input codes for a self-checking testbench")
+    generate.add_argument("--device", metavar="DEV", help="add DSP and block-RAM estimates for DEV (up5k, hx8k, "
+                          "ecp5-25k, ecp5-45k, ecp5-85k) to report.json; warn when it does not fit")
     generate.set_defaults(func=cmd_generate)
 
     simulate = commands.add_parser(

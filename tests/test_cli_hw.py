@@ -172,6 +172,18 @@ def test_generated_testbench_passes_under_icarus(models, cache_dir, tmp_path):
     assert proc.stdout.strip().splitlines()[-1].startswith("FAIL: beat 3 expected ")
 
 
+def test_generate_with_device_estimates(models, tmp_path, cache_dir):
+    path, _ = models["chain3"]
+    code, _, err = cli("generate", path, "-o", tmp_path, "--device", "ecp5-25k", cache=cache_dir)
+    assert code == 0, err
+    device = json.loads((tmp_path / "report.json").read_text())["device"]
+    assert device["device"] == "ecp5-25k" and device["problems"] == []
+    # conv2d0: pe 2 x simd 6 = 12; conv2d2 fully parallel: (2*1*4 taps) x 3 = 24; 36 > 28 MULT18
+    assert (device["dsps"], device["dsps_available"], device["lut_multipliers"]) == (28, 28, 8)
+    code, _, err = cli("generate", path, "-o", tmp_path / "x", "--device", "vu9p", cache=cache_dir)
+    assert code == 2 and "vu9p" in err and not (tmp_path / "x").exists()
+
+
 def test_generate_is_deterministic_and_lints_clean(models, tmp_path, cache_dir):
     path, _ = models["single"]
     for folder in ("a", "b"):
