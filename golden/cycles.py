@@ -70,12 +70,14 @@ def _mac_folds(window_len: int, out_channels: int, pe, simd):
 def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=None) -> int:
     """Register stages of the MAC array from the window register to the output register.
 
-    Window register, operand register, products, ``ceil(log2(simd))`` adder-tree
-    levels, accumulator, requantizer, plus the fold collector when ``pe < out_channels``.
+    Window register, operand register, operand re-register when folded (weights
+    from ROM), products, ``ceil(log2(simd))`` adder-tree levels, accumulator,
+    requantizer, plus the fold collector when ``pe < out_channels``.
     """
     from .formats import ceil_log2
     pe, simd = _mac_folds(window_len, out_channels, pe, simd)
-    return 5 + ceil_log2(simd) + (1 if out_channels > pe else 0)
+    folded = (window_len // simd) * (out_channels // pe) > 1
+    return 5 + ceil_log2(simd) + (1 if out_channels > pe else 0) + (1 if folded else 0)
 
 
 class MacArrayModel(TokenModel):
@@ -83,8 +85,9 @@ class MacArrayModel(TokenModel):
 
     Stage A (``busy``, op counter ``addr``) runs one op per cycle; the next
     window is taken on the last op (``i.ready = en & (~busy | op_last)``).  The
-    "SIMD fold is final" flag travels through the operand, product and adder-tree
-    registers (bits of one integer) into ``acc_valid``; one global enable
+    "SIMD fold is final" flag travels through the operand, operand re-register
+    (folded only), product and adder-tree registers (bits of one integer) into
+    ``acc_valid``; one global enable
     ``en = ~acc_valid | rq.i.ready`` moves all of them.  Then the requantizer
     register and, when ``pe < out_channels``, the collector, which takes every
     fold but holds the last one while its assembled pixel waits.
@@ -98,7 +101,8 @@ class MacArrayModel(TokenModel):
         pe, simd = _mac_folds(window_len, out_channels, pe, simd)
         self.sf, self.nf = window_len // simd, out_channels // pe
         self.ops = self.sf * self.nf                    # cycles per window
-        stages = 2 + ceil_log2(simd)                    # operand, product, adder-tree levels
+        # operand, re-register (ROM weights only), product, adder-tree levels
+        stages = 2 + (1 if self.ops > 1 else 0) + ceil_log2(simd)
         self.top, self.mask = stages - 1, (1 << stages) - 1
         self.busy, self.addr, self.pipe = False, 0, 0
         self.acc_valid = self.rq_valid = self.o_valid = False
@@ -489,7 +493,8 @@ class DenseEngineModel(TokenModel):
 
     Stage A runs ``(C/simd)·(out/pe)`` ops per beat and takes the next beat on
     the last one; the "frame done" flag of a frame's last op travels through the
-    ``2 + ceil(log2(simd))`` registers of the stall-all pipe into ``full``; one
+    ``2 + ceil(log2(simd))`` registers of the stall-all pipe (one more, the operand
+    re-register, when the weights come from ROM) into ``full``; one
     global enable ``en = ~full | rq.i.ready`` moves them; then the requantizer
     register, which is the output.  ``in_shape`` is the incoming stream's frame:
     ``(C, H, W)`` (``H·W`` beats of ``C``) or ``(F,)`` (one beat).
@@ -504,7 +509,7 @@ class DenseEngineModel(TokenModel):
         pe, simd = _mac_folds(codes, out_features, d_pe if pe is None else pe,
                               d_simd if simd is None else simd)
         self.ops = (codes // simd) * (out_features // pe)
-        stages = 2 + ceil_log2(simd)
+        stages = 2 + (1 if self.beats * self.ops > 1 else 0) + ceil_log2(simd)
         self.top, self.mask = stages - 1, (1 << stages) - 1
         self.busy, self.op, self.pix, self.pipe = False, 0, 0, 0
         self.full = self.rq_valid = False
@@ -697,9 +702,10 @@ def dense_cycles(in_shape, out_features: int, pe=None, simd=None) -> Cycles:
 
     Each beat takes ``(C/simd)·(out/pe)`` cycles and the next beat is taken on
     the last of them, so a frame takes ``beats·(C/simd)·(out/pe)`` cycles; the
-    frame's last products leave the operand, product, ``ceil(log2(simd))``
-    adder-tree, accumulator and requantizer registers ``4 + ceil(log2(simd))``
-    cycles after the last op cycle.
+    frame's last products leave the operand, operand re-register (only when the
+    weights come from ROM, i.e. more than one op per frame), product,
+    ``ceil(log2(simd))`` adder-tree, accumulator and requantizer registers
+    ``4 + ceil(log2(simd))`` (+1 with ROM) cycles after the last op cycle.
     """
     from .formats import ceil_log2
     beats, codes = _dense_stream(in_shape)
@@ -707,7 +713,8 @@ def dense_cycles(in_shape, out_features: int, pe=None, simd=None) -> Cycles:
     pe, simd = _mac_folds(codes, out_features, d_pe if pe is None else pe,
                           d_simd if simd is None else simd)
     per_frame = beats * (codes // simd) * (out_features // pe)
-    return Cycles(latency=per_frame + 4 + ceil_log2(simd), frame_interval=per_frame)
+    rom = 1 if per_frame > 1 else 0                 # operand re-register after the weight ROM
+    return Cycles(latency=per_frame + 4 + rom + ceil_log2(simd), frame_interval=per_frame)
 
 
 def argmax_cycles(features: int, beats: int = 1) -> Cycles:

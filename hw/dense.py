@@ -26,6 +26,8 @@ for the requantizer):
 
     A    beat register (rotates by ``simd``), op counters, weight-ROM address
     B    operands: ``simd`` inputs, ``pe·simd`` weights (registered ROM read)
+    R    (weights in ROM only) operand re-register, so each multiplier is fed by
+         flip-flops, not by the block RAM's slow clock-to-out (ECP5: the critical path)
     P    ``pe·simd`` products
     T    ``ceil(log2(simd))`` adder-tree levels per PE
     ACC  the rotating accumulator bank (``out_features`` accumulators)
@@ -264,6 +266,8 @@ class DenseEngine(wiring.Component):
             port = rom.read_port()
             m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
             ws = [port.data[k] for k in range(pe * simd)]
+            regs = pipe.stage(xs + ws)                  # R: operand re-register
+            xs, ws = regs[:simd], regs[simd:]
         else:
             ws = [Const(v, signed(wbits)) for v in self._weight_words()[0]]
         carry_before = pipe.carry[3]
@@ -277,7 +281,7 @@ class DenseEngine(wiring.Component):
                                for prs in pairs for pr in prs])
             width = len(pairs[0])
             lanes = [flat[p * width:(p + 1) * width] for p in range(pe)]
-        assert pipe.depth == 2 + ceil_log2(simd)
+        assert pipe.depth == 2 + (1 if depth > 1 else 0) + ceil_log2(simd)
         sums = [lane[0] for lane in lanes]
         valid, is_first, group_done, frame_done, _ = pipe.valid, *pipe.carry
 

@@ -12,6 +12,8 @@ result waits for the requantizer; every stage holds its contents then):
 
     A  window register (rotates by ``simd`` each cycle) + fold counters / ROM address
     B  operand register: ``simd`` inputs, ``pe·simd`` weights (registered ROM read)
+    R  (folded only) operand re-register, so each multiplier is fed by flip-flops and
+       not by the block RAM's slow clock-to-out (on ECP5 ~5.8 ns, the critical path)
     P  ``pe·simd`` products
     T  ``ceil(log2(simd))`` registered adder-tree levels per PE
     ACC  accumulator (``acc_bits`` wide, DESIGN §4), initialised with the bias
@@ -226,13 +228,24 @@ class MacArray(wiring.Component):
             w_b = [port.data[k] for k in range(pe * simd)]
         else:
             w_b = [Const(v, signed(wbits)) for v in words[0]]
+        stages = [stage_b]
+
+        # --- R: operand re-register (ROM weights only; constants need no retiming) ----------
+        if depth > 1:
+            stage_r = _Stage(nf_shape, "r")
+            x_r = Signal(data.ArrayLayout(signed(self.in_bits), simd), name="x_r")
+            w_r = [Signal(signed(wbits), name=f"w_r{k}") for k in range(pe * simd)]
+            with m.If(en):
+                stage_r.follow(m, stage_b)
+                m.d.sync += [x_r.eq(x_b)] + [r.eq(w) for r, w in zip(w_r, w_b)]
+            x_b, w_b = x_r, w_r
+            stages.append(stage_r)
 
         # --- P: products ---------------------------------------------------------------------
         stage = _Stage(nf_shape, "p")
-        stages = [stage_b, stage]
         lanes = []
         with m.If(en):
-            stage.follow(m, stage_b)
+            stage.follow(m, stages[-1])
             for p in range(pe):
                 lane = []
                 for j in range(simd):
@@ -240,6 +253,7 @@ class MacArray(wiring.Component):
                     m.d.sync += prod.eq(x_b[j] * w_b[p * simd + j])
                     lane.append(prod)
                 lanes.append(lane)
+        stages.append(stage)
 
         # --- T: registered adder tree, one level per stage ------------------------------------
         level = 0
