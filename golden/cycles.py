@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .tokens import Cycles, TokenModel, model_cycles
 
-__all__ = ["Cycles", "PipelineModel"]
+__all__ = ["Cycles", "PipelineModel", "RegisterSliceModel"]
 
 
 class PipelineModel(TokenModel):
@@ -49,6 +49,34 @@ class PipelineModel(TokenModel):
     def clock(self, in_fire, out_fire):
         if out_fire or not self.bits >> self.top:         # en
             self.bits = ((self.bits << 1) | in_fire) & self.mask
+
+
+class RegisterSliceModel(TokenModel):
+    """Token model of ``hw.slice.RegisterSlice``: output register plus one skid register.
+
+    ``i.ready`` is "skid empty" and ``o.valid`` "output full", both registers;
+    a free output register refills from the skid first, else from the input.
+    """
+
+    __slots__ = ("out_full", "skid_full")
+
+    def __init__(self):
+        self.out_full = self.skid_full = False
+
+    def out_valid(self):
+        return self.out_full
+
+    def in_ready(self, out_ready):
+        return not self.skid_full
+
+    def clock(self, in_fire, out_fire):
+        if out_fire or not self.out_full:
+            if self.skid_full:
+                self.out_full, self.skid_full = True, False
+            else:
+                self.out_full = in_fire
+        elif in_fire:
+            self.skid_full = True
 
 
 # --- MAC array (hw/mac.py) -------------------------------------------------------------
@@ -629,11 +657,13 @@ def network_token_models(model) -> list:
     """Token models of every block of ``model`` (a ``golden.model.Model``), in stream order.
 
     The top's AXI framer and packer are combinational pass-throughs
-    (``hw.axis``), so they add no model.
+    (``hw.axis``) and add no model; ``hw.network.NetworkTop`` puts a register
+    slice after the framer and after every block that has hardware.
     """
-    models, stream = [], tuple(model.input_shape)
+    models, stream = [RegisterSliceModel()], tuple(model.input_shape)
     for layer in model.layers:
-        models += layer_token_models(layer, stream)
+        block = layer_token_models(layer, stream)
+        models += block + ([RegisterSliceModel()] if block else [])
         stream = _stream_after(layer, stream)
     return models
 

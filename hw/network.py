@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from golden.model import Model
 from .axis import AxisFramer, AxisPacker
 from .layouts import pixel_layout
+from .slice import RegisterSlice
 from .unused import silence
 
 __all__ = ["BLOCK_BUILDERS", "register_block", "BuildError", "NetworkTop"]
@@ -110,12 +111,18 @@ class NetworkTop(wiring.Component):
             packer.tready.eq(self.m_axis_tready),
             self.m_axis_tlast.eq(packer.tlast),
         ]
-        upstream = framer.o
+        # A register slice after the framer and after every block: no combinational
+        # ready path crosses a layer boundary (golden.cycles.network_token_models).
+        m.submodules.slice_in = first = RegisterSlice(framer.o.payload.shape())
+        wiring.connect(m, framer.o, first.i)
+        upstream = first.o
         for layer, block in self.blocks:
             if block is None:
                 continue
             m.submodules[layer.name] = block
             wiring.connect(m, upstream, block.i)
-            upstream = block.o
+            m.submodules[f"{layer.name}_slice"] = cut = RegisterSlice(block.o.payload.shape())
+            wiring.connect(m, block.o, cut.i)
+            upstream = cut.o
         wiring.connect(m, upstream, packer.i)
         return m

@@ -15,14 +15,15 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.cycles import (ArgmaxHeadModel, DenseEngineModel, MacArrayModel, PipelineModel, WindowUnitModel,
+from golden.cycles import (ArgmaxHeadModel, DenseEngineModel, MacArrayModel, PipelineModel, RegisterSliceModel,
+                           WindowUnitModel,
                            argmax_cycles, conv2d_cycles, layer_cycles, layer_token_models,
                            mac_array_cycles, network_beats, network_cycles,
                            network_token_models, pool2d_cycles, pool_reduce_depth,
                            window_unit_cycles, window_unit_geometry)
 from golden.formats import Format
 from golden.model import parse_model
-from golden.tokens import Cycles, chain_stamps, measure
+from golden.tokens import Cycles, chain_stamps, measure, model_cycles
 from hw.pool import AvgPoolReduce, MaxPoolReduce
 from hw.window import WindowUnit
 from sim.streams import raw, run_streams
@@ -359,7 +360,9 @@ def test_network_with_dense_and_argmax_models():
                     "output": {"bits": 8, "frac": 3}},
                    {"type": "argmax"}], (1, 4, 4))
     kinds = [type(m) for m in network_token_models(model)]
-    assert kinds == [WindowUnitModel, MacArrayModel, DenseEngineModel, ArgmaxHeadModel]
+    # the top's register slices: after the framer and after every block with hardware
+    assert kinds == [RegisterSliceModel, WindowUnitModel, MacArrayModel, RegisterSliceModel,
+                     DenseEngineModel, RegisterSliceModel, ArgmaxHeadModel, RegisterSliceModel]
     assert network_beats(model) == (16, 1)
     cycles = network_cycles(model)
     assert cycles.frame_interval == 16             # the dense engine keeps up with one pixel a cycle
@@ -388,9 +391,9 @@ def test_conv_dense_argmax_chain():
                          DenseEngine.from_layer(dense, in_shape=conv_layer.out_shape),
                          ArgmaxHead(dense.out_features, dense.out_format.bits))
     beats = pixel_beats(np.random.default_rng(9), FRAMES, 1, 5, 6, bits=8)
-    ins, outs = check(make, lambda: network_token_models(model), beats, FRAMES,
-                      pauses=(0.0, STALL, BACKPRESSURE))
-    assert measure(ins, outs, 1) == network_cycles(model)
+    blocks = lambda: [m for m in network_token_models(model) if not isinstance(m, RegisterSliceModel)]
+    ins, outs = check(make, blocks, beats, FRAMES, pauses=(0.0, STALL, BACKPRESSURE))
+    assert measure(ins, outs, 1) == model_cycles(blocks, 30, 1)
 
 
 def _random_geometry(rng):
