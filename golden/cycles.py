@@ -492,22 +492,29 @@ def pool2d_cycles(kind: str, height, width, channels, kernel, stride=None, paddi
 
 # --- Conv layer = window unit + MAC array (hw/conv.py) ----------------------------------
 
-__all__ += ["conv2d_cycles"]
+__all__ += ["conv2d_cycles", "conv2d_token_models"]
 
 
 def conv2d_cycles(height, width, in_channels, out_channels, kernel, stride=1, padding=0,
                   pe=None, simd=None) -> Cycles:
     """Latency and frame interval of ``hw.conv.Conv2dLayer`` alone (stall-free, from reset).
 
-    :class:`WindowUnitModel` chained into :class:`MacArrayModel` (exact): a
-    folded array throttles the window unit through its ``ready``.
+    :class:`WindowUnitModel`, a :class:`RegisterSliceModel` and
+    :class:`MacArrayModel` chained (exact): a folded array throttles the
+    window unit through the slice's ``ready``.
     ``kernel``/``stride``/``padding`` take an int or ``(h, w)``.
     """
     g = window_unit_geometry(height, width, kernel, stride, padding)
     window_len = g.kernel[0] * g.kernel[1] * in_channels
     _mac_folds(window_len, out_channels, pe, simd)      # validate before building
-    return model_cycles(lambda: [WindowUnitModel(g), MacArrayModel(window_len, out_channels, pe, simd)],
+    return model_cycles(lambda: conv2d_token_models(g, in_channels, out_channels, pe, simd),
                         g.height * g.width, g.out_h * g.out_w)
+
+
+def conv2d_token_models(g, in_channels, out_channels, pe=None, simd=None) -> list:
+    """``hw.conv.Conv2dLayer``'s blocks: window unit, register slice, MAC array."""
+    window_len = g.kernel[0] * g.kernel[1] * in_channels
+    return [WindowUnitModel(g), RegisterSliceModel(), MacArrayModel(window_len, out_channels, pe, simd)]
 
 
 # --- Token models of the dense engine, layers and whole networks ---------------------------
@@ -590,8 +597,7 @@ def _stream_beats(shape) -> int:
 def _conv2d_models(layer, in_stream):
     c, h, w = layer.in_shape
     g = window_unit_geometry(h, w, layer.kernel, layer.stride, layer.padding)
-    return [WindowUnitModel(g), MacArrayModel(g.kernel[0] * g.kernel[1] * c, layer.out_channels,
-                                              layer.pe, layer.simd)]
+    return conv2d_token_models(g, c, layer.out_channels, layer.pe, layer.simd)
 
 
 def _pool2d_models(layer, in_stream):

@@ -19,6 +19,7 @@ from golden.formats import Format
 
 from .layouts import pixel_layout
 from .mac import MacArray, conv_weights_to_window_order
+from .slice import RegisterSlice
 from .unused import silence_if_invalid
 from .window import WindowUnit
 
@@ -108,7 +109,11 @@ class Conv2dLayer(wiring.Component):
         m = Module()
         m.submodules.window = self.window
         m.submodules.mac = self.mac
+        # A register slice between them keeps the MAC array's enable (which follows
+        # its output's ready) out of the window unit's control paths.
+        m.submodules.cut = cut = RegisterSlice(self.window.o.payload.shape())
         wiring.connect(m, wiring.flipped(self.i), self.window.i)
-        wiring.connect(m, self.window.o, self.mac.i)
+        wiring.connect(m, self.window.o, cut.i)
+        wiring.connect(m, cut.o, self.mac.i)
         wiring.connect(m, self.mac.o, wiring.flipped(self.o))
         return m

@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.cycles import (ArgmaxHeadModel, DenseEngineModel, MacArrayModel, PipelineModel, RegisterSliceModel,
                            WindowUnitModel,
-                           argmax_cycles, conv2d_cycles, layer_cycles, layer_token_models,
+                           argmax_cycles, conv2d_cycles, conv2d_token_models, layer_cycles, layer_token_models,
                            mac_array_cycles, network_beats, network_cycles,
                            network_token_models, pool2d_cycles, pool_reduce_depth,
                            window_unit_cycles, window_unit_geometry)
@@ -146,8 +146,7 @@ def make_conv(in_shape, out_channels, kernel, stride, padding, pe, simd):
 def test_conv_layer(cfg):
     (c, h, w), out_channels, kernel, stride, padding, pe, simd = cfg
     g = window_unit_geometry(h, w, kernel, stride, padding)
-    window_len = kernel[0] * kernel[1] * c
-    make_models = lambda: [WindowUnitModel(g), MacArrayModel(window_len, out_channels, pe, simd)]
+    make_models = lambda: conv2d_token_models(g, c, out_channels, pe, simd)
     beats = pixel_beats(np.random.default_rng(3), FRAMES, c, h, w)
     ins, outs = check(lambda: make_conv(*cfg), make_models, beats, FRAMES * g.out_h * g.out_w,
                       pauses=(0.0, STALL, BACKPRESSURE))
@@ -315,7 +314,8 @@ def test_layer_models_compose():
     """A layer's models are its blocks' models; layer_cycles equals the block-level functions."""
     model = build(NETWORKS[0][0], NETWORKS[0][1])
     conv_layer, pool_layer = model.layers
-    assert [type(m) for m in layer_token_models(conv_layer)] == [WindowUnitModel, MacArrayModel]
+    assert [type(m) for m in layer_token_models(conv_layer)] == [WindowUnitModel, RegisterSliceModel,
+                                                                  MacArrayModel]
     assert layer_cycles(conv_layer) == conv2d_cycles(6, 6, 2, 4, 3, 1, 1, 2, 9)
     assert layer_cycles(pool_layer) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0)
     assert network_beats(model) == (36, 9)
@@ -361,7 +361,7 @@ def test_network_with_dense_and_argmax_models():
                    {"type": "argmax"}], (1, 4, 4))
     kinds = [type(m) for m in network_token_models(model)]
     # the top's register slices: after the framer and after every block with hardware
-    assert kinds == [RegisterSliceModel, WindowUnitModel, MacArrayModel, RegisterSliceModel,
+    assert kinds == [RegisterSliceModel, WindowUnitModel, RegisterSliceModel, MacArrayModel, RegisterSliceModel,
                      DenseEngineModel, RegisterSliceModel, ArgmaxHeadModel, RegisterSliceModel]
     assert network_beats(model) == (16, 1)
     cycles = network_cycles(model)
@@ -391,7 +391,7 @@ def test_conv_dense_argmax_chain():
                          DenseEngine.from_layer(dense, in_shape=conv_layer.out_shape),
                          ArgmaxHead(dense.out_features, dense.out_format.bits))
     beats = pixel_beats(np.random.default_rng(9), FRAMES, 1, 5, 6, bits=8)
-    blocks = lambda: [m for m in network_token_models(model) if not isinstance(m, RegisterSliceModel)]
+    blocks = lambda: [m for layer in model.layers for m in layer_token_models(layer)]   # no top slices
     ins, outs = check(make, blocks, beats, FRAMES, pauses=(0.0, STALL, BACKPRESSURE))
     assert measure(ins, outs, 1) == model_cycles(blocks, 30, 1)
 
@@ -419,7 +419,7 @@ def test_random_conv_layers(seed):
     simd = int(rng.choice([d for d in range(1, window_len + 1) if window_len % d == 0]))
     beats = pixel_beats(rng, FRAMES, c, h, w)
     check(lambda: make_conv((c, h, w), out_channels, kernel, stride, padding, pe, simd),
-          lambda: [WindowUnitModel(g), MacArrayModel(window_len, out_channels, pe, simd)],
+          lambda: conv2d_token_models(g, c, out_channels, pe, simd),
           beats, FRAMES * g.out_h * g.out_w, pauses=(0.0, 0.2 + 0.4 * (seed % 2)), seed=seed)
 
 
