@@ -9,7 +9,6 @@ they have not finished computing.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,15 +39,6 @@ class FlowError(ValueError):
 def default_cache_dir() -> Path:
     from sim.runner import default_cache_dir as runner_cache
     return Path(runner_cache())
-
-
-def _hw_fingerprint() -> str:
-    """Hash of the gateware sources, so cached Verilog follows code changes."""
-    import hw
-    digest = hashlib.sha256(__version__.encode())
-    for path in sorted(Path(hw.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -327,6 +317,3 @@ def describe_mismatch(report: dict) -> str:
         " (the Amaranth design matches golden on this frame: the difference is in the Verilog simulation)"
     return f"first mismatch: {', '.join(parts)}{note}"
 
-
-def json_line(report: dict) -> str:
-    return json.dumps(report)

@@ -94,7 +94,7 @@ def test_magic_selection_many_ranges():
                 assert got == want, (divisor, lo, hi, rounding)
                 checked += 1
                 if plan.k > 0:      # minimality: some dividend (or a tie) fails one bit shorter
-                    m, k = plan.m, plan.k
+                    k = plan.k
                     plan.k, plan.m = k - 1, -(-(1 << (k - 1)) // divisor)
                     assert [_plan_model(plan, n) for n in values] != want, (divisor, lo, hi, rounding)
     assert checked == 14 * 4 * 4
