@@ -100,12 +100,12 @@ def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=N
 
     Window register, operand register, operand re-register when folded (weights
     from ROM), products, ``ceil(log2(simd))`` adder-tree levels, accumulator,
-    requantizer, plus the fold collector when ``pe < out_channels``.
+    skid buffer, requantizer, plus the fold collector when ``pe < out_channels``.
     """
     from .formats import ceil_log2
     pe, simd = _mac_folds(window_len, out_channels, pe, simd)
     folded = (window_len // simd) * (out_channels // pe) > 1
-    return 5 + ceil_log2(simd) + (1 if out_channels > pe else 0) + (1 if folded else 0)
+    return 6 + ceil_log2(simd) + (1 if out_channels > pe else 0) + (1 if folded else 0)
 
 
 class MacArrayModel(TokenModel):
@@ -116,13 +116,15 @@ class MacArrayModel(TokenModel):
     "SIMD fold is final" flag travels through the operand, operand re-register
     (folded only), product and adder-tree registers (bits of one integer) into
     ``acc_valid``; one global enable
-    ``en = ~acc_valid | rq.i.ready`` moves all of them.  Then the requantizer
-    register and, when ``pe < out_channels``, the collector, which takes every
-    fold but holds the last one while its assembled pixel waits.
+    ``en = ~acc_valid | skid.i.ready`` moves all of them (a
+    :class:`RegisterSliceModel`, so ``i.ready`` never depends on ``out_ready``).
+    Then the requantizer register and, when ``pe < out_channels``, the
+    collector, which takes every fold but holds the last one while its
+    assembled pixel waits.
     """
 
     __slots__ = ("ops", "sf", "nf", "top", "mask", "busy", "addr", "pipe", "acc_valid",
-                 "rq_valid", "fold", "o_valid")
+                 "skid", "rq_valid", "fold", "o_valid")
 
     def __init__(self, window_len: int, out_channels: int, pe=None, simd=None):
         from .formats import ceil_log2
@@ -134,17 +136,14 @@ class MacArrayModel(TokenModel):
         self.top, self.mask = stages - 1, (1 << stages) - 1
         self.busy, self.addr, self.pipe = False, 0, 0
         self.acc_valid = self.rq_valid = self.o_valid = False
+        self.skid = RegisterSliceModel()
         self.fold = 0
 
     def out_valid(self):
         return self.o_valid if self.nf > 1 else self.rq_valid
 
     def in_ready(self, out_ready):
-        if self.nf > 1:
-            rq_o_ready = self.fold != self.nf - 1 or not self.o_valid or out_ready
-        else:
-            rq_o_ready = out_ready
-        en = not self.acc_valid or not self.rq_valid or rq_o_ready
+        en = not self.acc_valid or not self.skid.skid_full
         return en and (not self.busy or self.addr == self.ops - 1)
 
     def clock(self, in_fire, out_fire):
@@ -160,9 +159,12 @@ class MacArrayModel(TokenModel):
         else:
             rq_o_ready = out_fire
         rq_i_ready = not self.rq_valid or rq_o_ready
+        skid_out = self.skid.out_full
+        skid_in_ready = not self.skid.skid_full
         if rq_i_ready:
-            self.rq_valid = self.acc_valid
-        if not self.acc_valid or rq_i_ready:            # en
+            self.rq_valid = skid_out
+        self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
+        if not self.acc_valid or skid_in_ready:         # en
             self.acc_valid = bool(self.pipe >> self.top)
             final = self.busy and self.addr % self.sf == self.sf - 1
             self.pipe = ((self.pipe << 1) | final) & self.mask
@@ -190,8 +192,12 @@ def mac_array_cycles(window_len: int, out_channels: int, pe=None, simd=None,
 
 # --- Window unit (hw/window.py) --------------------------------------------------------
 
-__all__ += ["WindowGeometry", "window_unit_geometry", "window_unit_line_buffer_bits",
-            "window_unit_cycles", "WindowUnitModel"]
+__all__ += ["WINDOW_FIFOS", "WindowGeometry", "window_unit_geometry", "window_unit_line_buffer_bits",
+            "window_unit_cycles", "WindowUnitModel", "TiledWindowModel", "window_unit_model"]
+
+
+#: column-FIFO sizes of the window unit (:func:`window_unit_geometry`)
+WINDOW_FIFOS = ("full", "compact")
 
 
 def _window_pair(value, name):
@@ -226,7 +232,7 @@ class WindowGeometry:
     last_row: int           # last input row any window covers
     used_rows: int          # used rows per frame
     lines: int              # line memories (= kernel height)
-    fifo_depth: int         # FIFO columns before the window register: load_cols + 2 (read pipeline)
+    fifo_depth: int         # FIFO columns before the window register: load_cols (+ 2 when "full")
     load_cols: int          # real columns loaded at once at the start of an output row
     init: tuple             # reset values of the (a1, a2, a3, base) reader counters
     dhi: tuple
@@ -234,6 +240,7 @@ class WindowGeometry:
     dlo2: tuple
     dbase: tuple
     row_mask: tuple         # per output row, which kernel rows are inside the image
+    tiled: bool = False     # stride = kernel, no padding: the tiled unit (TiledWindowModel)
 
     @property
     def cols(self):
@@ -241,13 +248,20 @@ class WindowGeometry:
         return self.last_col + 1
 
 
-def window_unit_geometry(height, width, kernel, stride=1, padding=0) -> WindowGeometry:
+def window_unit_geometry(height, width, kernel, stride=1, padding=0,
+                         fifo="full") -> WindowGeometry:
     """Validate a window unit's shape parameters and derive its schedule.
 
+    ``fifo`` sizes the column FIFO in front of the window register: ``"full"``
+    (``load_cols + 2`` columns: one window per clock) or ``"compact"``
+    (``load_cols`` columns: two fewer columns of registers, for a unit that is
+    not its network's bottleneck; see :func:`window_fifo_choice`).
     Raises ``ValueError`` (one message naming the parameter) for a size below 1,
-    stride below 1, negative padding, padding not smaller than the kernel, or a
-    kernel larger than the padded image.
+    stride below 1, negative padding, padding not smaller than the kernel, a
+    kernel larger than the padded image, or an unknown ``fifo``.
     """
+    if fifo not in WINDOW_FIFOS:
+        raise ValueError(f"fifo must be one of {', '.join(WINDOW_FIFOS)}, not {fifo!r}")
     (kh, kw) = _window_pair(kernel, "kernel")
     (sh, sw) = _window_pair(stride, "stride")
     (ph, pw) = _window_pair(padding, "padding")
@@ -268,6 +282,13 @@ def window_unit_geometry(height, width, kernel, stride=1, padding=0) -> WindowGe
                          f"{height + 2 * ph}x{width + 2 * pw} image")
     oh = (height + 2 * ph - kh) // sh + 1
     ow = (width + 2 * pw - kw) // sw + 1
+    if (sh, sw) == (kh, kw) and (ph, pw) == (0, 0):
+        # Windows tile the image: K_h - 1 lines of the covered columns, no FIFO, no reader.
+        return WindowGeometry(
+            height=height, width=width, kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw),
+            out_h=oh, out_w=ow, last_col=ow * kw - 1, last_row=oh * kh - 1, used_rows=oh * kh,
+            lines=kh - 1, fifo_depth=0, load_cols=0, init=(), dhi=(), dlo1=(), dlo2=(),
+            dbase=(), row_mask=(), tiled=True)
     last_col = min((ow - 1) * sw - pw + kw - 1, width - 1)
     last_row = min((oh - 1) * sh - ph + kh - 1, height - 1)
     # Row r is used when a window covers it; with stride > kernel, rows between windows are not.
@@ -287,7 +308,7 @@ def window_unit_geometry(height, width, kernel, stride=1, padding=0) -> WindowGe
     return WindowGeometry(
         height=height, width=width, kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw),
         out_h=oh, out_w=ow, last_col=last_col, last_row=last_row, used_rows=nu, lines=kh,
-        fifo_depth=min(kw - pw, width) + 2, load_cols=min(kw - pw, width),
+        fifo_depth=min(kw - pw, width) + (2 if fifo == "full" else 0), load_cols=min(kw - pw, width),
         init=(-glob(hi, 0), -glob(lo, 0), -glob(lo, 1), base(0) % kh),
         dhi=tuple(glob(hi, o + 1) - glob(hi, o) for o in range(oh)),
         dlo1=tuple(glob(lo, o + 1) - glob(lo, o) for o in range(oh)),
@@ -298,10 +319,11 @@ def window_unit_geometry(height, width, kernel, stride=1, padding=0) -> WindowGe
 
 
 def window_unit_line_buffer_bits(width, channels, bits, kernel, stride=1, padding=0) -> int:
-    """Bits of line memory in ``hw.window.WindowUnit``: kernel-height lines of the covered columns.
+    """Bits of line memory in ``hw.window.WindowUnit``: lines of the covered columns.
 
-    One line more than the classic ``(K_h - 1)`` lines, which lets the input run
-    a row ahead so padding costs no cycles.  The height does not matter.
+    ``K_h`` lines: one more than the classic ``(K_h - 1)``, which lets the input
+    run a row ahead so padding costs no cycles; ``K_h - 1`` when the windows
+    tile the image (stride = kernel, no padding).  The height does not matter.
     """
     (kh, kw) = _window_pair(kernel, "kernel")
     g = window_unit_geometry(kh, width, kernel, stride, padding)
@@ -400,7 +422,56 @@ class WindowUnitModel(TokenModel):
             self.valid = False
 
 
-def window_unit_cycles(height, width, kernel, stride=1, padding=0) -> Cycles:
+class TiledWindowModel(TokenModel):
+    """Token model of ``hw.window.WindowUnit`` when the windows tile the image.
+
+    (Stride = kernel, no padding.)  ``i.ready = ~valid | o.ready``: one pixel per
+    clock; a window is complete, and valid the next cycle, with the pixel at
+    its bottom-right corner.  Rows and columns past the last window are taken
+    and dropped.
+    """
+
+    __slots__ = ("w", "h", "kh", "kw", "cols", "rows", "ix", "iy", "kx", "ky", "valid")
+
+    def __init__(self, geometry: WindowGeometry):
+        g = geometry
+        (self.kh, self.kw), self.w, self.h = g.kernel, g.width, g.height
+        self.cols, self.rows = g.last_col + 1, g.last_row + 1
+        self.ix = self.iy = self.kx = self.ky = 0
+        self.valid = False
+
+    def out_valid(self):
+        return self.valid
+
+    def in_ready(self, out_ready):
+        return out_ready or not self.valid
+
+    def clock(self, in_fire, out_fire):
+        if out_fire:
+            self.valid = False
+        if not in_fire:
+            return
+        col_used, row_used = self.ix < self.cols, self.iy < self.rows
+        if col_used and row_used and self.kx == self.kw - 1 and self.ky == self.kh - 1:
+            self.valid = True
+        if col_used:
+            self.kx = self.kx + 1 if self.kx + 1 < self.kw else 0
+        self.ix += 1
+        if self.ix == self.w:
+            self.ix = self.kx = 0
+            if row_used:
+                self.ky = self.ky + 1 if self.ky + 1 < self.kh else 0
+            self.iy += 1
+            if self.iy == self.h:
+                self.iy = self.ky = 0
+
+
+def window_unit_model(geometry: WindowGeometry) -> TokenModel:
+    """The token model of the window unit built from ``geometry`` (tiled or general)."""
+    return TiledWindowModel(geometry) if geometry.tiled else WindowUnitModel(geometry)
+
+
+def window_unit_cycles(height, width, kernel, stride=1, padding=0, fifo="full") -> Cycles:
     """Latency and frame interval of ``hw.window.WindowUnit`` alone (stall-free, from reset).
 
     From :class:`WindowUnitModel` (exact, about ``3·H·W`` Python steps).
@@ -412,9 +483,11 @@ def window_unit_cycles(height, width, kernel, stride=1, padding=0) -> Cycles:
     The latency is always ``min(K_h − 1 − P_h, H − 1)·W + min(K_w − P_w, W) + 3``:
     the first window waits for the first ``min(K_w − P_w, W)`` pixels of the last
     row it covers, then a read, the FIFO and the window register take 3 cycles.
+    When the windows tile the image (stride = kernel, no padding) the interval is
+    ``H·W`` and the latency ``(K_h − 1)·W + K_w`` (:class:`TiledWindowModel`).
     """
-    g = window_unit_geometry(height, width, kernel, stride, padding)
-    return model_cycles(lambda: [WindowUnitModel(g)], g.height * g.width, g.out_h * g.out_w)
+    g = window_unit_geometry(height, width, kernel, stride, padding, fifo)
+    return model_cycles(lambda: [window_unit_model(g)], g.height * g.width, g.out_h * g.out_w)
 
 
 # --- Pool reductions and the constant divider (hw/pool.py, hw/divide.py) ------------------
@@ -475,18 +548,21 @@ def pool_reduce_cycles(kind: str, kernel, windows_per_frame: int = 1) -> Cycles:
     return model_cycles(lambda: [PipelineModel(depth)], windows_per_frame, windows_per_frame)
 
 
-def pool2d_cycles(kind: str, height, width, channels, kernel, stride=None, padding=0) -> Cycles:
+def pool2d_cycles(kind: str, height, width, channels, kernel, stride=None, padding=0,
+                  fifo="full") -> Cycles:
     """Latency and frame interval of a whole pool layer alone (``hw.pool.Pool2dLayer``).
 
     :class:`WindowUnitModel` chained into the reducer's :class:`PipelineModel`
     (the pad value changes no timing, nor does ``channels``, validated only).
-    ``stride`` defaults to the kernel, as in PyTorch.
+    ``stride`` defaults to the kernel, as in PyTorch; ``fifo`` as in
+    :func:`window_unit_geometry`.
     """
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
         raise ValueError(f"channels must be an int >= 1, not {channels!r}")
-    g = window_unit_geometry(height, width, kernel, kernel if stride is None else stride, padding)
+    g = window_unit_geometry(height, width, kernel, kernel if stride is None else stride, padding,
+                             fifo)
     depth = pool_reduce_depth(kind, g.kernel)
-    return model_cycles(lambda: [WindowUnitModel(g), PipelineModel(depth)],
+    return model_cycles(lambda: [window_unit_model(g), PipelineModel(depth)],
                         g.height * g.width, g.out_h * g.out_w)
 
 
@@ -496,15 +572,15 @@ __all__ += ["conv2d_cycles", "conv2d_token_models"]
 
 
 def conv2d_cycles(height, width, in_channels, out_channels, kernel, stride=1, padding=0,
-                  pe=None, simd=None) -> Cycles:
+                  pe=None, simd=None, fifo="full") -> Cycles:
     """Latency and frame interval of ``hw.conv.Conv2dLayer`` alone (stall-free, from reset).
 
-    :class:`WindowUnitModel`, a :class:`RegisterSliceModel` and
-    :class:`MacArrayModel` chained (exact): a folded array throttles the
-    window unit through the slice's ``ready``.
-    ``kernel``/``stride``/``padding`` take an int or ``(h, w)``.
+    :class:`WindowUnitModel` and :class:`MacArrayModel` chained (exact): a
+    folded array throttles the window unit through its ``ready``.
+    ``kernel``/``stride``/``padding`` take an int or ``(h, w)``; ``fifo`` as in
+    :func:`window_unit_geometry`.
     """
-    g = window_unit_geometry(height, width, kernel, stride, padding)
+    g = window_unit_geometry(height, width, kernel, stride, padding, fifo)
     window_len = g.kernel[0] * g.kernel[1] * in_channels
     _mac_folds(window_len, out_channels, pe, simd)      # validate before building
     return model_cycles(lambda: conv2d_token_models(g, in_channels, out_channels, pe, simd),
@@ -512,14 +588,15 @@ def conv2d_cycles(height, width, in_channels, out_channels, kernel, stride=1, pa
 
 
 def conv2d_token_models(g, in_channels, out_channels, pe=None, simd=None) -> list:
-    """``hw.conv.Conv2dLayer``'s blocks: window unit, register slice, MAC array."""
+    """``hw.conv.Conv2dLayer``'s blocks: window unit, MAC array."""
     window_len = g.kernel[0] * g.kernel[1] * in_channels
-    return [WindowUnitModel(g), RegisterSliceModel(), MacArrayModel(window_len, out_channels, pe, simd)]
+    return [window_unit_model(g), MacArrayModel(window_len, out_channels, pe, simd)]
 
 
 # --- Token models of the dense engine, layers and whole networks ---------------------------
 
-__all__ += ["DenseEngineModel", "layer_token_models", "layer_cycles", "network_token_models",
+__all__ += ["DenseEngineModel", "layer_window_geometry", "plan_window_fifos", "WINDOWED_LAYERS",
+            "layer_token_models", "layer_cycles", "network_token_models",
             "network_beats", "network_cycles", "LAYER_TOKEN_MODELS"]
 
 
@@ -594,16 +671,22 @@ def _stream_beats(shape) -> int:
     return shape[1] * shape[2] if len(shape) == 3 else 1
 
 
+def layer_window_geometry(layer) -> WindowGeometry:
+    """The window unit's geometry of a conv or pool layer (with the layer's ``window_fifo``)."""
+    _, h, w = layer.in_shape
+    return window_unit_geometry(h, w, layer.kernel, layer.stride, layer.padding,
+                                getattr(layer, "window_fifo", "full"))
+
+
 def _conv2d_models(layer, in_stream):
-    c, h, w = layer.in_shape
-    g = window_unit_geometry(h, w, layer.kernel, layer.stride, layer.padding)
+    c = layer.in_shape[0]
+    g = layer_window_geometry(layer)
     return conv2d_token_models(g, c, layer.out_channels, layer.pe, layer.simd)
 
 
 def _pool2d_models(layer, in_stream):
-    _, h, w = layer.in_shape
-    g = window_unit_geometry(h, w, layer.kernel, layer.stride, layer.padding)
-    return [WindowUnitModel(g), PipelineModel(pool_reduce_depth(layer.type, g.kernel))]
+    g = layer_window_geometry(layer)
+    return [window_unit_model(g), PipelineModel(pool_reduce_depth(layer.type, g.kernel))]
 
 
 def _dense_models(layer, in_stream):
@@ -657,6 +740,41 @@ def layer_cycles(layer, in_stream=None) -> Cycles:
     shape = _in_stream(layer, in_stream)
     return model_cycles(lambda: layer_token_models(layer, shape), _stream_beats(shape),
                         _stream_beats(_stream_after(layer, shape)))
+
+
+WINDOWED_LAYERS = ("conv2d", "maxpool2d", "avgpool2d")
+
+
+def plan_window_fifos(layers) -> None:
+    """Set each conv/pool layer's ``window_fifo``: ``"compact"`` where it costs no throughput.
+
+    The compact column FIFO (two columns fewer, :func:`window_unit_geometry`)
+    slows a window unit by up to 3x in some shapes, not at all in others (a
+    2x2/2 pool); a layer gets it when its frame interval alone with it stays
+    within the slowest layer's interval alone with full FIFOs, so the
+    network's rate is unchanged and only registers are saved.  Layers the
+    hardware cannot build keep ``"full"`` (the builder reports them).
+    ``layers`` are the resolved layers of one model, in order.
+    """
+    windowed = [layer for layer in layers if layer.type in WINDOWED_LAYERS]
+    for layer in windowed:
+        layer.window_fifo = "full"
+    if not windowed:
+        return
+    intervals = []
+    for layer in layers:
+        try:
+            intervals.append(layer_cycles(layer).frame_interval)
+        except (ValueError, NotImplementedError):
+            pass
+    bottleneck = max(intervals, default=0)
+    for layer in windowed:
+        layer.window_fifo = "compact"
+        try:
+            if layer_cycles(layer).frame_interval > bottleneck:
+                layer.window_fifo = "full"
+        except ValueError:
+            layer.window_fifo = "full"
 
 
 def network_token_models(model) -> list:

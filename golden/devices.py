@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from math import ceil
 
-from .cycles import window_unit_geometry
+from .cycles import layer_window_geometry
 from .formats import ceil_log2
 
 __all__ = ["Device", "DEVICES", "get_device", "Memory", "estimate_resources", "soft_multiplier_luts",
@@ -177,8 +177,8 @@ def _model_memories(model) -> list:
     mems = []
     for layer in model.layers:
         if layer.type in ("conv2d", "maxpool2d", "avgpool2d"):
-            c, h, w = layer.in_shape
-            g = window_unit_geometry(h, w, layer.kernel, layer.stride, layer.padding)
+            c = layer.in_shape[0]
+            g = layer_window_geometry(layer)
             bits = layer.in_format.bits
             mems.append(Memory(layer.name, "line buffer", g.lines * c * bits, g.cols, False,
                                chunk=c * bits))
@@ -229,9 +229,9 @@ def _register_bits(model, mems) -> dict:
     for layer in model.layers:
         bits = 0
         if layer.type in ("conv2d", "maxpool2d", "avgpool2d"):
-            c, h, w = layer.in_shape
+            c = layer.in_shape[0]
             b = layer.in_format.bits
-            g = window_unit_geometry(h, w, layer.kernel, layer.stride, layer.padding)
+            g = layer_window_geometry(layer)
             kh, kw = g.kernel
             bits += kh * kw * c * b + g.fifo_depth * kh * c * b + logic_mem.get(layer.name, 0) + 150
             if layer.type == "conv2d":

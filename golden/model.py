@@ -138,6 +138,8 @@ class Conv2d(_WeightedLayer):
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
     padding_spec: object = 0
+    #: the window unit's column FIFO, "full" or "compact" (golden.cycles.plan_window_fifos)
+    window_fifo: str = "full"
 
     @property
     def in_channels(self) -> int:
@@ -168,6 +170,8 @@ class _Pool(Layer):
     kernel: tuple
     stride: tuple
     padding: tuple = (0, 0)
+    #: the window unit's column FIFO, "full" or "compact" (golden.cycles.plan_window_fifos)
+    window_fifo: str = "full"
 
     def to_json(self) -> dict:
         doc = super().to_json()
@@ -473,6 +477,8 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
         layers.append(layer)
         in_shape, in_format = layer.out_shape, layer.out_format
         stream = stream if layer.type == "flatten" else in_shape
+    from .cycles import plan_window_fifos      # cycles needs no model import; avoid a cycle
+    plan_window_fifos(layers)
     return Model(name=name, input_shape=tuple(shape), input_format=input_format, layers=layers,
                  weights=weights, metadata=doc.get("metadata"), source=source)
 

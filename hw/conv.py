@@ -19,7 +19,6 @@ from golden.formats import Format
 
 from .layouts import pixel_layout
 from .mac import MacArray, conv_weights_to_window_order
-from .slice import RegisterSlice
 from .unused import silence_if_invalid
 from .window import WindowUnit
 
@@ -46,6 +45,8 @@ class Conv2dLayer(wiring.Component):
         As :func:`golden.formats.requantize`.
     pe, simd : int or None
         MAC array parallelism (``None`` = fully parallel).
+    window_fifo : ``"full"`` or ``"compact"``
+        The window unit's column FIFO (:class:`hw.window.WindowUnit`).
 
     Attributes
     ----------
@@ -61,7 +62,7 @@ class Conv2dLayer(wiring.Component):
 
     def __init__(self, in_shape, in_format, weight, bias=None, *, stride=1, padding=0,
                  weight_format, out_format, rounding="half_up", overflow="saturate",
-                 activation="none", pe=None, simd=None):
+                 activation="none", pe=None, simd=None, window_fifo="full"):
         with silence_if_invalid(self):
             if not isinstance(in_format, Format):
                 raise TypeError(f"in_format must be a golden.formats.Format, not {in_format!r}")
@@ -78,9 +79,9 @@ class Conv2dLayer(wiring.Component):
                 raise ValueError(f"weight must have shape (C_out, {channels}, kh, kw), "
                                  f"not {weight.shape}")
             c_out, _, kh, kw = weight.shape
-            window_unit_geometry(height, width, (kh, kw), stride, padding)   # validate first
+            window_unit_geometry(height, width, (kh, kw), stride, padding, window_fifo)  # validate first
             self.window = WindowUnit(height, width, channels, (kh, kw), stride, padding,
-                                     bits=in_format.bits, pad_value=0)
+                                     bits=in_format.bits, pad_value=0, fifo=window_fifo)
             self.mac = MacArray(kh * kw * channels, in_format.bits,
                                 conv_weights_to_window_order(weight), bias, weight_format, out_format,
                                 in_format.frac + weight_format.frac - out_format.frac,
@@ -91,7 +92,7 @@ class Conv2dLayer(wiring.Component):
             self.multipliers = self.mac.multipliers
             self.macs_per_frame = self.window.out_h * self.window.out_w * kh * kw * channels * c_out
             self.cycles = conv2d_cycles(height, width, channels, c_out, (kh, kw), stride, padding,
-                                        self.mac.pe, self.mac.simd)
+                                        self.mac.pe, self.mac.simd, window_fifo)
         super().__init__({
             "i": In(stream.Signature(pixel_layout(in_format.bits, channels))),
             "o": Out(stream.Signature(pixel_layout(out_format.bits, c_out))),
@@ -103,17 +104,16 @@ class Conv2dLayer(wiring.Component):
         return cls(layer.in_shape, layer.in_format, layer.weight, layer.bias,
                    stride=layer.stride, padding=layer.padding, weight_format=layer.weight_format,
                    out_format=layer.output, rounding=layer.rounding, overflow=layer.overflow,
-                   activation=layer.activation, pe=layer.pe, simd=layer.simd)
+                   activation=layer.activation, pe=layer.pe, simd=layer.simd,
+                   window_fifo=layer.window_fifo)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.window = self.window
         m.submodules.mac = self.mac
-        # A register slice between them keeps the MAC array's enable (which follows
-        # its output's ready) out of the window unit's control paths.
-        m.submodules.cut = cut = RegisterSlice(self.window.o.payload.shape())
+        # No slice on the wide window stream: the MAC array's ready comes from flip-flops
+        # (its own skid buffer sits on the narrow accumulator side).
         wiring.connect(m, wiring.flipped(self.i), self.window.i)
-        wiring.connect(m, self.window.o, cut.i)
-        wiring.connect(m, cut.o, self.mac.i)
+        wiring.connect(m, self.window.o, self.mac.i)
         wiring.connect(m, self.mac.o, wiring.flipped(self.o))
         return m

@@ -8,7 +8,7 @@ the next window is accepted on the last cycle of the current one, so the
 multipliers never idle while windows are offered.
 
 Pipeline (one global clock-enable ``en``, dropped only when the accumulator's
-result waits for the requantizer; every stage holds its contents then):
+result waits for the skid buffer after it; every stage holds its contents then):
 
     A  window register (rotates by ``simd`` each cycle) + fold counters / ROM address
     B  operand register: ``simd`` inputs, ``pe·simd`` weights (registered ROM read)
@@ -17,6 +17,9 @@ result waits for the requantizer; every stage holds its contents then):
     P  ``pe·simd`` products
     T  ``ceil(log2(simd))`` registered adder-tree levels per PE
     ACC  accumulator (``acc_bits`` wide, DESIGN §4), initialised with the bias
+    S    :class:`hw.slice.RegisterSlice` on the ``pe`` accumulator lanes: ``en`` (and so
+         ``i.ready``) depends on its flip-flops only, never on the output's ``ready``;
+         it cuts the narrow accumulator stream rather than the wide window stream
     RQ   :class:`hw.requant.Requantizer` on ``pe`` lanes
     C    collector (only when ``pe < C_out``): gathers the ``C_out/pe`` folds into a pixel
 
@@ -36,7 +39,8 @@ from golden.cycles import mac_array_pipeline_depth
 from golden.formats import Format, acc_bits as _acc_bits, ceil_log2
 
 from .layouts import pixel_layout, window_layout
-from .requant import Requantizer, check_requant_params
+from .requant import Requantizer, acc_layout, check_requant_params
+from .slice import RegisterSlice
 from .unused import silence_if_invalid
 
 __all__ = ["MacArray", "conv_weights_to_window_order", "divisors", "check_fold"]
@@ -298,13 +302,15 @@ class MacArray(wiring.Component):
                 m.d.sync += [acc.eq(Mux(feed.first, bias, acc) + total)
                              for acc, bias, total in zip(accs, biases, sums)]
 
-        # --- RQ: shared requantizer on the PE lanes ---------------------------------------------
+        # --- S: skid buffer, then RQ: shared requantizer on the PE lanes ------------------------
+        m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe))
         m.submodules.requant = rq = Requantizer(
             self.acc_bits, self.shift, self.out_format, self.rounding, self.overflow,
             self.activation, count=pe)
-        m.d.comb += [rq.i.valid.eq(acc_valid), rq.i.payload.last.eq(acc_last),
-                     en.eq(~acc_valid | rq.i.ready)]
-        m.d.comb += [rq.i.payload.data[p].eq(accs[p]) for p in range(pe)]
+        m.d.comb += [cut.i.valid.eq(acc_valid), cut.i.payload.last.eq(acc_last),
+                     en.eq(~acc_valid | cut.i.ready)]
+        m.d.comb += [cut.i.payload.data[p].eq(accs[p]) for p in range(pe)]
+        wiring.connect(m, cut.o, rq.i)
 
         # --- C: collect the output-channel folds into one pixel ------------------------------
         if NF == 1:

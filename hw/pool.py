@@ -175,16 +175,19 @@ class Pool2dLayer(wiring.Component):
     kernel, stride, padding : int or (h, w)
     rounding : str
         Avg-pool rounding mode.
+    window_fifo : ``"full"`` or ``"compact"``
+        The window unit's column FIFO (:class:`hw.window.WindowUnit`).
     """
 
-    def __init__(self, kind, in_shape, bits, kernel, stride, padding=0, rounding="half_up"):
+    def __init__(self, kind, in_shape, bits, kernel, stride, padding=0, rounding="half_up",
+                 window_fifo="full"):
         from .window import WindowUnit
         if kind not in ("maxpool2d", "avgpool2d"):
             raise ValueError(f"kind must be 'maxpool2d' or 'avgpool2d', not {kind!r}")
         channels, height, width = in_shape
         pad_value = Format(bits, 0).min_code if kind == "maxpool2d" else 0
         self.window = WindowUnit(height, width, channels, kernel, stride, padding,
-                                 bits=bits, pad_value=pad_value)
+                                 bits=bits, pad_value=pad_value, fifo=window_fifo)
         kh, kw = self.window.kernel
         if kind == "maxpool2d":
             self.reduce = MaxPoolReduce(channels, (kh, kw), bits)
@@ -203,7 +206,7 @@ class Pool2dLayer(wiring.Component):
     def from_layer(cls, layer):
         """Build from a resolved ``golden.model.MaxPool2d`` / ``AvgPool2d`` layer."""
         return cls(layer.type, layer.in_shape, layer.in_format.bits, layer.kernel, layer.stride,
-                   layer.padding, getattr(layer, "rounding", "half_up"))
+                   layer.padding, getattr(layer, "rounding", "half_up"), layer.window_fifo)
 
     def elaborate(self, platform):
         m = Module()

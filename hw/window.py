@@ -25,6 +25,12 @@ Structure (the schedule is :func:`golden.cycles.window_unit_geometry`, and
 ``i.ready`` and ``o.valid`` depend on registers only (never on ``i.valid`` or
 ``o.ready``); the memory read port is registered.  Padding must be smaller
 than the kernel per axis (a window of padding only is rejected).
+
+**Tiled windows** (stride = kernel, no padding: the usual pools) need none of
+that: the unit keeps ``K_h − 1`` lines of partial columns (a shift register
+for up to 4 columns, else a memory read one column ahead), and each pixel of
+a window's last row completes a column that shifts straight into the window
+register; ``i.ready = ~o.valid | o.ready`` (:class:`golden.cycles.TiledWindowModel`).
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ class WindowUnit(wiring.Component):
         Width of one signed code (2..32).
     pad_value : int
         Code supplied for padding taps (0 for conv/avg-pool, the minimum code for max-pool).
+    fifo : ``"full"`` or ``"compact"``
+        Column FIFO size (:func:`golden.cycles.window_unit_geometry`): ``"compact"``
+        saves two columns of registers (``2·K_h·C·bits``) where the unit need not
+        give a window every clock.
 
     Attributes
     ----------
@@ -77,9 +87,10 @@ class WindowUnit(wiring.Component):
         Total bits of line memory.
     """
 
-    def __init__(self, height, width, channels, kernel, stride=1, padding=0, *, bits, pad_value=0):
+    def __init__(self, height, width, channels, kernel, stride=1, padding=0, *, bits, pad_value=0,
+                 fifo="full"):
         try:
-            g = self._check(height, width, channels, kernel, stride, padding, bits, pad_value)
+            g = self._check(height, width, channels, kernel, stride, padding, bits, pad_value, fifo)
         except (TypeError, ValueError):
             self._MustUse__silence = True       # a rejected unit is not an "unused" one
             raise
@@ -97,7 +108,7 @@ class WindowUnit(wiring.Component):
         })
 
     @staticmethod
-    def _check(height, width, channels, kernel, stride, padding, bits, pad_value):
+    def _check(height, width, channels, kernel, stride, padding, bits, pad_value, fifo):
         if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
             raise ValueError(f"channels must be an int >= 1, not {channels!r}")
         if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 32:
@@ -106,9 +117,11 @@ class WindowUnit(wiring.Component):
         if not isinstance(pad_value, int) or isinstance(pad_value, bool) or not lo <= pad_value <= hi:
             raise ValueError(f"pad_value must be a {bits}-bit signed code in [{lo}, {hi}], "
                              f"not {pad_value!r}")
-        return window_unit_geometry(height, width, kernel, stride, padding)
+        return window_unit_geometry(height, width, kernel, stride, padding, fifo)
 
     def elaborate(self, platform):
+        if self.geometry.tiled:
+            return self._elaborate_tiled()
         m = Module()
         g = self.geometry
         (kh, kw), (sh, sw), (ph, pw) = g.kernel, g.stride, g.padding
@@ -277,11 +290,90 @@ class WindowUnit(wiring.Component):
         with m.Elif(self.o.ready):
             m.d.sync += valid.eq(0)
 
-        taps = [sr[kx][(ky * C + c) * bits:(ky * C + c + 1) * bits]
+        self._drive_output(m, sr, valid, last)
+        return m
+
+    def _drive_output(self, m, columns, valid, last):
+        """The window register (``K_w`` columns of ``K_h·C`` codes) is the output payload."""
+        (kh, kw), C, bits = self.kernel, self.channels, self.bits
+        taps = [columns[kx][(ky * C + c) * bits:(ky * C + c + 1) * bits]
                 for ky in range(kh) for kx in range(kw) for c in range(C)]
         m.d.comb += [
             self.o.valid.eq(valid),
             self.o.payload.data.as_value().eq(Cat(*taps)),
             self.o.payload.last.eq(last),
         ]
+
+    def _elaborate_tiled(self):
+        m = Module()
+        g = self.geometry
+        kh, kw = g.kernel
+        H, W, cols, pixw = self.height, self.width, g.cols, self.channels * self.bits
+        ix, iy = Signal(range(W)), Signal(range(H))
+        kx, ky = Signal(range(kw)), Signal(range(kh))
+        valid, last = Signal(), Signal()
+        in_fire, used = Signal(), Signal()
+        col_used = _at_most(ix, cols - 1, W - 1)
+        row_used = _at_most(iy, g.last_row, H - 1)
+        m.d.comb += [
+            self.i.ready.eq(~valid | self.o.ready),
+            in_fire.eq(self.i.valid & self.i.ready),
+            used.eq(in_fire & col_used & row_used),
+        ]
+        pixel = self.i.payload.data.as_value()
+
+        # Partial columns: rows 0 .. K_h-2 of the current window row, per covered column.
+        if kh > 1:
+            entry_w = (kh - 1) * pixw
+            if cols <= 4:                           # shift register: no address, no read mux
+                ring = [Signal(entry_w, name=f"line{j}") for j in range(cols)]
+                head = ring[0]
+            else:                                   # memory, read one column ahead
+                m.submodules.lines = mem = Memory(shape=entry_w, depth=cols, init=[])
+                wp, rp = mem.write_port(), mem.read_port()
+                head = rp.data
+                m.d.comb += [
+                    wp.addr.eq(ix), wp.en.eq(used),
+                    rp.addr.eq(Mux(ix == cols - 1, 0, ix + 1)), rp.en.eq(used),
+                ]
+            # The current row's pixel replaces its slice of the column's entry.
+            entry = Signal(entry_w)
+            m.d.comb += entry.eq(head)
+            with m.Switch(ky):
+                for row in range(kh - 1):
+                    with m.Case(row):
+                        m.d.comb += entry[row * pixw:(row + 1) * pixw].eq(pixel)
+            if cols <= 4:
+                with m.If(used):
+                    m.d.sync += [a.eq(b) for a, b in zip(ring, ring[1:])]
+                    m.d.sync += ring[-1].eq(entry)
+            else:
+                m.d.comb += wp.data.eq(entry)
+            column = Cat(head, pixel)
+        else:
+            column = pixel
+
+        sr = [Signal(kh * pixw, name=f"win_col{j}") for j in range(kw)]
+        with m.If(self.o.ready):
+            m.d.sync += valid.eq(0)
+        with m.If(used & (ky == kh - 1)):
+            m.d.sync += [a.eq(b) for a, b in zip(sr, sr[1:])]
+            m.d.sync += sr[-1].eq(column)
+            with m.If(kx == kw - 1):
+                m.d.sync += [valid.eq(1), last.eq((iy == g.last_row) & (ix == cols - 1))]
+
+        with m.If(in_fire):
+            with m.If(col_used):
+                m.d.sync += kx.eq(Mux(kx == kw - 1, 0, kx + 1))
+            with m.If(ix == W - 1):
+                m.d.sync += [ix.eq(0), kx.eq(0)]
+                with m.If(iy == H - 1):
+                    m.d.sync += [iy.eq(0), ky.eq(0)]
+                with m.Else():
+                    m.d.sync += iy.eq(iy + 1)
+                    with m.If(row_used):
+                        m.d.sync += ky.eq(Mux(ky == kh - 1, 0, ky + 1))
+            with m.Else():
+                m.d.sync += ix.eq(ix + 1)
+        self._drive_output(m, sr, valid, last)
         return m

@@ -43,8 +43,8 @@ def test_info_table(example, capsys):
     assert dense.split() == ["3", "fc", "dense", "64", "10", "s8.4", "s8.6", "s16.8", "23", "640", "40",
                              "23", "16", "5,120"]
     # network latency: the layers plus five register slices (after the framer and after each block)
-    assert lines[-1] == ("network: 2,944 MACs/frame, 46 multipliers, 6,112 memory bits (5,408 weights); "
-                         "latency 429, frame interval 384 cycles")
+    assert lines[-1] == ("network: 2,944 MACs/frame, 46 multipliers, 5,856 memory bits (5,408 weights); "
+                         "latency 426, frame interval 384 cycles")
 
 
 def test_info_json(example, capsys):
@@ -57,7 +57,7 @@ def test_info_json(example, capsys):
     assert conv["pe"] == 2 and conv["simd"] == 3 and conv["multipliers"] == 6
     assert conv["predicted_latency_cycles"] == 28 and conv["predicted_frame_interval_cycles"] == 384
     assert conv["line_buffer_bits"] == 3 * 8 * 8 and conv["weight_bits"] == 36 * 8
-    assert doc["model"]["predicted_latency_cycles"] == 429 and doc["model"]["predicted_frame_interval_cycles"] == 384
+    assert doc["model"]["predicted_latency_cycles"] == 426 and doc["model"]["predicted_frame_interval_cycles"] == 384
     assert [layer["type"] for layer in doc["layers"]] == ["conv2d", "maxpool2d", "flatten", "dense", "argmax"]
 
 

@@ -20,7 +20,7 @@ from golden.cycles import (ArgmaxHeadModel, DenseEngineModel, MacArrayModel, Pip
                            argmax_cycles, conv2d_cycles, conv2d_token_models, layer_cycles, layer_token_models,
                            mac_array_cycles, network_beats, network_cycles,
                            network_token_models, pool2d_cycles, pool_reduce_depth,
-                           window_unit_cycles, window_unit_geometry)
+                           window_unit_cycles, window_unit_geometry, window_unit_model)
 from golden.formats import Format
 from golden.model import parse_model
 from golden.tokens import Cycles, chain_stamps, measure, model_cycles
@@ -74,14 +74,16 @@ WINDOW_CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("fifo", ["full", "compact"])
 @pytest.mark.parametrize("cfg", WINDOW_CONFIGS, ids=str)
-def test_window_unit(cfg):
+def test_window_unit(cfg, fifo):
     h, w, k, s, p = cfg
-    g = window_unit_geometry(h, w, k, s, p)
+    g = window_unit_geometry(h, w, k, s, p, fifo)
     beats = pixel_beats(np.random.default_rng(0), FRAMES, 2, h, w)
-    ins, outs = check(lambda: WindowUnit(h, w, 2, k, s, p, bits=4), lambda: [WindowUnitModel(g)],
+    ins, outs = check(lambda: WindowUnit(h, w, 2, k, s, p, bits=4, fifo=fifo),
+                      lambda: [window_unit_model(g)],
                       beats, FRAMES * g.out_h * g.out_w, pauses=(0.0, STALL, BACKPRESSURE))
-    assert measure(ins, outs, g.out_h * g.out_w) == window_unit_cycles(h, w, k, s, p)
+    assert measure(ins, outs, g.out_h * g.out_w) == window_unit_cycles(h, w, k, s, p, fifo)
 
 
 # --- MAC array --------------------------------------------------------------------------------
@@ -217,7 +219,7 @@ def test_pool_layer(cfg):
     depth = pool_reduce_depth(kind, g.kernel)
     beats = pixel_beats(np.random.default_rng(5), FRAMES, 2, h, w, bits=6)
     ins, outs = check(lambda: make_pool_layer(kind, h, w, 2, kernel, stride, padding),
-                      lambda: [WindowUnitModel(g), PipelineModel(depth)], beats,
+                      lambda: [window_unit_model(g), PipelineModel(depth)], beats,
                       FRAMES * g.out_h * g.out_w, pauses=(0.0, STALL, BACKPRESSURE))
     assert measure(ins, outs, g.out_h * g.out_w) == pool2d_cycles(kind, h, w, 2, kernel, stride, padding)
 
@@ -314,7 +316,7 @@ def test_layer_models_compose():
     """A layer's models are its blocks' models; layer_cycles equals the block-level functions."""
     model = build(NETWORKS[0][0], NETWORKS[0][1])
     conv_layer, pool_layer = model.layers
-    assert [type(m) for m in layer_token_models(conv_layer)] == [WindowUnitModel, RegisterSliceModel,
+    assert [type(m) for m in layer_token_models(conv_layer)] == [WindowUnitModel,
                                                                   MacArrayModel]
     assert layer_cycles(conv_layer) == conv2d_cycles(6, 6, 2, 4, 3, 1, 1, 2, 9)
     assert layer_cycles(pool_layer) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0)
@@ -361,7 +363,7 @@ def test_network_with_dense_and_argmax_models():
                    {"type": "argmax"}], (1, 4, 4))
     kinds = [type(m) for m in network_token_models(model)]
     # the top's register slices: after the framer and after every block with hardware
-    assert kinds == [RegisterSliceModel, WindowUnitModel, RegisterSliceModel, MacArrayModel, RegisterSliceModel,
+    assert kinds == [RegisterSliceModel, WindowUnitModel, MacArrayModel, RegisterSliceModel,
                      DenseEngineModel, RegisterSliceModel, ArgmaxHeadModel, RegisterSliceModel]
     assert network_beats(model) == (16, 1)
     cycles = network_cycles(model)
@@ -430,7 +432,7 @@ def test_random_pool_layers(seed):
     kind = ("max", "avg")[seed % 2]
     beats = pixel_beats(rng, FRAMES, 1, h, w, bits=6)
     check(lambda: make_pool_layer(kind, h, w, 1, kernel, stride, padding),
-          lambda: [WindowUnitModel(g), PipelineModel(pool_reduce_depth(kind, g.kernel))],
+          lambda: [window_unit_model(g), PipelineModel(pool_reduce_depth(kind, g.kernel))],
           beats, FRAMES * g.out_h * g.out_w, pauses=(0.0, 0.5), seed=seed)
 
 
@@ -451,3 +453,40 @@ def test_layer_cycles_after_flatten_use_the_pixel_stream():
     assert layer_cycles(dense) == layer_cycles(dense, (2, 4, 4))
     assert layer_cycles(dense).frame_interval == 16
     assert layer_cycles(dense, (32,)).frame_interval == 1
+
+
+# --- window FIFO plan (golden.cycles.plan_window_fifos) -----------------------------------------
+
+def _conv_layer_doc(name, out_channels, **extra):
+    return {"type": "conv2d", "name": name, "out_channels": out_channels, "kernel": 3, "padding": 1,
+            "weight": f"{name}.w", "weight_format": {"bits": 4, "frac": 2},
+            "output": {"bits": 4, "frac": 2}, **extra}
+
+
+def _plan_model(conv1_fold):
+    doc = {"format": "cnnforge-model/1", "name": "plan", "weights": "plan.npz",
+           "input": {"shape": [2, 8, 8], "bits": 4, "frac": 2},
+           "layers": [_conv_layer_doc("conv1", 4, **conv1_fold),
+                      {"type": "maxpool2d", "name": "pool", "kernel": 2},
+                      _conv_layer_doc("conv2", 4)]}
+    rng = np.random.default_rng(0)
+    return parse_model(doc, tensors={"conv1.w": rng.integers(-8, 8, (4, 2, 3, 3)),
+                                     "conv2.w": rng.integers(-8, 8, (4, 4, 3, 3))})
+
+
+def test_window_fifo_plan():
+    # Fully parallel: conv1 sets the rate (64 cycles a frame), so it keeps the full FIFO;
+    # the 2x2 pool loses nothing with the compact one; conv2 (4x4 image) has slack.
+    fast = _plan_model({})
+    assert [layer.window_fifo for layer in fast.layers] == ["full", "compact", "compact"]
+    assert network_cycles(fast).frame_interval == 64
+    # conv1 folded to 18 cycles a pixel: nothing is near the rate, all compact.
+    slow = _plan_model({"pe": 2, "simd": 2})
+    assert [layer.window_fifo for layer in slow.layers] == ["compact"] * 3
+    assert network_cycles(slow).frame_interval == 64 * 18
+    # The plan never costs rate: the same network with every FIFO full has the same interval.
+    for model in (fast, slow):
+        planned = network_cycles(model)
+        for layer in model.layers:
+            layer.window_fifo = "full"
+        assert network_cycles(model).frame_interval == planned.frame_interval

@@ -49,9 +49,10 @@ def _ids(cfg):
 
 
 def run_unit(height, width, channels, kernel, stride, padding, bits, pad_value, *,
-             frames=3, in_pause=0.0, out_pause=0.0, seed=0):
+             frames=3, in_pause=0.0, out_pause=0.0, seed=0, fifo="full"):
     """Stream random frames through a WindowUnit; check every window; return (latency, intervals)."""
-    dut = WindowUnit(height, width, channels, kernel, stride, padding, bits=bits, pad_value=pad_value)
+    dut = WindowUnit(height, width, channels, kernel, stride, padding, bits=bits, pad_value=pad_value,
+                     fifo=fifo)
     (kh, kw), oh, ow = dut.kernel, dut.out_h, dut.out_w
     rng = np.random.default_rng(seed)
     x = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(frames, channels, height, width))
@@ -81,6 +82,49 @@ def test_windows_with_random_stalls(cfg):
     pauses = random.Random(seed)
     run_unit(*cfg, frames=3, in_pause=pauses.uniform(0.3, 0.5), out_pause=pauses.uniform(0.3, 0.5),
              seed=seed)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_ids)
+def test_compact_fifo_windows_and_cycles(cfg):
+    # The compact column FIFO: same windows under stalls; stall-free cycles as its model.
+    h, w, _, k, s, p, _, _ = cfg
+    seed = zlib.crc32(repr(cfg).encode()) & 0xffff
+    run_unit(*cfg, frames=2, in_pause=0.4, out_pause=0.4, seed=seed, fifo="compact")
+    latency, intervals = run_unit(*cfg, frames=3, fifo="compact")
+    model = window_unit_cycles(h, w, k, s, p, "compact")
+    assert (latency, intervals[1]) == (model.latency, model.frame_interval)
+    full = window_unit_geometry(h, w, k, s, p)
+    if not full.tiled:
+        assert window_unit_geometry(h, w, k, s, p, "compact").fifo_depth == full.fifo_depth - 2
+
+
+# Tiled windows (stride = kernel, no padding): shift-register lines (<= 4 columns) or a
+# memory; uncovered trailing rows and columns; kernel 1 on an axis.
+TILED = [
+    (8, 8, 3, 2, 2, 0, 8, MIN8),        # memory lines (8 columns)
+    (4, 4, 16, 2, 2, 0, 8, MIN8),       # shift-register lines (4 columns), many channels
+    (7, 11, 2, 3, 3, 0, 6, 0),          # 9 of 11 columns, 6 of 7 rows covered
+    (5, 9, 1, (1, 3), (1, 3), 0, 8, 0), # one row per window: no lines
+    (9, 4, 2, (3, 1), (3, 1), 0, 8, 0), # one column per window
+    (6, 6, 1, 3, 3, 0, 4, -8),          # 2 columns: shift register
+]
+
+
+@pytest.mark.parametrize("cfg", TILED, ids=_ids)
+def test_tiled_windows(cfg):
+    h, w, c, k, s, p, bits, _ = cfg
+    g = window_unit_geometry(h, w, k, s, p)
+    assert g.tiled and g.fifo_depth == 0
+    seed = zlib.crc32(repr(cfg).encode()) & 0xffff
+    run_unit(*cfg, frames=3, in_pause=0.4, out_pause=0.4, seed=seed)
+    run_unit(*cfg, frames=2, in_pause=0.0, out_pause=0.8, seed=seed + 1)
+    latency, intervals = run_unit(*cfg, frames=3)
+    (kh, kw) = g.kernel
+    # One pixel per clock; a window leaves the cycle after its bottom-right pixel.
+    assert (latency, intervals[1]) == ((kh - 1) * w + kw, h * w)
+    model = window_unit_cycles(h, w, k, s, p)
+    assert (latency, intervals[1]) == (model.latency, model.frame_interval)
+    assert window_unit_line_buffer_bits(w, c, bits, k, s, p) == (kh - 1) * g.cols * c * bits
 
 
 @pytest.mark.parametrize("cfg", CONFIGS[2:8], ids=_ids)
@@ -145,7 +189,10 @@ def test_model_latency_closed_form():
                         if h + 2 * ph < kh or w + 2 * pw < kw:
                             continue
                         got = window_unit_cycles(h, w, (kh, kw), s, (ph, pw)).latency
-                        assert got == min(kh - 1 - ph, h - 1) * w + min(kw - pw, w) + 3
+                        if window_unit_geometry(h, w, (kh, kw), s, (ph, pw)).tiled:
+                            assert got == (kh - 1) * w + kw
+                        else:
+                            assert got == min(kh - 1 - ph, h - 1) * w + min(kw - pw, w) + 3
 
 
 def test_random_configs():
@@ -183,6 +230,7 @@ def test_line_buffer_bits():
     (dict(height=4, width=4, channels=1, kernel=3, stride=0, bits=8), "stride"),
     (dict(height=4, width=4, channels=1, kernel=3, stride=(1, -1), bits=8), "stride"),
     (dict(height=4, width=4, channels=1, kernel=3, padding=-1, bits=8), "padding"),
+    (dict(height=4, width=4, channels=1, kernel=3, bits=8, fifo="small"), "fifo"),
     (dict(height=4, width=4, channels=1, kernel=3, padding=3, bits=8), "padding"),
     (dict(height=4, width=4, channels=1, kernel=3, bits=1), "bits"),
     (dict(height=4, width=4, channels=1, kernel=3, bits=33), "bits"),
