@@ -123,7 +123,7 @@ def cmd_info(args) -> int:
         print(dumps_json({"model": summary, "layers": rows, **({"device": device} if device else {})}), end="")
         return EXIT_OK
     header = ("#", "name", "type", "in", "out", "x fmt", "w fmt", "y fmt", "acc", "MACs/frame", "mults",
-              "latency", "interval", "mem bits")
+              "latency", "interval", "mem bits", "window")
     table = [header]
     for r in rows:
         memory = None if r["line_buffer_bits"] is None else r["line_buffer_bits"] + r["weight_bits"]
@@ -131,7 +131,7 @@ def cmd_info(args) -> int:
                       _fmt(r["in_format"]), _fmt(r["weight_format"]), _fmt(r["out_format"]),
                       str(r["acc_bits"] or "-"), _count(r["macs_per_frame"]), str(r["multipliers"]),
                       _count(r["predicted_latency_cycles"]), _count(r["predicted_frame_interval_cycles"]),
-                      _count(memory)))
+                      _count(memory), r["window_unit"] or "-"))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print(f"model {model.name}: input {_shape(model.input_shape)} {model.input_format}, "
           f"{len(rows)} layers (latency and interval in cycles, each layer alone)")

@@ -32,6 +32,17 @@ def _line_buffer_bits(layer) -> int:
     return 0
 
 
+def _window_unit(layer):
+    """How the layer's window unit is built: "tiled", "full fifo" or "compact fifo" (None: no unit)."""
+    if not isinstance(layer, (Conv2d, MaxPool2d, AvgPool2d)):
+        return None
+    try:
+        geometry = cycles.layer_window_geometry(layer)
+    except ValueError:
+        return None
+    return "tiled" if geometry.tiled else f"{layer.window_fifo} fifo"
+
+
 def layer_figures(layer) -> dict:
     """Multipliers, MACs, predicted cycles (layer alone) and memory bits of one layer."""
     try:
@@ -52,6 +63,7 @@ def layer_figures(layer) -> dict:
         "predicted_frame_interval_cycles": predicted.frame_interval if predicted else None,
         "line_buffer_bits": line_bits,
         "weight_bits": weight_bits,
+        "window_unit": _window_unit(layer),
     }
 
 

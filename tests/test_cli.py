@@ -38,10 +38,10 @@ def test_info_table(example, capsys):
     conv = next(line for line in lines if line.startswith("0 "))
     # conv1 folded pe 2, simd 3: (9/3)*(4/2) = 6 cycles per pixel, 64 pixels
     assert conv.split() == ["0", "conv1", "conv2d", "1x8x8", "4x8x8", "s8.7", "s8.6", "s8.4", "21", "2,304",
-                            "6", "28", "384", "480"]
+                            "6", "28", "384", "480", "compact", "fifo"]
     dense = next(line for line in lines if line.startswith("3 "))
     assert dense.split() == ["3", "fc", "dense", "64", "10", "s8.4", "s8.6", "s16.8", "23", "640", "40",
-                             "23", "16", "5,120"]
+                             "23", "16", "5,120", "-"]
     # network latency: the layers plus five register slices (after the framer and after each block)
     assert lines[-1] == ("network: 2,944 MACs/frame, 46 multipliers, 5,856 memory bits (5,408 weights); "
                          "latency 426, frame interval 384 cycles")
@@ -59,6 +59,10 @@ def test_info_json(example, capsys):
     assert conv["line_buffer_bits"] == 3 * 8 * 8 and conv["weight_bits"] == 36 * 8
     assert doc["model"]["predicted_latency_cycles"] == 426 and doc["model"]["predicted_frame_interval_cycles"] == 384
     assert [layer["type"] for layer in doc["layers"]] == ["conv2d", "maxpool2d", "flatten", "dense", "argmax"]
+    # conv1 sets the rate but is MAC-bound (6 cycles a pixel): the compact FIFO costs nothing;
+    # the 2x2/2 pool tiles its input: one line of 4 channels x 8 bits, 8 columns.
+    assert [layer["window_unit"] for layer in doc["layers"]] == ["compact fifo", "tiled", None, None, None]
+    assert doc["layers"][1]["line_buffer_bits"] == 1 * 8 * 4 * 8
 
 
 def test_golden_with_taps(example):
