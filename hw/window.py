@@ -139,6 +139,10 @@ class WindowUnit(wiring.Component):
         a1 = Signal(signed(aw), init=g.init[0])   # rows written - last row of reader's output row
         a2 = Signal(signed(aw), init=g.init[1])   # ... - first row of reader's output row
         a3 = Signal(signed(aw), init=g.init[2])   # ... - first row of the next output row
+        a1_pos = Signal(init=g.init[0] > 0)       # registered a1 > 0, a1 == 0, a2 < NL, a3 < NL
+        a1_zero = Signal(init=g.init[0] == 0)
+        a2_lt = Signal(init=g.init[1] < g.lines)
+        a3_lt = Signal(init=g.init[2] < g.lines)
 
         m.submodules.lines = mem = Memory(shape=data.ArrayLayout(data.ArrayLayout(
             element_shape(bits), C), NL), depth=g.cols, init=[])
@@ -160,7 +164,7 @@ class WindowUnit(wiring.Component):
             stored.eq(row_used & _at_most(ix, g.last_col, W - 1)),
             # Line (row g - NL) free at this column: reader is past its last user row,
             # or is in that row and past this column.
-            self.i.ready.eq(~stored | (a2 < NL) | ((a3 < NL) & (x_rd > ix))),
+            self.i.ready.eq(~stored | a2_lt | (a3_lt & (x_rd > ix))),
             in_fire.eq(self.i.valid & self.i.ready),
             row_done.eq(in_fire & (ix == W - 1) & row_used),
             wp.addr.eq(ix),
@@ -195,7 +199,7 @@ class WindowUnit(wiring.Component):
         rd_fire = Signal()
         rd_adv = Signal()
         m.d.comb += [
-            rd_fire.eq(((a1 > 0) | ((a1 == 0) & row_used & (ix > x_rd))) & room),
+            rd_fire.eq((a1_pos | (a1_zero & row_used & (ix > x_rd))) & room),
             rd_adv.eq(rd_fire & (x_rd == g.last_col)),
             rp.addr.eq(x_rd),
         ]
@@ -205,12 +209,19 @@ class WindowUnit(wiring.Component):
         dhi, dlo1, dlo2, dbase = (table(t) for t in (g.dhi, g.dlo1, g.dlo2, g.dbase))
         mask_next = Array(Const(sum(1 << ky for ky in range(kh) if g.row_mask[(o + 1) % oh][ky]), kh)
                           for o in range(oh))
-        m.d.sync += [
-            a1.eq(a1 + row_done - Mux(rd_adv, dhi[oy_rd], 0)),
-            a2.eq(a2 + row_done - Mux(rd_adv, dlo1[oy_rd], 0)),
-            a3.eq(a3 + row_done - Mux(rd_adv, dlo2[oy_rd], 0)),
-            arr.eq(rd_fire),
-        ]
+        m.d.sync += arr.eq(rd_fire)
+        # Row counters, and their comparisons kept as flip-flops: each flag is computed
+        # from the counter's next value for both row_done cases, then selected, so
+        # neither i.ready nor rd_fire waits on a carry chain (ECP5 critical path).
+        bases = {}
+        for reg, table_ in ((a1, dhi), (a2, dlo1), (a3, dlo2)):
+            base = bases[reg.name] = Signal(signed(aw), name=f"{reg.name}_base")
+            m.d.comb += base.eq(reg - Mux(rd_adv, table_[oy_rd], 0))
+            m.d.sync += reg.eq(base + row_done)
+        for flag, reg, test in ((a1_pos, a1, lambda v: v > 0), (a1_zero, a1, lambda v: v == 0),
+                                (a2_lt, a2, lambda v: v < NL), (a3_lt, a3, lambda v: v < NL)):
+            base = bases[reg.name]
+            m.d.sync += flag.eq(Mux(row_done, test(base + 1), test(base)))
         with m.If(rd_fire):
             m.d.sync += arr_mask.eq(rd_mask)
             for ky in range(kh):
