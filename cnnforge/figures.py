@@ -83,4 +83,5 @@ def network_figures(model: Model, rows: list[dict]) -> dict:
         "line_buffer_bits": line_bits,
         "weight_bits": weight_bits,
         "memory_bits": line_bits + weight_bits,
+        "register_slices": model.register_slices,
     }

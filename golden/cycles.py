@@ -56,20 +56,25 @@ class RegisterSliceModel(TokenModel):
 
     ``i.ready`` is "skid empty" and ``o.valid`` "output full", both registers;
     a free output register refills from the skid first, else from the input.
+    With ``skid=False`` (one register) ``i.ready`` is "output empty".
     """
 
-    __slots__ = ("out_full", "skid_full")
+    __slots__ = ("out_full", "skid_full", "skid")
 
-    def __init__(self):
+    def __init__(self, skid: bool = True):
         self.out_full = self.skid_full = False
+        self.skid = skid
 
     def out_valid(self):
         return self.out_full
 
     def in_ready(self, out_ready):
-        return not self.skid_full
+        return not self.skid_full if self.skid else not self.out_full
 
     def clock(self, in_fire, out_fire):
+        if not self.skid:
+            self.out_full = in_fire or (self.out_full and not out_fire)
+            return
         if out_fire or not self.out_full:
             if self.skid_full:
                 self.out_full, self.skid_full = True, False
@@ -596,6 +601,7 @@ def conv2d_token_models(g, in_channels, out_channels, pe=None, simd=None) -> lis
 # --- Token models of the dense engine, layers and whole networks ---------------------------
 
 __all__ += ["DenseEngineModel", "layer_window_geometry", "plan_window_fifos", "WINDOWED_LAYERS",
+            "plan_register_slices",
             "layer_token_models", "layer_cycles", "network_token_models",
             "network_beats", "network_cycles", "LAYER_TOKEN_MODELS"]
 
@@ -784,12 +790,33 @@ def network_token_models(model) -> list:
     (``hw.axis``) and add no model; ``hw.network.NetworkTop`` puts a register
     slice after the framer and after every block that has hardware.
     """
-    models, stream = [RegisterSliceModel()], tuple(model.input_shape)
+    skid = getattr(model, "register_slices", "skid") == "skid"
+    models, stream = [RegisterSliceModel()], tuple(model.input_shape)     # input: AXI rate
     for layer in model.layers:
         block = layer_token_models(layer, stream)
-        models += block + ([RegisterSliceModel()] if block else [])
+        models += block + ([RegisterSliceModel(skid)] if block else [])
         stream = _stream_after(layer, stream)
     return models
+
+
+def plan_register_slices(model) -> None:
+    """Set ``model.register_slices``: ``"half"`` when single-register slices cost nothing.
+
+    ``hw.network.NetworkTop``'s slices after the blocks take a beat per clock
+    as skid buffers (``"skid"``); single registers take one per two clocks with
+    half the flip-flops.  They are used when the whole network's latency and
+    frame interval come out the same with them (a folded network rarely moves
+    a beat every clock).  The input slice stays a skid buffer: AXI beats
+    arrive every clock.  A model the hardware cannot build keeps ``"skid"``.
+    """
+    model.register_slices = "skid"
+    try:
+        full = network_cycles(model)
+        model.register_slices = "half"
+        if network_cycles(model) != full:
+            model.register_slices = "skid"
+    except (ValueError, NotImplementedError, RuntimeError):
+        model.register_slices = "skid"
 
 
 def network_beats(model) -> tuple:

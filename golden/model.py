@@ -266,6 +266,8 @@ class Model:
     metadata: object = None
     source: str = "<model>"
     extra: dict = field(default_factory=dict)
+    #: the network top's register slices, "skid" or "half" (golden.cycles.plan_register_slices)
+    register_slices: str = "skid"
 
     @property
     def output_shape(self) -> tuple:
@@ -477,10 +479,12 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
         layers.append(layer)
         in_shape, in_format = layer.out_shape, layer.out_format
         stream = stream if layer.type == "flatten" else in_shape
-    from .cycles import plan_window_fifos      # cycles needs no model import; avoid a cycle
+    from .cycles import plan_register_slices, plan_window_fifos   # no import cycle
     plan_window_fifos(layers)
-    return Model(name=name, input_shape=tuple(shape), input_format=input_format, layers=layers,
-                 weights=weights, metadata=doc.get("metadata"), source=source)
+    model = Model(name=name, input_shape=tuple(shape), input_format=input_format, layers=layers,
+                  weights=weights, metadata=doc.get("metadata"), source=source)
+    plan_register_slices(model)
+    return model
 
 
 def _parse_layer(index, raw, in_shape, in_format, store, count, stream) -> Layer:

@@ -113,6 +113,9 @@ class NetworkTop(wiring.Component):
         ]
         # A register slice after the framer and after every block: no combinational
         # ready path crosses a layer boundary (golden.cycles.network_token_models).
+        # The input slice takes the AXI stream at a beat per clock; the others are single
+        # registers where golden.cycles.plan_register_slices finds that costs no cycle.
+        skid = self.model.register_slices == "skid"
         m.submodules.slice_in = first = RegisterSlice(framer.o.payload.shape())
         wiring.connect(m, framer.o, first.i)
         upstream = first.o
@@ -121,7 +124,7 @@ class NetworkTop(wiring.Component):
                 continue
             m.submodules[layer.name] = block
             wiring.connect(m, upstream, block.i)
-            m.submodules[f"{layer.name}_slice"] = cut = RegisterSlice(block.o.payload.shape())
+            m.submodules[f"{layer.name}_slice"] = cut = RegisterSlice(block.o.payload.shape(), skid)
             wiring.connect(m, block.o, cut.i)
             upstream = cut.o
         wiring.connect(m, upstream, packer.i)

@@ -63,6 +63,8 @@ def test_info_json(example, capsys):
     # the 2x2/2 pool tiles its input: one line of 4 channels x 8 bits, 8 columns.
     assert [layer["window_unit"] for layer in doc["layers"]] == ["compact fifo", "tiled", None, None, None]
     assert doc["layers"][1]["line_buffer_bits"] == 1 * 8 * 4 * 8
+    # folded: no stream after a block carries a beat every clock, single-register slices
+    assert doc["model"]["register_slices"] == "half"
 
 
 def test_golden_with_taps(example):

@@ -490,3 +490,17 @@ def test_window_fifo_plan():
         for layer in model.layers:
             layer.window_fifo = "full"
         assert network_cycles(model).frame_interval == planned.frame_interval
+
+
+def test_register_slice_plan():
+    # Folded conv1: beats every 18 cycles at most, single-register slices cost nothing.
+    slow = _plan_model({"pe": 2, "simd": 2})
+    assert slow.register_slices == "half"
+    planned = network_cycles(slow)
+    slow.register_slices = "skid"
+    assert network_cycles(slow) == planned
+    # Fully parallel: conv1 emits a pixel per clock; a single register would halve the rate.
+    fast = _plan_model({})
+    assert fast.register_slices == "skid"
+    fast.register_slices = "half"
+    assert network_cycles(fast).frame_interval > 64
