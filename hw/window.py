@@ -210,18 +210,32 @@ class WindowUnit(wiring.Component):
         mask_next = Array(Const(sum(1 << ky for ky in range(kh) if g.row_mask[(o + 1) % oh][ky]), kh)
                           for o in range(oh))
         m.d.sync += arr.eq(rd_fire)
-        # Row counters, and their comparisons kept as flip-flops: each flag is computed
-        # from the counter's next value for both row_done cases, then selected, so
-        # neither i.ready nor rd_fire waits on a carry chain (ECP5 critical path).
-        bases = {}
-        for reg, table_ in ((a1, dhi), (a2, dlo1), (a3, dlo2)):
-            base = bases[reg.name] = Signal(signed(aw), name=f"{reg.name}_base")
-            m.d.comb += base.eq(reg - Mux(rd_adv, table_[oy_rd], 0))
-            m.d.sync += reg.eq(base + row_done)
-        for flag, reg, test in ((a1_pos, a1, lambda v: v > 0), (a1_zero, a1, lambda v: v == 0),
-                                (a2_lt, a2, lambda v: v < NL), (a3_lt, a3, lambda v: v < NL)):
-            base = bases[reg.name]
-            m.d.sync += flag.eq(Mux(row_done, test(base + 1), test(base)))
+        # Row counters, and their comparisons kept as flip-flops.  The next value is
+        # reg - s, s in {0, -1, d, d - 1} (d: the table step when the reader moves on,
+        # -1: a row written); each flag compares reg with a threshold for all four at
+        # once (constants, or registers that follow oy_rd: one carry chain each) and
+        # rd_adv / row_done only select, so neither i.ready nor rd_fire waits on a carry
+        # chain or a table, and no flag on more than one carry chain (ECP5 critical path).
+        def per_row(values, name):
+            """A register holding ``values[oy_rd]``, moved on with oy_rd."""
+            reg = Signal(signed(aw), init=values[0], name=name)
+            following = Array(Const(values[(o + 1) % oh], signed(aw)) for o in range(oh))
+            with m.If(rd_adv):
+                m.d.sync += reg.eq(following[oy_rd])
+            return reg
+        for reg, steps in ((a1, g.dhi), (a2, g.dlo1), (a3, g.dlo2)):
+            step = per_row(steps, f"{reg.name}_step")
+            m.d.sync += reg.eq(reg + row_done - Mux(rd_adv, step, 0))
+        compare = {">": lambda r, t: r > t, "==": lambda r, t: r == t, "<": lambda r, t: r < t}
+        # flag = "reg - s <op> offset", i.e. "reg <op> s + offset"
+        for flag, reg, steps, op, offset in ((a1_pos, a1, g.dhi, ">", 0), (a1_zero, a1, g.dhi, "==", 0),
+                                             (a2_lt, a2, g.dlo1, "<", NL), (a3_lt, a3, g.dlo2, "<", NL)):
+            test = compare[op]
+            moved = [per_row([v + delta + offset for v in steps], f"{flag.name}_at{delta}")
+                     for delta in (0, -1)]
+            m.d.sync += flag.eq(Mux(rd_adv,
+                                    Mux(row_done, test(reg, moved[1]), test(reg, moved[0])),
+                                    Mux(row_done, test(reg, offset - 1), test(reg, offset))))
         with m.If(rd_fire):
             m.d.sync += arr_mask.eq(rd_mask)
             for ky in range(kh):
