@@ -98,8 +98,11 @@ def requantize_value(m, acc, *, acc_bits, shift, out_format, rounding="half_up",
         else:  # half_even: a tie goes up only when the floor quotient is odd
             offset = (half - 1) + ext[s]
         scaled = ((ext + offset)[:wide].as_signed() >> s)
-        too_big = scaled > out_format.max_code
-        too_small = scaled < out_format.min_code
+        # Out of the b-bit range iff the bits from b-1 up are not all copies of the sign:
+        # a LUT tree on the sum, not a second carry chain after it (ECP5 critical path).
+        upper = scaled[bits - 1:]
+        too_big = ~scaled[-1] & upper.any()
+        too_small = scaled[-1] & ~upper.all()
         low = scaled
     else:
         left = -shift
