@@ -292,7 +292,8 @@ def cmd_synth(args) -> int:
     from .synth import format_table, synthesize
     model = _load_model(args.model)
     out = args.output or f"cnnforge-synth-{model.name}-{args.device}"
-    result = _synth_call(synthesize, model, args.device, out, freq_mhz=args.freq, seed=args.seed)
+    result = _synth_call(synthesize, model, args.device, out, freq_mhz=args.freq, seed=args.seed,
+                         placer=args.placer)
     print(json.dumps(result) if args.json else format_table(result))
     return EXIT_OK
 
@@ -417,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--freq", type=float, metavar="MHZ", help="target clock (default 42 MHz up5k, "
                        "60 hx8k, 100 ECP5)")
     synth.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
+    synth.add_argument("--placer", choices=("heap", "sa"), default="heap",
+                       help="nextpnr placer (default heap); sa is slower and on ECP5 often faster "
+                            "for DSP-heavy layers")
     synth.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     synth.set_defaults(func=cmd_synth)
 

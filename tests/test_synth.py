@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from cnnforge.cli import main
+from cnnforge.flow import FlowError
+from cnnforge.synth import synthesize
 from golden.devices import DEVICES, estimate_resources, get_device
 from golden.model import load_model
 
@@ -95,6 +97,14 @@ def test_synth_bad_device_and_board(tmp_path, capsys):
     assert "unknown device" in capsys.readouterr().err
     assert main(["build", TINY, "--board", "arty", "-o", str(tmp_path)]) == 2
     assert "unknown board" in capsys.readouterr().err
+
+
+def test_synth_bad_placer(tmp_path, capsys):
+    assert main(["synth", TINY, "--device", "up5k", "--placer", "magic", "-o", str(tmp_path / "o")]) == 2
+    assert "argument --placer: invalid choice: 'magic'" in capsys.readouterr().err
+    with pytest.raises(FlowError, match="unknown placer 'magic'; choose one of heap, sa"):
+        synthesize(load_model(TINY), "up5k", tmp_path / "p", placer="magic", progress=False)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "p").exists()
 
 
 def test_synth_missing_tool_exit_3(tmp_path, capsys, monkeypatch):
