@@ -11,6 +11,8 @@ Prints, for the fully parallel layer (432 multipliers) and a folded one
   build time separately; MAC utilization for the folded layer.
 
 Usage: python scripts/bench_system.py [--frames 1000] [--json]
+       python scripts/bench_system.py --write-model DIR   (writes DIR/conv32.json + .npz,
+       the folded layer, for ``cnnforge synth DIR/conv32.json --device ecp5-25k``)
 """
 
 import argparse
@@ -21,7 +23,7 @@ import time
 import numpy as np
 
 from cnnforge.flow import build_design, measured_cycles, simulate
-from golden.model import parse_model
+from golden.model import parse_model, save_model
 from golden.network import run
 
 
@@ -80,7 +82,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write-model", metavar="DIR", help="only write the folded model (pe 8, simd 3)")
     args = parser.parse_args()
+    if args.write_model:
+        from pathlib import Path
+        Path(args.write_model).mkdir(parents=True, exist_ok=True)
+        save_model(conv_model(8, 3), Path(args.write_model) / "conv32.json")
+        print(f"wrote {Path(args.write_model) / 'conv32.json'} and conv32.npz")
+        return
     results = [bench("fully parallel", conv_model(), args.frames),
                bench("folded pe 8 simd 3", conv_model(8, 3), max(3, args.frames // 10))]
     if args.json:
