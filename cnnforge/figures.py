@@ -28,7 +28,7 @@ def _line_buffer_bits(layer) -> int:
     if isinstance(layer, (Conv2d, MaxPool2d, AvgPool2d)):
         c, _, w = layer.in_shape
         return cycles.window_unit_line_buffer_bits(w, c, layer.in_format.bits, layer.kernel,
-                                                   layer.stride, layer.padding)
+                                                   layer.stride, layer.padding, layer.window_fifo)
     return 0
 
 

@@ -6,7 +6,7 @@ frame 0 to the first output handshake of frame 0; ``frame_interval`` the
 cycles between consecutive output ``last`` handshakes in steady state.
 Simulation measures the same numbers and the tests require them equal.
 
-Every block has a token model (:class:`WindowUnitModel`, :class:`MacArrayModel`,
+Every block has a token model (:class:`WindowUnitModel` / :class:`TiledWindowModel`, :class:`MacArrayModel`,
 :class:`PipelineModel`, :class:`DenseEngineModel`) that mirrors its control
 register for register; layers and whole networks are chains of them stepped by
 :func:`golden.tokens.chain_stamps` (:func:`layer_cycles`, :func:`network_cycles`),
@@ -202,7 +202,7 @@ __all__ += ["WINDOW_FIFOS", "WindowGeometry", "window_unit_geometry", "window_un
 
 
 #: column-FIFO sizes of the window unit (:func:`window_unit_geometry`)
-WINDOW_FIFOS = ("full", "compact")
+WINDOW_FIFOS = ("full", "compact", "tiled")
 
 
 def _window_pair(value, name):
@@ -245,7 +245,7 @@ class WindowGeometry:
     dlo2: tuple
     dbase: tuple
     row_mask: tuple         # per output row, which kernel rows are inside the image
-    tiled: bool = False     # stride = kernel, no padding: the tiled unit (TiledWindowModel)
+    tiled: bool = False     # fifo "tiled": the tiled unit (TiledWindowModel)
 
     @property
     def cols(self):
@@ -257,13 +257,16 @@ def window_unit_geometry(height, width, kernel, stride=1, padding=0,
                          fifo="full") -> WindowGeometry:
     """Validate a window unit's shape parameters and derive its schedule.
 
-    ``fifo`` sizes the column FIFO in front of the window register: ``"full"``
-    (``load_cols + 2`` columns: one window per clock) or ``"compact"``
-    (``load_cols`` columns: two fewer columns of registers, for a unit that is
-    not its network's bottleneck; see :func:`window_fifo_choice`).
+    ``fifo`` picks the unit's structure: ``"full"`` (a column FIFO of
+    ``load_cols + 2`` columns: one window per clock), ``"compact"``
+    (``load_cols`` columns: two fewer columns of registers) or ``"tiled"``
+    (only when stride = kernel and padding = 0: ``K_h − 1`` lines of partial
+    columns and no FIFO, but the input waits while a window waits); see
+    :func:`plan_window_fifos`, which chooses per layer.
     Raises ``ValueError`` (one message naming the parameter) for a size below 1,
     stride below 1, negative padding, padding not smaller than the kernel, a
-    kernel larger than the padded image, or an unknown ``fifo``.
+    kernel larger than the padded image, an unknown ``fifo``, or ``"tiled"``
+    where the windows do not tile the image.
     """
     if fifo not in WINDOW_FIFOS:
         raise ValueError(f"fifo must be one of {', '.join(WINDOW_FIFOS)}, not {fifo!r}")
@@ -287,7 +290,10 @@ def window_unit_geometry(height, width, kernel, stride=1, padding=0,
                          f"{height + 2 * ph}x{width + 2 * pw} image")
     oh = (height + 2 * ph - kh) // sh + 1
     ow = (width + 2 * pw - kw) // sw + 1
-    if (sh, sw) == (kh, kw) and (ph, pw) == (0, 0):
+    if fifo == "tiled":
+        if (sh, sw) != (kh, kw) or (ph, pw) != (0, 0):
+            raise ValueError(f"fifo 'tiled' needs stride = kernel and no padding, not kernel "
+                             f"{(kh, kw)}, stride {(sh, sw)}, padding {(ph, pw)}")
         # Windows tile the image: K_h - 1 lines of the covered columns, no FIFO, no reader.
         return WindowGeometry(
             height=height, width=width, kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw),
@@ -323,15 +329,16 @@ def window_unit_geometry(height, width, kernel, stride=1, padding=0,
     )
 
 
-def window_unit_line_buffer_bits(width, channels, bits, kernel, stride=1, padding=0) -> int:
+def window_unit_line_buffer_bits(width, channels, bits, kernel, stride=1, padding=0,
+                                 fifo="full") -> int:
     """Bits of line memory in ``hw.window.WindowUnit``: lines of the covered columns.
 
     ``K_h`` lines: one more than the classic ``(K_h - 1)``, which lets the input
-    run a row ahead so padding costs no cycles; ``K_h - 1`` when the windows
-    tile the image (stride = kernel, no padding).  The height does not matter.
+    run a row ahead so padding costs no cycles; ``K_h - 1`` for the tiled unit
+    (``fifo="tiled"``).  The height does not matter.
     """
     (kh, kw) = _window_pair(kernel, "kernel")
-    g = window_unit_geometry(kh, width, kernel, stride, padding)
+    g = window_unit_geometry(kh, width, kernel, stride, padding, fifo)
     return g.lines * g.cols * channels * bits
 
 
@@ -479,7 +486,7 @@ def window_unit_model(geometry: WindowGeometry) -> TokenModel:
 def window_unit_cycles(height, width, kernel, stride=1, padding=0, fifo="full") -> Cycles:
     """Latency and frame interval of ``hw.window.WindowUnit`` alone (stall-free, from reset).
 
-    From :class:`WindowUnitModel` (exact, about ``3·H·W`` Python steps).
+    From :func:`window_unit_model` (exact, about ``3·H·W`` Python steps).
     For stride 1 with ``2·P <= K − 1`` per axis ('valid'/'same' conv, usual pools)
     and ``W >= 2`` the interval is exactly ``max(H·W, O_h·O_w)``.  Otherwise it
     can be more: the reader reads one column per cycle, so an output row costs
@@ -557,7 +564,7 @@ def pool2d_cycles(kind: str, height, width, channels, kernel, stride=None, paddi
                   fifo="full") -> Cycles:
     """Latency and frame interval of a whole pool layer alone (``hw.pool.Pool2dLayer``).
 
-    :class:`WindowUnitModel` chained into the reducer's :class:`PipelineModel`
+    :func:`window_unit_model` chained into the reducer's :class:`PipelineModel`
     (the pad value changes no timing, nor does ``channels``, validated only).
     ``stride`` defaults to the kernel, as in PyTorch; ``fifo`` as in
     :func:`window_unit_geometry`.
@@ -580,7 +587,7 @@ def conv2d_cycles(height, width, in_channels, out_channels, kernel, stride=1, pa
                   pe=None, simd=None, fifo="full") -> Cycles:
     """Latency and frame interval of ``hw.conv.Conv2dLayer`` alone (stall-free, from reset).
 
-    :class:`WindowUnitModel` and :class:`MacArrayModel` chained (exact): a
+    :func:`window_unit_model` and :class:`MacArrayModel` chained (exact): a
     folded array throttles the window unit through its ``ready``.
     ``kernel``/``stride``/``padding`` take an int or ``(h, w)``; ``fifo`` as in
     :func:`window_unit_geometry`.
@@ -601,7 +608,7 @@ def conv2d_token_models(g, in_channels, out_channels, pe=None, simd=None) -> lis
 # --- Token models of the dense engine, layers and whole networks ---------------------------
 
 __all__ += ["DenseEngineModel", "layer_window_geometry", "plan_window_fifos", "WINDOWED_LAYERS",
-            "plan_register_slices",
+            "plan_register_slices", "PLAN_WORK_LIMIT",
             "layer_token_models", "layer_cycles", "network_token_models",
             "network_beats", "network_cycles", "LAYER_TOKEN_MODELS"]
 
@@ -751,35 +758,65 @@ def layer_cycles(layer, in_stream=None) -> Cycles:
 WINDOWED_LAYERS = ("conv2d", "maxpool2d", "avgpool2d")
 
 
-def plan_window_fifos(layers) -> None:
-    """Set each conv/pool layer's ``window_fifo``: ``"compact"`` where it costs no throughput.
+#: planning runs the token models several times; above this many cycles per frame
+#: (slowest block, closed form) it is skipped and every unit stays "full" / "skid"
+PLAN_WORK_LIMIT = 100_000
 
-    The compact column FIFO (two columns fewer, :func:`window_unit_geometry`)
-    slows a window unit by up to 3x in some shapes, not at all in others (a
-    2x2/2 pool); a layer gets it when its frame interval alone with it stays
-    within the slowest layer's interval alone with full FIFOs, so the
-    network's rate is unchanged and only registers are saved.  Layers the
-    hardware cannot build keep ``"full"`` (the builder reports them).
-    ``layers`` are the resolved layers of one model, in order.
+
+def _frame_work(model) -> int:
+    """Cycles per frame of the slowest block, from closed forms (no stepping)."""
+    work, stream = 0, tuple(model.input_shape)
+    for layer in model.layers:
+        if layer.type == "conv2d":
+            c, h, w = layer.in_shape
+            work = max(work, h * w, layer.out_shape[1] * layer.out_shape[2] * layer.cycles_per_pixel)
+        elif layer.type in ("maxpool2d", "avgpool2d"):
+            c, h, w = layer.in_shape
+            work = max(work, h * w, layer.out_shape[1] * layer.out_shape[2])
+        elif layer.type == "dense":
+            engine = _dense_models(layer, stream)[0]
+            work = max(work, engine.beats * engine.ops)
+        stream = _stream_after(layer, stream)
+    return work
+
+
+def _tiles(layer) -> bool:
+    return tuple(layer.stride) == tuple(layer.kernel) and tuple(layer.padding) == (0, 0)
+
+
+def plan_window_fifos(model) -> None:
+    """Choose each conv/pool layer's window unit (``window_fifo``) for the least registers.
+
+    Per layer, in order of preference: ``"tiled"`` (stride = kernel, no padding),
+    ``"compact"``, ``"full"`` — the first whose frame interval alone stays within
+    the slowest layer's interval alone (with full units).  The layers alone do not
+    bound the chain, so the plan is kept only if the whole network's frame
+    interval and latency are no higher than with every unit ``"full"``; else all
+    go back to ``"full"``.  Skipped (all ``"full"``) for a network the hardware
+    cannot build or slower than :data:`PLAN_WORK_LIMIT` cycles a frame.
     """
-    windowed = [layer for layer in layers if layer.type in WINDOWED_LAYERS]
+    windowed = [layer for layer in model.layers if layer.type in WINDOWED_LAYERS]
     for layer in windowed:
         layer.window_fifo = "full"
     if not windowed:
         return
-    intervals = []
-    for layer in layers:
-        try:
-            intervals.append(layer_cycles(layer).frame_interval)
-        except (ValueError, NotImplementedError):
-            pass
-    bottleneck = max(intervals, default=0)
+    try:
+        if _frame_work(model) > PLAN_WORK_LIMIT:
+            return
+        baseline = network_cycles(model)
+        bottleneck = max(layer_cycles(layer).frame_interval for layer in model.layers)
+    except (ValueError, NotImplementedError, RuntimeError):
+        return
     for layer in windowed:
-        layer.window_fifo = "compact"
-        try:
-            if layer_cycles(layer).frame_interval > bottleneck:
-                layer.window_fifo = "full"
-        except ValueError:
+        for choice in (("tiled",) if _tiles(layer) else ()) + ("compact",):
+            layer.window_fifo = choice
+            if layer_cycles(layer).frame_interval <= bottleneck:
+                break
+        else:
+            layer.window_fifo = "full"
+    planned = network_cycles(model)
+    if planned.frame_interval > baseline.frame_interval or planned.latency > baseline.latency:
+        for layer in windowed:
             layer.window_fifo = "full"
 
 
@@ -807,10 +844,13 @@ def plan_register_slices(model) -> None:
     half the flip-flops.  They are used when the whole network's latency and
     frame interval come out the same with them (a folded network rarely moves
     a beat every clock).  The input slice stays a skid buffer: AXI beats
-    arrive every clock.  A model the hardware cannot build keeps ``"skid"``.
+    arrive every clock.  A model the hardware cannot build, or slower than
+    :data:`PLAN_WORK_LIMIT` cycles a frame, keeps ``"skid"``.
     """
     model.register_slices = "skid"
     try:
+        if _frame_work(model) > PLAN_WORK_LIMIT:
+            return
         full = network_cycles(model)
         model.register_slices = "half"
         if network_cycles(model) != full:

@@ -480,9 +480,9 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
         in_shape, in_format = layer.out_shape, layer.out_format
         stream = stream if layer.type == "flatten" else in_shape
     from .cycles import plan_register_slices, plan_window_fifos   # no import cycle
-    plan_window_fifos(layers)
     model = Model(name=name, input_shape=tuple(shape), input_format=input_format, layers=layers,
                   weights=weights, metadata=doc.get("metadata"), source=source)
+    plan_window_fifos(model)
     plan_register_slices(model)
     return model
 

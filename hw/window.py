@@ -26,11 +26,14 @@ Structure (the schedule is :func:`golden.cycles.window_unit_geometry`, and
 ``o.ready``); the memory read port is registered.  Padding must be smaller
 than the kernel per axis (a window of padding only is rejected).
 
-**Tiled windows** (stride = kernel, no padding: the usual pools) need none of
-that: the unit keeps ``K_h − 1`` lines of partial columns (a shift register
-for up to 4 columns, else a memory read one column ahead), and each pixel of
-a window's last row completes a column that shifts straight into the window
-register; ``i.ready = ~o.valid | o.ready`` (:class:`golden.cycles.TiledWindowModel`).
+**Tiled windows** (``fifo="tiled"``, when stride = kernel and there is no
+padding: the usual pools) need none of that: the unit keeps ``K_h − 1``
+lines of partial columns (a shift register for up to 4 columns, else a
+memory read one column ahead), and each pixel of a window's last row
+completes a column that shifts straight into the window register;
+``i.ready = ~o.valid | o.ready`` (:class:`golden.cycles.TiledWindowModel`), so
+a slow consumer also holds the input back (``golden.cycles.plan_window_fifos``
+uses it only where that costs no cycle).
 """
 
 from __future__ import annotations
@@ -68,10 +71,11 @@ class WindowUnit(wiring.Component):
         Width of one signed code (2..32).
     pad_value : int
         Code supplied for padding taps (0 for conv/avg-pool, the minimum code for max-pool).
-    fifo : ``"full"`` or ``"compact"``
-        Column FIFO size (:func:`golden.cycles.window_unit_geometry`): ``"compact"``
+    fifo : ``"full"``, ``"compact"`` or ``"tiled"``
+        Structure (:func:`golden.cycles.window_unit_geometry`): ``"compact"``
         saves two columns of registers (``2·K_h·C·bits``) where the unit need not
-        give a window every clock.
+        give a window every clock; ``"tiled"`` (stride = kernel, no padding) keeps
+        ``K_h − 1`` lines and no FIFO, but its input waits while a window waits.
 
     Attributes
     ----------
@@ -100,7 +104,7 @@ class WindowUnit(wiring.Component):
         self.out_h, self.out_w = g.out_h, g.out_w
         self.pad_value = pad_value
         self.line_buffer_bits = window_unit_line_buffer_bits(width, channels, bits, g.kernel,
-                                                             g.stride, g.padding)
+                                                             g.stride, g.padding, fifo)
         kh, kw = g.kernel
         super().__init__({
             "i": In(stream.Signature(pixel_layout(bits, channels))),
@@ -204,9 +208,7 @@ class WindowUnit(wiring.Component):
             rp.addr.eq(x_rd),
         ]
 
-        def table(values):
-            return Array(Const(v, range(max(values) + 1)) for v in values)
-        dhi, dlo1, dlo2, dbase = (table(t) for t in (g.dhi, g.dlo1, g.dlo2, g.dbase))
+        dbase = Array(Const(v, range(max(g.dbase) + 1)) for v in g.dbase)
         mask_next = Array(Const(sum(1 << ky for ky in range(kh) if g.row_mask[(o + 1) % oh][ky]), kh)
                           for o in range(oh))
         m.d.sync += arr.eq(rd_fire)

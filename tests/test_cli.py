@@ -42,7 +42,7 @@ def test_info_table(example, capsys):
     dense = next(line for line in lines if line.startswith("3 "))
     assert dense.split() == ["3", "fc", "dense", "64", "10", "s8.4", "s8.6", "s16.8", "23", "640", "40",
                              "23", "16", "5,120", "-"]
-    # network latency: the layers plus five register slices (after the framer and after each block)
+    # network latency: the layers plus the register slices (after the framer and after each block)
     assert lines[-1] == ("network: 2,944 MACs/frame, 46 multipliers, 5,856 memory bits (5,408 weights); "
                          "latency 426, frame interval 384 cycles")
 

@@ -74,8 +74,10 @@ WINDOW_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("fifo", ["full", "compact"])
-@pytest.mark.parametrize("cfg", WINDOW_CONFIGS, ids=str)
+@pytest.mark.parametrize("cfg, fifo", [(cfg, fifo) for cfg in WINDOW_CONFIGS
+                                        for fifo in ("full", "compact", "tiled")
+                                        if fifo != "tiled" or (cfg[3], cfg[4]) == (cfg[2], 0)],
+                         ids=str)
 def test_window_unit(cfg, fifo):
     h, w, k, s, p = cfg
     g = window_unit_geometry(h, w, k, s, p, fifo)
@@ -318,8 +320,9 @@ def test_layer_models_compose():
     conv_layer, pool_layer = model.layers
     assert [type(m) for m in layer_token_models(conv_layer)] == [WindowUnitModel,
                                                                   MacArrayModel]
-    assert layer_cycles(conv_layer) == conv2d_cycles(6, 6, 2, 4, 3, 1, 1, 2, 9)
-    assert layer_cycles(pool_layer) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0)
+    assert layer_cycles(conv_layer) == conv2d_cycles(6, 6, 2, 4, 3, 1, 1, 2, 9, conv_layer.window_fifo)
+    assert pool_layer.window_fifo == "tiled"
+    assert layer_cycles(pool_layer) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0, "tiled")
     assert network_beats(model) == (36, 9)
 
 
@@ -478,11 +481,11 @@ def test_window_fifo_plan():
     # Fully parallel: conv1 sets the rate (64 cycles a frame), so it keeps the full FIFO;
     # the 2x2 pool loses nothing with the compact one; conv2 (4x4 image) has slack.
     fast = _plan_model({})
-    assert [layer.window_fifo for layer in fast.layers] == ["full", "compact", "compact"]
+    assert [layer.window_fifo for layer in fast.layers] == ["full", "tiled", "compact"]
     assert network_cycles(fast).frame_interval == 64
     # conv1 folded to 18 cycles a pixel: nothing is near the rate, all compact.
     slow = _plan_model({"pe": 2, "simd": 2})
-    assert [layer.window_fifo for layer in slow.layers] == ["compact"] * 3
+    assert [layer.window_fifo for layer in slow.layers] == ["compact", "tiled", "compact"]
     assert network_cycles(slow).frame_interval == 64 * 18
     # The plan never costs rate: the same network with every FIFO full has the same interval.
     for model in (fast, slow):
@@ -504,3 +507,31 @@ def test_register_slice_plan():
     assert fast.register_slices == "skid"
     fast.register_slices = "half"
     assert network_cycles(fast).frame_interval > 64
+
+
+def test_window_plan_never_costs_cycles():
+    """Regressions: a tiled unit in front of a folded MAC array holds its input back;
+    layers that are each fast enough alone can still slow the chain."""
+    rng = np.random.default_rng(1)
+    conv_doc = {"type": "conv2d", "name": "patch", "out_channels": 4, "kernel": 2, "stride": 2,
+                "weight": "w", "weight_format": {"bits": 4, "frac": 2},
+                "output": {"bits": 4, "frac": 2}, "pe": 1, "simd": 4}
+    doc = {"format": "cnnforge-model/1", "name": "patch", "weights": "p.npz",
+           "input": {"shape": [1, 16, 16], "bits": 4, "frac": 2}, "layers": [conv_doc]}
+    model = parse_model(doc, tensors={"w": rng.integers(-8, 8, (4, 1, 2, 2))})
+    assert model.layers[0].window_fifo != "tiled"
+    assert network_cycles(model).frame_interval == 256          # H*W: the input sets the rate
+    one_by_one = {"type": "conv2d", "name": "mix", "out_channels": 2, "kernel": 1, "weight": "w",
+                  "weight_format": {"bits": 4, "frac": 2}, "output": {"bits": 4, "frac": 2},
+                  "pe": 2, "simd": 1}
+    doc = {"format": "cnnforge-model/1", "name": "chain", "weights": "c.npz",
+           "input": {"shape": [2, 10, 8], "bits": 4, "frac": 2},
+           "layers": [{"type": "avgpool2d", "kernel": 3, "stride": 1}, one_by_one,
+                      {"type": "avgpool2d", "kernel": 3, "stride": 2, "padding": 1}]}
+    model = parse_model(doc, tensors={"w": rng.integers(-8, 8, (2, 2, 1, 1))})
+    planned = network_cycles(model)
+    for layer in model.layers:
+        layer.window_fifo = "full"
+    model.register_slices = "skid"
+    full = network_cycles(model)
+    assert planned.frame_interval <= full.frame_interval and planned.latency <= full.latency

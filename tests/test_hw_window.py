@@ -93,9 +93,8 @@ def test_compact_fifo_windows_and_cycles(cfg):
     latency, intervals = run_unit(*cfg, frames=3, fifo="compact")
     model = window_unit_cycles(h, w, k, s, p, "compact")
     assert (latency, intervals[1]) == (model.latency, model.frame_interval)
-    full = window_unit_geometry(h, w, k, s, p)
-    if not full.tiled:
-        assert window_unit_geometry(h, w, k, s, p, "compact").fifo_depth == full.fifo_depth - 2
+    assert window_unit_geometry(h, w, k, s, p, "compact").fifo_depth == \
+        window_unit_geometry(h, w, k, s, p).fifo_depth - 2
 
 
 # Tiled windows (stride = kernel, no padding): shift-register lines (<= 4 columns) or a
@@ -113,18 +112,25 @@ TILED = [
 @pytest.mark.parametrize("cfg", TILED, ids=_ids)
 def test_tiled_windows(cfg):
     h, w, c, k, s, p, bits, _ = cfg
-    g = window_unit_geometry(h, w, k, s, p)
-    assert g.tiled and g.fifo_depth == 0
+    g = window_unit_geometry(h, w, k, s, p, "tiled")
+    assert g.tiled and g.fifo_depth == 0 and not window_unit_geometry(h, w, k, s, p).tiled
     seed = zlib.crc32(repr(cfg).encode()) & 0xffff
-    run_unit(*cfg, frames=3, in_pause=0.4, out_pause=0.4, seed=seed)
-    run_unit(*cfg, frames=2, in_pause=0.0, out_pause=0.8, seed=seed + 1)
-    latency, intervals = run_unit(*cfg, frames=3)
+    run_unit(*cfg, frames=3, in_pause=0.4, out_pause=0.4, seed=seed, fifo="tiled")
+    run_unit(*cfg, frames=2, in_pause=0.0, out_pause=0.8, seed=seed + 1, fifo="tiled")
+    latency, intervals = run_unit(*cfg, frames=3, fifo="tiled")
     (kh, kw) = g.kernel
     # One pixel per clock; a window leaves the cycle after its bottom-right pixel.
     assert (latency, intervals[1]) == ((kh - 1) * w + kw, h * w)
-    model = window_unit_cycles(h, w, k, s, p)
+    model = window_unit_cycles(h, w, k, s, p, "tiled")
     assert (latency, intervals[1]) == (model.latency, model.frame_interval)
-    assert window_unit_line_buffer_bits(w, c, bits, k, s, p) == (kh - 1) * g.cols * c * bits
+    assert window_unit_line_buffer_bits(w, c, bits, k, s, p, "tiled") == (kh - 1) * g.cols * c * bits
+
+
+def test_tiled_needs_stride_equal_kernel_and_no_padding():
+    with pytest.raises(ValueError, match="fifo 'tiled' needs stride = kernel and no padding"):
+        window_unit_geometry(8, 8, 2, 1, 0, "tiled")
+    with pytest.raises(ValueError, match="fifo 'tiled' needs stride = kernel and no padding"):
+        window_unit_geometry(8, 8, 3, 3, 1, "tiled")
 
 
 @pytest.mark.parametrize("cfg", CONFIGS[2:8], ids=_ids)
@@ -189,10 +195,7 @@ def test_model_latency_closed_form():
                         if h + 2 * ph < kh or w + 2 * pw < kw:
                             continue
                         got = window_unit_cycles(h, w, (kh, kw), s, (ph, pw)).latency
-                        if window_unit_geometry(h, w, (kh, kw), s, (ph, pw)).tiled:
-                            assert got == (kh - 1) * w + kw
-                        else:
-                            assert got == min(kh - 1 - ph, h - 1) * w + min(kw - pw, w) + 3
+                        assert got == min(kh - 1 - ph, h - 1) * w + min(kw - pw, w) + 3
 
 
 def test_random_configs():
