@@ -14,9 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from golden.devices import DEVICES
 from golden.fileio import dumps_json, save_npy
 
 from . import __version__
+
+DEVICE_NAMES = ", ".join(DEVICES)      # the --device choices, for help texts
 
 __all__ = ["main", "CliError"]
 
@@ -337,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "input/weight/output formats, accumulator bits, MACs per frame and multipliers.")
     _model_argument(info)
     info.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
-    info.add_argument("--device", metavar="DEV", help="also estimate DSPs and block RAMs on DEV (up5k, hx8k, "
-                      "ecp5-25k, ecp5-45k, ecp5-85k) and warn when it does not fit")
+    info.add_argument("--device", metavar="DEV", help=f"also estimate DSPs and block RAMs on DEV ({DEVICE_NAMES}) "
+                      "and warn when it does not fit")
     info.set_defaults(func=cmd_info)
 
     golden = commands.add_parser(
@@ -361,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_argument(generate)
     generate.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     generate.add_argument("--testbench", metavar="X.npy", help="input codes for a self-checking testbench")
-    generate.add_argument("--device", metavar="DEV", help="add DSP and block-RAM estimates for DEV (up5k, hx8k, "
-                          "ecp5-25k, ecp5-45k, ecp5-85k) to report.json; warn when it does not fit")
+    generate.add_argument("--device", metavar="DEV", help=f"add DSP and block-RAM estimates for DEV "
+                          f"({DEVICE_NAMES}) to report.json; warn when it does not fit")
     generate.set_defaults(func=cmd_generate)
 
     simulate = commands.add_parser(
@@ -412,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "does not fit stops before place-and-route (exit 2); tool problems exit 3.")
     synth.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
     synth.add_argument("--device", required=True, metavar="DEV",
-                       help="up5k, hx8k, ecp5-25k, ecp5-45k or ecp5-85k (ECP5 speed grade 6)")
+                       help=f"{DEVICE_NAMES} (ECP5 speed grade 6)")
     synth.add_argument("-o", "--output", metavar="DIR", help="folder for netlists and tool logs "
                        "(default ./cnnforge-synth-<model>-<device>)")
     synth.add_argument("--freq", type=float, metavar="MHZ", help="target clock (default 42 MHz up5k, "

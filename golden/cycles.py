@@ -197,12 +197,20 @@ def mac_array_cycles(window_len: int, out_channels: int, pe=None, simd=None,
 
 # --- Window unit (hw/window.py) --------------------------------------------------------
 
-__all__ += ["WINDOW_FIFOS", "WindowGeometry", "window_unit_geometry", "window_unit_line_buffer_bits",
+__all__ += ["WINDOW_FIFOS", "TILED_SHIFT_REGISTER_COLUMNS", "windows_tile", "WindowGeometry", "window_unit_geometry", "window_unit_line_buffer_bits",
             "window_unit_cycles", "WindowUnitModel", "TiledWindowModel", "window_unit_model"]
 
 
-#: column-FIFO sizes of the window unit (:func:`window_unit_geometry`)
+#: window-unit structures (:func:`window_unit_geometry`'s ``fifo``)
 WINDOW_FIFOS = ("full", "compact", "tiled")
+#: the tiled unit keeps its lines in a shift register up to this many columns, else a memory
+TILED_SHIFT_REGISTER_COLUMNS = 4
+
+
+def windows_tile(kernel, stride, padding) -> bool:
+    """Whether the windows tile the image (stride = kernel, no padding): ``fifo="tiled"`` allowed."""
+    return _window_pair(stride, "stride") == _window_pair(kernel, "kernel") and \
+        _window_pair(padding, "padding") == (0, 0)
 
 
 def _window_pair(value, name):
@@ -252,6 +260,11 @@ class WindowGeometry:
         """Columns stored per line (``last_col + 1``)."""
         return self.last_col + 1
 
+    @property
+    def shift_register_lines(self) -> bool:
+        """The tiled unit's lines are a shift register (no memory): few columns."""
+        return self.tiled and self.cols <= TILED_SHIFT_REGISTER_COLUMNS
+
 
 def window_unit_geometry(height, width, kernel, stride=1, padding=0,
                          fifo="full") -> WindowGeometry:
@@ -291,7 +304,7 @@ def window_unit_geometry(height, width, kernel, stride=1, padding=0,
     oh = (height + 2 * ph - kh) // sh + 1
     ow = (width + 2 * pw - kw) // sw + 1
     if fifo == "tiled":
-        if (sh, sw) != (kh, kw) or (ph, pw) != (0, 0):
+        if not windows_tile(kernel, stride, padding):
             raise ValueError(f"fifo 'tiled' needs stride = kernel and no padding, not kernel "
                              f"{(kh, kw)}, stride {(sh, sw)}, padding {(ph, pw)}")
         # Windows tile the image: K_h - 1 lines of the covered columns, no FIFO, no reader.
@@ -767,21 +780,15 @@ def _frame_work(model) -> int:
     """Cycles per frame of the slowest block, from closed forms (no stepping)."""
     work, stream = 0, tuple(model.input_shape)
     for layer in model.layers:
-        if layer.type == "conv2d":
-            c, h, w = layer.in_shape
-            work = max(work, h * w, layer.out_shape[1] * layer.out_shape[2] * layer.cycles_per_pixel)
-        elif layer.type in ("maxpool2d", "avgpool2d"):
-            c, h, w = layer.in_shape
-            work = max(work, h * w, layer.out_shape[1] * layer.out_shape[2])
+        if layer.type in WINDOWED_LAYERS:           # a window per output pixel, a pixel in per clock
+            _, h, w = layer.in_shape
+            per_window = layer.cycles_per_pixel if layer.type == "conv2d" else 1
+            work = max(work, h * w, layer.out_shape[1] * layer.out_shape[2] * per_window)
         elif layer.type == "dense":
             engine = _dense_models(layer, stream)[0]
             work = max(work, engine.beats * engine.ops)
         stream = _stream_after(layer, stream)
     return work
-
-
-def _tiles(layer) -> bool:
-    return tuple(layer.stride) == tuple(layer.kernel) and tuple(layer.padding) == (0, 0)
 
 
 def plan_window_fifos(model) -> None:
@@ -808,7 +815,8 @@ def plan_window_fifos(model) -> None:
     except (ValueError, NotImplementedError, RuntimeError):
         return
     for layer in windowed:
-        for choice in (("tiled",) if _tiles(layer) else ()) + ("compact",):
+        tiles = windows_tile(layer.kernel, layer.stride, layer.padding)
+        for choice in (("tiled",) if tiles else ()) + ("compact",):
             layer.window_fifo = choice
             if layer_cycles(layer).frame_interval <= bottleneck:
                 break

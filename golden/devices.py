@@ -172,11 +172,6 @@ def _place(mem: Memory, device: Device) -> Memory:
     return mem
 
 
-def _shift_register_lines(g) -> bool:
-    """``hw.window``'s tiled unit keeps up to 4 columns of lines in a shift register."""
-    return g.tiled and g.cols <= 4
-
-
 def _model_memories(model) -> list:
     """Memories of the blocks ``hw.network.NetworkTop`` builds for ``model``."""
     mems = []
@@ -186,8 +181,8 @@ def _model_memories(model) -> list:
             g = layer_window_geometry(layer)
             bits = layer.in_format.bits
             # No memory: no lines (kernel height 1, tiled), or the tiled unit's shift
-            # register of up to 4 columns (counted in _register_bits).
-            if g.lines and not _shift_register_lines(g):
+            # register (counted in _register_bits).
+            if g.lines and not g.shift_register_lines:
                 mems.append(Memory(layer.name, "line buffer", g.lines * c * bits, g.cols, False,
                                    chunk=c * bits))
         if layer.type == "conv2d":
@@ -243,7 +238,7 @@ def _register_bits(model, mems) -> dict:
             g = layer_window_geometry(layer)
             kh, kw = g.kernel
             bits += kh * kw * c * b + g.fifo_depth * kh * c * b + logic_mem.get(layer.name, 0) + 150
-            if _shift_register_lines(g):
+            if g.shift_register_lines:
                 bits += g.lines * g.cols * c * b
             if layer.type == "conv2d":
                 a, wb = layer.in_format.bits, layer.weight_format.bits

@@ -45,8 +45,8 @@ class Conv2dLayer(wiring.Component):
         As :func:`golden.formats.requantize`.
     pe, simd : int or None
         MAC array parallelism (``None`` = fully parallel).
-    window_fifo : ``"full"`` or ``"compact"``
-        The window unit's column FIFO (:class:`hw.window.WindowUnit`).
+    window_fifo : ``"full"``, ``"compact"`` or ``"tiled"``
+        The window unit's structure (:class:`hw.window.WindowUnit`'s ``fifo``).
 
     Attributes
     ----------

@@ -175,8 +175,8 @@ class Pool2dLayer(wiring.Component):
     kernel, stride, padding : int or (h, w)
     rounding : str
         Avg-pool rounding mode.
-    window_fifo : ``"full"`` or ``"compact"``
-        The window unit's column FIFO (:class:`hw.window.WindowUnit`).
+    window_fifo : ``"full"``, ``"compact"`` or ``"tiled"``
+        The window unit's structure (:class:`hw.window.WindowUnit`'s ``fifo``).
     """
 
     def __init__(self, kind, in_shape, bits, kernel, stride, padding=0, rounding="half_up",

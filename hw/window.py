@@ -28,8 +28,8 @@ than the kernel per axis (a window of padding only is rejected).
 
 **Tiled windows** (``fifo="tiled"``, when stride = kernel and there is no
 padding: the usual pools) need none of that: the unit keeps ``K_h − 1``
-lines of partial columns (a shift register for up to 4 columns, else a
-memory read one column ahead), and each pixel of a window's last row
+lines of partial columns (a shift register for a few columns,
+``golden.cycles.TILED_SHIFT_REGISTER_COLUMNS``, else a memory read one column ahead), and each pixel of a window's last row
 completes a column that shifts straight into the window register;
 ``i.ready = ~o.valid | o.ready`` (:class:`golden.cycles.TiledWindowModel`), so
 a slow consumer also holds the input back (``golden.cycles.plan_window_fifos``
@@ -352,7 +352,7 @@ class WindowUnit(wiring.Component):
         # Partial columns: rows 0 .. K_h-2 of the current window row, per covered column.
         if kh > 1:
             entry_w = (kh - 1) * pixw
-            if cols <= 4:                           # shift register: no address, no read mux
+            if g.shift_register_lines:              # shift register: no address, no read mux
                 ring = [Signal(entry_w, name=f"line{j}") for j in range(cols)]
                 head = ring[0]
             else:                                   # memory, read one column ahead
@@ -370,7 +370,7 @@ class WindowUnit(wiring.Component):
                 for row in range(kh - 1):
                     with m.Case(row):
                         m.d.comb += entry[row * pixw:(row + 1) * pixw].eq(pixel)
-            if cols <= 4:
+            if g.shift_register_lines:
                 with m.If(used):
                     m.d.sync += [a.eq(b) for a, b in zip(ring, ring[1:])]
                     m.d.sync += ring[-1].eq(entry)

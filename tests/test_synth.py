@@ -176,17 +176,11 @@ def test_synth_lut_not_fit_before_pnr(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_build_icebreaker_bitstream(tmp_path, capsys):
+@pytest.mark.parametrize("board, bitstream", [("icebreaker", "cnnforge_top.bin"),
+                                              ("ulx3s-25f", "cnnforge_top.bit")])
+def test_build_bitstream(tmp_path, capsys, board, bitstream):
     path = small_conv(tmp_path)
     out = tmp_path / "build"
-    assert main(["build", str(path), "--board", "icebreaker", "-o", str(out)]) == 0, capsys.readouterr().err
-    assert (out / "cnnforge_top.bin").stat().st_size > 100_000
+    assert main(["build", str(path), "--board", board, "-o", str(out)]) == 0, capsys.readouterr().err
+    assert (out / bitstream).stat().st_size > 100_000
     assert "115200 baud" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_build_ulx3s_bitstream(tmp_path, capsys):
-    path = small_conv(tmp_path)
-    out = tmp_path / "build"
-    assert main(["build", str(path), "--board", "ulx3s-25f", "-o", str(out)]) == 0, capsys.readouterr().err
-    assert (out / "cnnforge_top.bit").stat().st_size > 100_000
