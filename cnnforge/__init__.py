@@ -1,3 +1,13 @@
-"""cnnforge: streaming CNN accelerators in Amaranth HDL, checked against a bit-exact NumPy golden model."""
+"""cnnforge: streaming CNN accelerators in Amaranth HDL, checked against a bit-exact NumPy golden model.
 
-__version__ = "0.1.0"
+The golden model, the gateware and the simulation live in :mod:`cnnforge.golden`,
+:mod:`cnnforge.hw` and :mod:`cnnforge.sim`; the command line in :mod:`cnnforge.cli`.
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    #: the installed distribution's version (pyproject.toml is its one definition)
+    __version__ = _version("cnnforge")
+except PackageNotFoundError:        # a source tree that was never installed
+    __version__ = "0+unknown"

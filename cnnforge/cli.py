@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.devices import DEVICES
-from golden.fileio import dumps_json, save_npy
+from cnnforge.golden.devices import DEVICES
+from cnnforge.golden.fileio import dumps_json, save_npy
 
 from . import __version__
 
@@ -44,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------- helpers
 
 def _load_model(path):
-    from golden.model import ModelError, load_model
+    from cnnforge.golden.model import ModelError, load_model
     try:
         return load_model(path)
     except ModelError as exc:
@@ -52,8 +52,8 @@ def _load_model(path):
 
 
 def _load_input(model, path):
-    from golden.model import ModelError
-    from golden.network import check_input
+    from cnnforge.golden.model import ModelError
+    from cnnforge.golden.network import check_input
     try:
         x = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -76,7 +76,7 @@ def _shape(shape) -> str:
 
 def layer_rows(model) -> list[dict]:
     """One dict per layer with the figures ``info`` shows."""
-    from golden.model import Conv2d, Dense
+    from cnnforge.golden.model import Conv2d, Dense
     from .figures import layer_figures
     rows = []
     for layer in model.layers:
@@ -147,14 +147,14 @@ def cmd_info(args) -> int:
           f"{_count(summary['predicted_latency_cycles'])}, frame interval "
           f"{_count(summary['predicted_frame_interval_cycles'])} cycles")
     if device:
-        from golden.devices import format_estimate
+        from cnnforge.golden.devices import format_estimate
         print(format_estimate(device))
     return EXIT_OK
 
 
 def _device_estimate(model, name):
     """``golden.devices.estimate_resources`` for ``--device``; problems also go to stderr."""
-    from golden.devices import estimate_resources, get_device
+    from cnnforge.golden.devices import estimate_resources, get_device
     try:
         estimate = estimate_resources(model, get_device(name))
     except ValueError as exc:
@@ -167,7 +167,7 @@ def _device_estimate(model, name):
 # --------------------------------------------------------------------------- golden
 
 def cmd_golden(args) -> int:
-    from golden.network import run_with_taps
+    from cnnforge.golden.network import run_with_taps
     model = _load_model(args.model)
     x = _load_input(model, args.input)
     y, taps = run_with_taps(model, x)
@@ -184,7 +184,7 @@ def cmd_golden(args) -> int:
 
 def _flow_call(function, *args, **kwargs):
     """Run a flow step, turning its errors into one-line CLI errors with the right exit code."""
-    from sim.runner import SimulatorError, SimulatorNotFound
+    from cnnforge.sim.runner import SimulatorError, SimulatorNotFound
     from .flow import FlowError
     try:
         return function(*args, **kwargs)

@@ -51,8 +51,8 @@ def _load_array(path, what) -> np.ndarray:
 
 def _load_inputs(model_path, inputs_path, labels_path):
     """(model, x codes, labels or None, bundled?)."""
-    from golden.model import ModelError, load_model
-    from golden.network import check_input
+    from cnnforge.golden.model import ModelError, load_model
+    from cnnforge.golden.network import check_input
     bundled = model_path is None
     if bundled and (inputs_path is not None or labels_path is not None):
         raise DemoError("--inputs and --labels go with --model; without --model the demo uses the "
@@ -146,7 +146,7 @@ def run_demo(*, model_path=None, inputs_path=None, labels_path=None, out_dir=Non
     DemoError
         Bad input (exit 2); simulator errors come from :func:`cnnforge.flow.simulate`.
     """
-    from golden.network import run
+    from cnnforge.golden.network import run
     start = time.perf_counter()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise DemoError(f"--limit must be an integer >= 1, not {limit!r}")

@@ -7,8 +7,8 @@ design agree.
 
 from __future__ import annotations
 
-from golden import cycles
-from golden.model import AvgPool2d, Conv2d, Dense, MaxPool2d, Model
+from cnnforge.golden import cycles
+from cnnforge.golden.model import AvgPool2d, Conv2d, Dense, MaxPool2d, Model
 
 __all__ = ["layer_figures", "network_figures"]
 

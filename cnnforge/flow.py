@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.fileio import atomic_write, dumps_json
-from golden.model import Model, model_hash
-from golden.network import run_with_taps
-from sim.runner import HarnessResult
+from cnnforge.golden.fileio import atomic_write, dumps_json
+from cnnforge.golden.model import Model, model_hash
+from cnnforge.golden.network import run_with_taps
+from cnnforge.sim.runner import HarnessResult
 
 from . import __version__
 
@@ -37,7 +37,7 @@ class FlowError(ValueError):
 
 
 def default_cache_dir() -> Path:
-    from sim.runner import default_cache_dir as runner_cache
+    from cnnforge.sim.runner import default_cache_dir as runner_cache
     return Path(runner_cache())
 
 
@@ -55,8 +55,8 @@ class Design:
 
 def build_design(model: Model) -> Design:
     """Elaborate ``model`` into a network top and its Verilog (errors: :class:`FlowError`)."""
-    from hw.network import BuildError, NetworkTop
-    from hw.verilog import generate_verilog
+    from cnnforge.hw.network import BuildError, NetworkTop
+    from cnnforge.hw.verilog import generate_verilog
     start = time.perf_counter()
     try:
         top = NetworkTop(model)
@@ -106,8 +106,8 @@ def cached_verilog(design: Design, cache_dir: Path | None = None) -> Path:
 
 def write_design(design: Design, out_dir, testbench_x=None) -> list[Path]:
     """Write ``<name>.v`` and ``report.json`` (and a self-checking testbench) into ``out_dir``."""
-    from sim.harness import write_testbench
-    from sim.vectors import input_words, output_words
+    from cnnforge.sim.harness import write_testbench
+    from cnnforge.sim.vectors import input_words, output_words
     out_dir = Path(out_dir)
     written = []
     testbench = None
@@ -150,7 +150,7 @@ def simulate(design: Design, x: np.ndarray, simulator: str = "verilator", *, wav
     in chunks of at most :data:`CHUNK_BEATS` input beats, each from reset);
     ``amaranth`` runs the Amaranth design itself.
     """
-    from sim.vectors import input_words, output_stream, unpack_outputs
+    from cnnforge.sim.vectors import input_words, output_stream, unpack_outputs
     if simulator not in SIMULATORS:
         raise FlowError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
     model = design.model
@@ -170,11 +170,11 @@ def simulate(design: Design, x: np.ndarray, simulator: str = "verilator", *, wav
         beats = input_words(model, chunk)
         n_out = out_per_frame * chunk.shape[0]
         if simulator == "amaranth":
-            from sim.amaranth_backend import run_top_amaranth
+            from cnnforge.sim.amaranth_backend import run_top_amaranth
             result = run_top_amaranth(design.top, beats, n_out, stall_in=stall, stall_out=stall,
                                       seed=seed, waves=waves)
         else:
-            from sim.runner import run_harness
+            from cnnforge.sim.runner import run_harness
             verilog = design.verilog_path or cached_verilog(design, cache_dir)
             result = run_harness([verilog], model.name, design.top.in_width, design.top.out_width,
                                  beats, n_out, simulator=simulator, stall_in=stall, stall_out=stall,
@@ -199,7 +199,7 @@ def simulate(design: Design, x: np.ndarray, simulator: str = "verilator", *, wav
 
 def measured_cycles(run: SimulationRun, model: Model, frames: int):
     """(latency, frame interval) measured in the first chunk, DESIGN §6 definitions."""
-    from sim.vectors import output_stream
+    from cnnforge.sim.vectors import output_stream
     per_frame = output_stream(model).beats
     latency = run.out_cycles[0] - run.in_cycles[0] if run.out_cycles and run.in_cycles else None
     lasts = run.out_cycles[per_frame - 1::per_frame]
@@ -218,7 +218,7 @@ def measured_cycles(run: SimulationRun, model: Model, frames: int):
 
 def _first_difference(model: Model, got: np.ndarray, expected: np.ndarray, run: SimulationRun):
     """Where the first differing output value is: frame, pixel, channel, beat cycle."""
-    from sim.vectors import output_stream
+    from cnnforge.sim.vectors import output_stream
     shape = output_stream(model)
     frames = np.nonzero((got.reshape(len(got), -1) != expected.reshape(len(expected), -1)).any(axis=1))[0]
     frame = int(frames[0])
@@ -246,8 +246,8 @@ def _localize_layer(design: Design, x_frame: np.ndarray) -> dict | None:
     Returns the first layer whose stream differs from the golden taps, or None.
     """
     from amaranth.hdl import Shape
-    from sim.amaranth_backend import run_top_amaranth
-    from sim.vectors import input_words, layer_beats, output_stream
+    from cnnforge.sim.amaranth_backend import run_top_amaranth
+    from cnnforge.sim.vectors import input_words, layer_beats, output_stream
     model = design.model
     _, taps = run_with_taps(model, x_frame[None])
     probes = {layer.name: block.o for layer, block in design.top.blocks if block is not None}

@@ -46,10 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.fileio import atomic_write, dumps_json
-from golden.float_ref import run_float_layer
-from golden.formats import Format, ceil_log2
-from golden.model import FORMAT_ID, Model, ModelError, parse_model
+from cnnforge.golden.fileio import atomic_write, dumps_json
+from cnnforge.golden.float_ref import run_float_layer
+from cnnforge.golden.formats import Format, ceil_log2
+from cnnforge.golden.model import FORMAT_ID, Model, ModelError, parse_model
 
 __all__ = ["QuantizeError", "frac_for", "weight_format_for", "quantize_bias", "quantize",
            "quantize_input", "save_quantized", "narrow_int"]

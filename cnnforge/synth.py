@@ -33,7 +33,7 @@ import time
 from math import ceil
 from pathlib import Path
 
-from golden.devices import estimate_resources, get_device
+from cnnforge.golden.devices import estimate_resources, get_device
 
 from .flow import FlowError
 
@@ -148,8 +148,8 @@ def _booth(top, cells):
 
 def _uart_verilog(model, divisor=104):
     from amaranth.back import verilog
-    from hw.network import BuildError
-    from hw.uart import UartTop
+    from cnnforge.hw.network import BuildError
+    from cnnforge.hw.uart import UartTop
     try:
         top = UartTop(model, divisor)
     except BuildError as exc:
@@ -164,7 +164,7 @@ def _cell_counts(stat_json: dict) -> dict:
 
 def _fit_problem(used, device, multipliers, model) -> str | None:
     """One line for the first resource over capacity, with the layer to fold harder."""
-    from golden.model import Conv2d, Dense
+    from cnnforge.golden.model import Conv2d, Dense
     weighted = [l for l in model.layers if isinstance(l, (Conv2d, Dense))]
     soft_by_layer = {}
     for cell in multipliers["lut"]:
@@ -397,8 +397,8 @@ def build_bitstream(model, board: str, out_dir, *, seed=1, progress=True) -> dic
             ("yosys", "nextpnr-ecp5", "ecppack"):
         os.environ.setdefault(TOOLS[tool][0], find_tool(tool))
     from amaranth.hdl import Elaboratable, Module
-    from hw.network import BuildError
-    from hw.uart import UartTop
+    from cnnforge.hw.network import BuildError
+    from cnnforge.hw.uart import UartTop
     platform = platform_cls()
     divisor = int(round(platform.default_clk_frequency / BAUD))
     try:

@@ -27,8 +27,8 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.cycles import argmax_cycles
-from golden.formats import ceil_log2
+from cnnforge.golden.cycles import argmax_cycles
+from cnnforge.golden.formats import ceil_log2
 
 from .divide import Pipe
 from .layouts import element_shape, pixel_layout

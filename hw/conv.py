@@ -14,8 +14,8 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.cycles import conv2d_cycles, window_unit_geometry
-from golden.formats import Format
+from cnnforge.golden.cycles import conv2d_cycles, window_unit_geometry
+from cnnforge.golden.formats import Format
 
 from .layouts import pixel_layout
 from .mac import MacArray, conv_weights_to_window_order

@@ -61,8 +61,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from golden.cycles import dense_cycles, dense_default_fold
-from golden.formats import Format, acc_bits as _acc_bits, ceil_log2
+from cnnforge.golden.cycles import dense_cycles, dense_default_fold
+from cnnforge.golden.formats import Format, acc_bits as _acc_bits, ceil_log2
 
 from .divide import Pipe
 from .layouts import pixel_layout

@@ -34,8 +34,8 @@ from amaranth.hdl import Module, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.cycles import const_divider_depth
-from golden.formats import ROUNDING_MODES, round_divide
+from cnnforge.golden.cycles import const_divider_depth
+from cnnforge.golden.formats import ROUNDING_MODES, round_divide
 
 from .layouts import pixel_layout
 from .requant import acc_layout

@@ -35,8 +35,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from golden.cycles import mac_array_pipeline_depth
-from golden.formats import Format, acc_bits as _acc_bits, ceil_log2
+from cnnforge.golden.cycles import mac_array_pipeline_depth
+from cnnforge.golden.formats import Format, acc_bits as _acc_bits, ceil_log2
 
 from .layouts import pixel_layout, window_layout
 from .requant import Requantizer, acc_layout, check_requant_params

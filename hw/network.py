@@ -15,7 +15,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.model import Model
+from cnnforge.golden.model import Model
 from .axis import AxisFramer, AxisPacker
 from .layouts import pixel_layout
 from .slice import RegisterSlice

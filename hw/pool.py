@@ -15,8 +15,8 @@ from amaranth.hdl import Module, Mux
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.cycles import pool_reduce_depth
-from golden.formats import ROUNDING_MODES, Format, ceil_log2
+from cnnforge.golden.cycles import pool_reduce_depth
+from cnnforge.golden.formats import ROUNDING_MODES, Format, ceil_log2
 
 from .divide import DividerPlan, Pipe
 from .layouts import pixel_layout, window_layout

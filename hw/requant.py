@@ -24,7 +24,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formats import (ACTIVATIONS, MAX_ACC_BITS, OVERFLOW_MODES, ROUNDING_MODES,
+from cnnforge.golden.formats import (ACTIVATIONS, MAX_ACC_BITS, OVERFLOW_MODES, ROUNDING_MODES,
                             Format)
 
 from .layouts import pixel_layout

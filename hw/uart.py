@@ -138,7 +138,7 @@ def frame_bytes(top) -> int:
 
 def result_bytes(top) -> int:
     """Bytes the device answers per frame (output beats × ``out_width/8``)."""
-    from golden.model import Conv2d, MaxPool2d, AvgPool2d
+    from cnnforge.golden.model import Conv2d, MaxPool2d, AvgPool2d
     last = top.model.layers[-1]
     beats = 1
     if isinstance(last, (Conv2d, MaxPool2d, AvgPool2d)) or (last.type == "flatten"):

@@ -7,7 +7,7 @@ import re
 from amaranth.back import verilog
 
 from cnnforge import __version__
-from golden.model import Model, model_hash
+from cnnforge.golden.model import Model, model_hash
 from .network import NetworkTop
 
 __all__ = ["generate_verilog"]

@@ -43,7 +43,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from golden.cycles import window_unit_geometry, window_unit_line_buffer_bits
+from cnnforge.golden.cycles import window_unit_geometry, window_unit_line_buffer_bits
 
 from .layouts import element_shape, pixel_layout, window_layout
 

@@ -13,11 +13,11 @@ import time
 
 import numpy as np
 
-from golden import ops
-from golden.cycles import dense_cycles
-from golden.formats import Format
-from hw.dense import DenseEngine
-from sim.streams import run_streams
+from cnnforge.golden import ops
+from cnnforge.golden.cycles import dense_cycles
+from cnnforge.golden.formats import Format
+from cnnforge.hw.dense import DenseEngine
+from cnnforge.sim.streams import run_streams
 
 # (name, in_shape, out_features, pe, simd)
 CONFIGS = [

@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 
-from golden.cycles import mac_array_cycles
-from golden.formats import Format, requantize
-from hw.mac import MacArray
-from sim.streams import run_streams
+from cnnforge.golden.cycles import mac_array_cycles
+from cnnforge.golden.formats import Format, requantize
+from cnnforge.hw.mac import MacArray
+from cnnforge.sim.streams import run_streams
 
 # (name, window_len, out_channels, pe, simd, pixels per frame)
 CONFIGS = [

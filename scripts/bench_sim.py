@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sim.harness import demo_top_verilog
-from sim.runner import run_harness
+from cnnforge.sim.harness import demo_top_verilog
+from cnnforge.sim.runner import run_harness
 
 
 def main(argv=None):

@@ -23,8 +23,8 @@ import time
 import numpy as np
 
 from cnnforge.flow import build_design, measured_cycles, simulate
-from golden.model import parse_model, save_model
-from golden.network import run
+from cnnforge.golden.model import parse_model, save_model
+from cnnforge.golden.network import run
 
 
 def conv_model(pe=None, simd=None):

@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from golden.cycles import window_unit_cycles
-from golden.ops import windows
-from hw.window import WindowUnit
-from sim.streams import run_streams
+from cnnforge.golden.cycles import window_unit_cycles
+from cnnforge.golden.ops import windows
+from cnnforge.hw.window import WindowUnit
+from cnnforge.sim.streams import run_streams
 
 # (name, height, width, channels, kernel, stride, padding)
 LAYERS = [

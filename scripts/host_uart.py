@@ -33,19 +33,19 @@ def _ports(model):
 
 def encode_frame(model, frame, in_bytes) -> bytes:
     """One frame ``(C, H, W)`` of codes → the bytes the board expects."""
-    from sim.vectors import input_words
+    from cnnforge.sim.vectors import input_words
     return b"".join(int(word).to_bytes(in_bytes, "little") for word, _ in input_words(model, frame[None]))
 
 
 def decode_answer(model, data: bytes, out_bytes):
     """The board's answer bytes for one frame → golden-shaped output (no batch axis)."""
-    from sim.vectors import unpack_outputs
+    from cnnforge.sim.vectors import unpack_outputs
     words = [int.from_bytes(data[k:k + out_bytes], "little") for k in range(0, len(data), out_bytes)]
     return unpack_outputs(model, words)[0]
 
 
 def answer_length(model, out_bytes) -> int:
-    from sim.vectors import output_stream
+    from cnnforge.sim.vectors import output_stream
     return output_stream(model).beats * out_bytes
 
 
@@ -62,14 +62,14 @@ def main(argv=None) -> int:
                         help="no board: answer with the golden model (checks the byte framing)")
     args = parser.parse_args(argv)
 
-    from golden.model import load_model
-    from golden.network import check_input, run_with_taps
+    from cnnforge.golden.model import load_model
+    from cnnforge.golden.network import check_input, run_with_taps
     model = load_model(args.model)
     x = check_input(model, np.load(args.input))
     in_bytes, out_bytes = _ports(model)
     need = answer_length(model, out_bytes)
     if args.loopback:
-        from sim.vectors import output_words
+        from cnnforge.sim.vectors import output_words
         golden = run_with_taps(model, x)[0]
 
         def exchange(index, payload):

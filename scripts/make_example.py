@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.formats import Format
-from golden.model import parse_model, save_model
+from cnnforge.golden.formats import Format
+from cnnforge.golden.model import parse_model, save_model
 
 OUT = Path(__file__).resolve().parent.parent / "examples" / "tiny"
 

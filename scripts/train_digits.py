@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cnnforge.quantize import quantize, quantize_input, save_quantized  # noqa: E402
-from golden.network import run  # noqa: E402
+from cnnforge.golden.network import run  # noqa: E402
 
 SPLIT_SEED = 0
 TORCH_SEED = 0

@@ -464,7 +464,7 @@ def run_harness(verilog_files, top_name, in_w, out_w, in_words, n_out, *,
     log = run_dir / "sim.log"
     wall = time.perf_counter()
     try:
-        runner.test(test_module="sim.cocotb_bench", hdl_toplevel=HARNESS_MODULE,
+        runner.test(test_module="cnnforge.sim.cocotb_bench", hdl_toplevel=HARNESS_MODULE,
                     hdl_toplevel_lang="verilog", build_dir=bdir, test_dir=run_dir,
                     plusargs=plusargs, results_xml=str(run_dir / "results.xml"),
                     timescale=TIMESCALE, log_file=log)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.formats import ceil_log2
-from golden.model import Model
+from cnnforge.golden.formats import ceil_log2
+from cnnforge.golden.model import Model
 
 __all__ = ["StreamShape", "output_stream", "input_words", "output_words", "unpack_outputs", "layer_beats"]
 

@@ -1,6 +1,6 @@
 """Models for hardware tests: a layer list plus random small weights and biases."""
 
-from golden.model import parse_model
+from cnnforge.golden.model import parse_model
 
 
 def conv(out_channels, kernel, **extra):

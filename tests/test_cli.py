@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cnnforge.cli import main
-from golden.model import load_model
-from golden.network import run_with_taps
+from cnnforge.golden.model import load_model
+from cnnforge.golden.network import run_with_taps
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tiny"
 

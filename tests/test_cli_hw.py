@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from cnnforge.flow import build_design, simulate, verify
-from golden.model import load_model, save_model
-from golden.network import run
-from sim.runner import lint_verilog, run_harness
-from sim.vectors import input_words, output_stream, unpack_outputs
+from cnnforge.golden.model import load_model, save_model
+from cnnforge.golden.network import run
+from cnnforge.sim.runner import lint_verilog, run_harness
+from cnnforge.sim.vectors import input_words, output_stream, unpack_outputs
 
 try:
     from modelgen import conv, with_weights

@@ -15,18 +15,18 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.cycles import (ArgmaxHeadModel, DenseEngineModel, MacArrayModel, PipelineModel, RegisterSliceModel,
+from cnnforge.golden.cycles import (ArgmaxHeadModel, DenseEngineModel, MacArrayModel, PipelineModel, RegisterSliceModel,
                            WindowUnitModel,
                            argmax_cycles, conv2d_cycles, conv2d_token_models, layer_cycles, layer_token_models,
                            mac_array_cycles, network_beats, network_cycles,
                            network_token_models, pool2d_cycles, pool_reduce_depth,
                            window_unit_cycles, window_unit_geometry, window_unit_model)
-from golden.formats import Format
-from golden.model import parse_model
-from golden.tokens import Cycles, chain_stamps, measure, model_cycles
-from hw.pool import AvgPoolReduce, MaxPoolReduce
-from hw.window import WindowUnit
-from sim.streams import raw, run_streams
+from cnnforge.golden.formats import Format
+from cnnforge.golden.model import parse_model
+from cnnforge.golden.tokens import Cycles, chain_stamps, measure, model_cycles
+from cnnforge.hw.pool import AvgPoolReduce, MaxPoolReduce
+from cnnforge.hw.window import WindowUnit
+from cnnforge.sim.streams import raw, run_streams
 
 FRAMES = 3
 STALL = 0.3
@@ -106,7 +106,7 @@ MAC_CONFIGS = [
 
 
 def make_mac(window_len, out_channels, pe, simd, seed=0):
-    from hw.mac import MacArray
+    from cnnforge.hw.mac import MacArray
     rng = np.random.default_rng(seed)
     return MacArray(window_len, 4, rng.integers(-8, 8, (out_channels, window_len)), None,
                     Format(4, 2), Format(6, 2), 2, pe=pe, simd=simd)
@@ -139,7 +139,7 @@ CONV_CONFIGS = [
 
 
 def make_conv(in_shape, out_channels, kernel, stride, padding, pe, simd):
-    from hw.conv import Conv2dLayer
+    from cnnforge.hw.conv import Conv2dLayer
     rng = np.random.default_rng(2)
     weight = rng.integers(-8, 8, (out_channels, in_shape[0]) + kernel)
     return Conv2dLayer(in_shape, Format(4, 2), weight, None, stride=stride, padding=padding,
@@ -229,7 +229,7 @@ def test_pool_layer(cfg):
 # --- requantizer, dense engine, argmax head -----------------------------------------------------
 
 def test_requantizer():
-    from hw.requant import Requantizer
+    from cnnforge.hw.requant import Requantizer
     rng = np.random.default_rng(6)
     beats = [{"data": rng.integers(-500, 500, 2).tolist(), "last": k % 4 == 3} for k in range(12)]
     check(lambda: Requantizer(12, 3, Format(6, 0), count=2), lambda: [PipelineModel(1)], beats, 12,
@@ -242,7 +242,7 @@ DENSE_CONFIGS = [((3, 2, 3), 4, None, None), ((3, 2, 2), 4, 2, 1), ((12,), 6, 3,
 
 @pytest.mark.parametrize("cfg", DENSE_CONFIGS, ids=str)
 def test_dense_engine(cfg):
-    from hw.dense import DenseEngine
+    from cnnforge.hw.dense import DenseEngine
     in_shape, out_features, pe, simd = cfg
     features = int(np.prod(in_shape))
     rng = np.random.default_rng(7)
@@ -259,7 +259,7 @@ def test_dense_engine(cfg):
 @pytest.mark.parametrize("in_stream", [(1,), (5,), (10,), (3, 2, 2), (1, 3, 1)], ids=str)
 def test_argmax_head(in_stream):
     """One-beat frames: a PipelineModel; pixel-stream frames (after flatten): ArgmaxHeadModel."""
-    from hw.argmax import ArgmaxHead
+    from cnnforge.hw.argmax import ArgmaxHead
     rng = np.random.default_rng(8)
     frames = 4
     if len(in_stream) == 1:
@@ -337,9 +337,9 @@ NETWORKS += [
 @pytest.mark.parametrize("index", range(len(NETWORKS)))
 def test_network_top(index):
     """The whole top (AXI framer, every layer, packer) equals the chain of all layer models."""
-    from hw.network import BLOCK_BUILDERS, NetworkTop, _load_builders
-    from sim.amaranth_backend import run_top_amaranth
-    from sim.vectors import input_words, output_stream
+    from cnnforge.hw.network import BLOCK_BUILDERS, NetworkTop, _load_builders
+    from cnnforge.sim.amaranth_backend import run_top_amaranth
+    from cnnforge.sim.vectors import input_words, output_stream
     layers, shape = NETWORKS[index]
     _load_builders()
     missing = {layer["type"] for layer in layers} - set(BLOCK_BUILDERS)
@@ -384,9 +384,9 @@ def test_model_speed():
 
 def test_conv_dense_argmax_chain():
     """conv → flatten → dense → argmax blocks chained in simulation equal the network's models."""
-    from hw.argmax import ArgmaxHead
-    from hw.conv import Conv2dLayer
-    from hw.dense import DenseEngine
+    from cnnforge.hw.argmax import ArgmaxHead
+    from cnnforge.hw.conv import Conv2dLayer
+    from cnnforge.hw.dense import DenseEngine
     model = build([conv(2, 3, stride=2, padding=1, pe=1, simd=3), {"type": "flatten"},
                    {"type": "dense", "out_features": 4, "weight_format": {"bits": 6, "frac": 4},
                     "output": {"bits": 8, "frac": 3}},

@@ -8,9 +8,9 @@ import pytest
 
 from cnnforge.cli import main
 from cnnforge.demo import BUNDLED_MODEL, BUNDLED_TEST_SET, load_bundled_test_set
-from golden.cycles import network_cycles
-from golden.model import load_model
-from golden.network import check_input, run
+from cnnforge.golden.cycles import network_cycles
+from cnnforge.golden.model import load_model
+from cnnforge.golden.network import check_input, run
 
 TINY = Path(__file__).resolve().parent.parent / "examples" / "tiny"
 

@@ -9,10 +9,10 @@ times the real weights' row sums downstream).
 import numpy as np
 import pytest
 
-from golden.float_ref import quantization_error, run_float, run_float_with_taps, taps_to_real
-from golden.formats import Format
-from golden.model import parse_model
-from golden.network import run_with_taps
+from cnnforge.golden.float_ref import quantization_error, run_float, run_float_with_taps, taps_to_real
+from cnnforge.golden.formats import Format
+from cnnforge.golden.model import parse_model
+from cnnforge.golden.network import run_with_taps
 
 
 def make_model(shape, fmt, layers, tensors):

@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from golden.formats import (Format, ROUNDING_MODES, OVERFLOW_MODES, ACTIVATIONS, acc_bits,
+from cnnforge.golden.formats import (Format, ROUNDING_MODES, OVERFLOW_MODES, ACTIVATIONS, acc_bits,
                             ceil_log2, relu, requantize, round_divide, saturate, wrap)
 
 try:

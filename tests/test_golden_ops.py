@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from golden import ops
-from golden.formats import Format, ROUNDING_MODES, OVERFLOW_MODES, ACTIVATIONS, ceil_log2
+from cnnforge.golden import ops
+from cnnforge.golden.formats import Format, ROUNDING_MODES, OVERFLOW_MODES, ACTIVATIONS, ceil_log2
 
 try:
     import naive

@@ -10,9 +10,9 @@ output of ``golden.network.run_with_taps`` with tests/naive.py.
 import numpy as np
 import pytest
 
-from golden.formats import Format, ROUNDING_MODES, OVERFLOW_MODES, ceil_log2
-from golden.model import load_model, parse_model, save_model
-from golden.network import run, run_with_taps
+from cnnforge.golden.formats import Format, ROUNDING_MODES, OVERFLOW_MODES, ceil_log2
+from cnnforge.golden.model import load_model, parse_model, save_model
+from cnnforge.golden.network import run, run_with_taps
 
 try:
     import naive

@@ -4,11 +4,11 @@
 import numpy as np
 import pytest
 
-from golden import ops
-from golden.cycles import argmax_cycles
-from golden.formats import ceil_log2
-from hw.argmax import ArgmaxHead
-from sim.streams import frame_beats, run_streams
+from cnnforge.golden import ops
+from cnnforge.golden.cycles import argmax_cycles
+from cnnforge.golden.formats import ceil_log2
+from cnnforge.hw.argmax import ArgmaxHead
+from cnnforge.sim.streams import frame_beats, run_streams
 
 
 def run(x, bits, pause_in=0.0, pause_out=0.0, seed=0):
@@ -107,8 +107,8 @@ def test_invalid_parameters(features, bits, beats, match):
                                          ((5, 1, 2), 0.0)])
 def test_token_model_matches_simulation(shape, pause):
     """golden.cycles.ArgmaxHeadModel reproduces every handshake cycle, with stalls on both sides."""
-    from golden.cycles import ArgmaxHeadModel
-    from golden.tokens import chain_stamps, model_cycles
+    from cnnforge.golden.cycles import ArgmaxHeadModel
+    from cnnforge.golden.tokens import chain_stamps, model_cycles
     count = 7
     x = frames(3, shape[0], 6, count) if len(shape) == 1 else pixel_frames(3, shape, 6, count)
     beats = 1 if len(shape) == 1 else shape[1] * shape[2]

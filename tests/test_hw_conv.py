@@ -4,11 +4,11 @@
 import numpy as np
 import pytest
 
-from golden.cycles import conv2d_cycles
-from golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format, ceil_log2
-from golden.ops import conv2d
-from hw.conv import Conv2dLayer
-from sim.streams import run_streams
+from cnnforge.golden.cycles import conv2d_cycles
+from cnnforge.golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format, ceil_log2
+from cnnforge.golden.ops import conv2d
+from cnnforge.hw.conv import Conv2dLayer
+from cnnforge.sim.streams import run_streams
 
 
 def make_layer(seed, in_shape, out_channels, kernel, stride, padding, pe=None, simd=None):
@@ -119,7 +119,7 @@ def test_invalid_fold():
 
 def test_from_layer():
     """Built from a parsed model layer ("same" padding, default parallelism), matches golden."""
-    from golden.model import parse_model
+    from cnnforge.golden.model import parse_model
     rng = np.random.default_rng(9)
     doc = {"format": "cnnforge-model/1", "name": "t", "weights": "t.npz",
            "input": {"shape": [2, 5, 5], "bits": 8, "frac": 7},

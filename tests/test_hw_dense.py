@@ -4,11 +4,11 @@
 import numpy as np
 import pytest
 
-from golden import ops
-from golden.cycles import dense_cycles, dense_default_fold
-from golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format, ceil_log2
-from hw.dense import DenseEngine, dense_weights_to_stream_order
-from sim.streams import frame_beats, run_streams
+from cnnforge.golden import ops
+from cnnforge.golden.cycles import dense_cycles, dense_default_fold
+from cnnforge.golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format, ceil_log2
+from cnnforge.hw.dense import DenseEngine, dense_weights_to_stream_order
+from cnnforge.sim.streams import frame_beats, run_streams
 
 
 def make_case(seed, in_shape, out_features, frames, **kwargs):
@@ -177,8 +177,8 @@ def test_invalid_parameters(kwargs, match):
 
 def test_from_layer_matches_golden_network():
     """Engines built from parsed model layers (flatten → dense → dense) reproduce golden.network.run."""
-    from golden.model import parse_model
-    from golden.network import run_with_taps
+    from cnnforge.golden.model import parse_model
+    from cnnforge.golden.network import run_with_taps
     rng = np.random.default_rng(8)
     doc = {"format": "cnnforge-model/1", "name": "fc", "weights": "fc.npz",
            "input": {"shape": [2, 3, 2], "bits": 6, "frac": 4},

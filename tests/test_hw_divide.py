@@ -6,10 +6,10 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
-from golden.cycles import const_divider_depth
-from golden.formats import ROUNDING_MODES, Format, round_divide
-from hw.divide import ConstDivider, DividerPlan
-from sim.streams import run_streams
+from cnnforge.golden.cycles import const_divider_depth
+from cnnforge.golden.formats import ROUNDING_MODES, Format, round_divide
+from cnnforge.hw.divide import ConstDivider, DividerPlan
+from cnnforge.sim.streams import run_streams
 
 LANES = 128
 

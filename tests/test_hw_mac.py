@@ -4,11 +4,11 @@
 import numpy as np
 import pytest
 
-from golden.cycles import mac_array_cycles
-from golden.formats import (OVERFLOW_MODES, ROUNDING_MODES, Format, acc_bits, ceil_log2,
+from cnnforge.golden.cycles import mac_array_cycles
+from cnnforge.golden.formats import (OVERFLOW_MODES, ROUNDING_MODES, Format, acc_bits, ceil_log2,
                             requantize)
-from hw.mac import MacArray, conv_weights_to_window_order
-from sim.streams import run_streams
+from cnnforge.hw.mac import MacArray, conv_weights_to_window_order
+from cnnforge.sim.streams import run_streams
 
 
 def make_case(seed, window_len, out_channels, **kwargs):

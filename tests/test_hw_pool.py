@@ -4,11 +4,11 @@
 import numpy as np
 import pytest
 
-from golden.cycles import pool_reduce_cycles, pool_reduce_depth
-from golden.formats import ROUNDING_MODES, Format, round_divide
-from hw.layouts import window_layout
-from hw.pool import AvgPoolReduce, MaxPoolReduce
-from sim.streams import run_streams
+from cnnforge.golden.cycles import pool_reduce_cycles, pool_reduce_depth
+from cnnforge.golden.formats import ROUNDING_MODES, Format, round_divide
+from cnnforge.hw.layouts import window_layout
+from cnnforge.hw.pool import AvgPoolReduce, MaxPoolReduce
+from cnnforge.sim.streams import run_streams
 
 # (kh, kw, channels, bits)
 CASES = [(1, 1, 3, 5), (2, 2, 1, 8), (2, 2, 4, 4), (3, 3, 2, 8), (3, 3, 1, 6), (2, 3, 3, 6),

@@ -8,9 +8,9 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
-from golden.formats import ACTIVATIONS, OVERFLOW_MODES, ROUNDING_MODES, Format, requantize
-from hw.requant import Requantizer
-from sim.streams import run_streams
+from cnnforge.golden.formats import ACTIVATIONS, OVERFLOW_MODES, ROUNDING_MODES, Format, requantize
+from cnnforge.hw.requant import Requantizer
+from cnnforge.sim.streams import run_streams
 
 LANES = 16
 MODES = list(itertools.product(ROUNDING_MODES, OVERFLOW_MODES, ACTIVATIONS))

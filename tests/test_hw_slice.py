@@ -2,11 +2,11 @@
 
 import pytest
 
-from golden.cycles import RegisterSliceModel
-from golden.tokens import chain_stamps
-from hw.layouts import pixel_layout
-from hw.slice import RegisterSlice
-from sim.streams import run_streams
+from cnnforge.golden.cycles import RegisterSliceModel
+from cnnforge.golden.tokens import chain_stamps
+from cnnforge.hw.layouts import pixel_layout
+from cnnforge.hw.slice import RegisterSlice
+from cnnforge.sim.streams import run_streams
 
 
 @pytest.mark.parametrize("pause_in, pause_out", [(0.0, 0.0), (0.0, 0.6), (0.5, 0.0), (0.4, 0.4), (0.2, 0.9)])

@@ -12,11 +12,11 @@ import zlib
 import numpy as np
 import pytest
 
-from golden.cycles import (window_unit_cycles, window_unit_geometry,
+from cnnforge.golden.cycles import (window_unit_cycles, window_unit_geometry,
                            window_unit_line_buffer_bits)
-from golden.ops import windows
-from hw.window import WindowUnit
-from sim.streams import run_streams
+from cnnforge.golden.ops import windows
+from cnnforge.hw.window import WindowUnit
+from cnnforge.sim.streams import run_streams
 
 MIN8 = -128
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from golden.formats import Format
-from golden.model import ModelError, load_model, parse_model, save_model
+from cnnforge.golden.formats import Format
+from cnnforge.golden.model import ModelError, load_model, parse_model, save_model
 
 
 def base_doc():

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from golden.network import run
-from hw.network import NetworkTop
-from sim.amaranth_backend import run_top_amaranth
-from sim.vectors import input_words, output_stream, unpack_outputs
+from cnnforge.golden.network import run
+from cnnforge.hw.network import NetworkTop
+from cnnforge.sim.amaranth_backend import run_top_amaranth
+from cnnforge.sim.vectors import input_words, output_stream, unpack_outputs
 
 try:
     from modelgen import conv, with_weights

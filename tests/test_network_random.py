@@ -10,14 +10,14 @@ padding only) are counted and must stay a minority.
 import numpy as np
 import pytest
 
-from golden.cycles import network_cycles
-from golden.formats import Format
-from golden.model import parse_model
-from golden.tokens import measure
-from hw.network import BuildError, NetworkTop
-from hw.unused import silence
-from sim.amaranth_backend import run_top_amaranth
-from sim.vectors import input_words, output_stream, unpack_outputs
+from cnnforge.golden.cycles import network_cycles
+from cnnforge.golden.formats import Format
+from cnnforge.golden.model import parse_model
+from cnnforge.golden.tokens import measure
+from cnnforge.hw.network import BuildError, NetworkTop
+from cnnforge.hw.unused import silence
+from cnnforge.sim.amaranth_backend import run_top_amaranth
+from cnnforge.sim.vectors import input_words, output_stream, unpack_outputs
 
 try:
     import naive

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from golden.model import parse_model
-from golden.network import run
-from hw.network import NetworkTop, BuildError
-from sim.amaranth_backend import run_top_amaranth
-from sim.vectors import input_words, output_words, unpack_outputs
+from cnnforge.golden.model import parse_model
+from cnnforge.golden.network import run
+from cnnforge.hw.network import NetworkTop, BuildError
+from cnnforge.sim.amaranth_backend import run_top_amaranth
+from cnnforge.sim.vectors import input_words, output_words, unpack_outputs
 
 FLAT = {"format": "cnnforge-model/1", "name": "flat",
         "input": {"shape": [3, 2, 3], "bits": 6, "frac": 2}, "layers": [{"type": "flatten"}]}

@@ -5,9 +5,9 @@ import pytest
 
 from cnnforge.quantize import (QuantizeError, frac_for, narrow_int, quantize, quantize_bias,
                                quantize_input, save_quantized, weight_format_for)
-from golden.formats import Format
-from golden.model import load_model
-from golden.network import run
+from cnnforge.golden.formats import Format
+from cnnforge.golden.model import load_model
+from cnnforge.golden.network import run
 
 # Two 1x2x2 calibration frames; every value is exact in s8.6.
 CALIB = np.array([[[[0.5, -0.25], [0.125, 0.0]]], [[[1.0, 0.5], [0.25, -1.0]]]])

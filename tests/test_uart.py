@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from golden.model import load_model
-from golden.network import run_with_taps
-from hw.uart import UartRx, UartTop, UartTx, result_bytes, frame_bytes
+from cnnforge.golden.model import load_model
+from cnnforge.golden.network import run_with_taps
+from cnnforge.hw.uart import UartRx, UartTop, UartTx, result_bytes, frame_bytes
 
 TINY = "examples/tiny/tiny.json"
 DIV = 4
