@@ -1,5 +1,6 @@
 """The distribution installs one import namespace, ``cnnforge`` (DESIGN §1), and one version."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,9 +22,15 @@ def test_version_is_the_distributions():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
+    # Built from a copy: setuptools leaves build/ and *.egg-info in the tree it builds.
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for folder in ("cnnforge", "golden", "hw", "sim"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                             "-q", "-w", str(out), str(ROOT)], capture_output=True, text=True)
+                             "-q", "-w", str(out), str(source)], capture_output=True, text=True)
     if result.returncode != 0:
         pytest.fail(f"pip wheel failed: {result.stderr[-2000:]}")
     wheels = list(out.glob("cnnforge-*.whl"))
