@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnforge.golden.devices import DEVICES
+from cnnforge.hw.devices import DEVICES
 from cnnforge.golden.fileio import dumps_json, save_npy
 
 from . import __version__
@@ -74,30 +74,21 @@ def _shape(shape) -> str:
 
 # --------------------------------------------------------------------------- info
 
-def layer_rows(model) -> list[dict]:
-    """One dict per layer with the figures ``info`` shows."""
-    from cnnforge.golden.model import Conv2d, Dense
+def layer_rows(model, plan) -> list[dict]:
+    """One dict per layer with the figures ``info`` shows (``plan``: the design plan)."""
     from .figures import layer_figures
     rows = []
     for layer in model.layers:
-        weighted = isinstance(layer, (Conv2d, Dense))
         row = {
-            "index": layer.index, "name": layer.name, "type": layer.type,
+            "index": layer.index, "name": layer.name, "type": layer.type, "inputs": list(layer.inputs),
             "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape),
             "in_format": layer.in_format.to_json(),
-            "weight_format": layer.weight_format.to_json() if weighted else None,
+            "weight_format": None,
             "out_format": layer.out_format.to_json() if layer.out_format else None,
-            "acc_bits": layer.acc_bits if weighted else None,
-            "pe": layer.pe if weighted else None,
-            "simd": layer.simd if weighted else None,
+            "acc_bits": None, "pe": None, "simd": None,
         }
-        row.update(layer_figures(layer))
-        if isinstance(layer, Conv2d):
-            row.update(kernel=list(layer.kernel), stride=list(layer.stride), padding=list(layer.padding))
-        if hasattr(layer, "rounding"):
-            row["rounding"] = layer.rounding
-        if weighted:
-            row.update(overflow=layer.overflow, activation=layer.activation, shift=layer.shift)
+        row.update(layer.info())
+        row.update(layer_figures(layer, plan))
         rows.append(row)
     return rows
 
@@ -111,17 +102,19 @@ def _count(value) -> str:
 
 
 def cmd_info(args) -> int:
+    from cnnforge.hw.plan import plan_design
     from .figures import network_figures
     model = _load_model(args.model)
-    rows = layer_rows(model)
-    network = network_figures(model, rows)
+    plan = plan_design(model)
+    rows = layer_rows(model, plan)
+    network = network_figures(model, rows, plan)
     summary = {
         "name": model.name,
         "input_shape": list(model.input_shape), "input_format": model.input_format.to_json(),
         "output_shape": list(model.output_shape),
         **network,
     }
-    device = _device_estimate(model, args.device) if getattr(args, "device", None) else None
+    device = _device_estimate(model, args.device, plan) if getattr(args, "device", None) else None
     if args.json:
         print(dumps_json({"model": summary, "layers": rows, **({"device": device} if device else {})}), end="")
         return EXIT_OK
@@ -147,16 +140,16 @@ def cmd_info(args) -> int:
           f"{_count(summary['predicted_latency_cycles'])}, frame interval "
           f"{_count(summary['predicted_frame_interval_cycles'])} cycles")
     if device:
-        from cnnforge.golden.devices import format_estimate
+        from cnnforge.hw.devices import format_estimate
         print(format_estimate(device))
     return EXIT_OK
 
 
-def _device_estimate(model, name):
-    """``golden.devices.estimate_resources`` for ``--device``; problems also go to stderr."""
-    from cnnforge.golden.devices import estimate_resources, get_device
+def _device_estimate(model, name, plan=None):
+    """``cnnforge.hw.devices.estimate_resources`` for ``--device``; problems also go to stderr."""
+    from cnnforge.hw.devices import estimate_resources, get_device
     try:
-        estimate = estimate_resources(model, get_device(name))
+        estimate = estimate_resources(model, get_device(name), plan)
     except ValueError as exc:
         raise CliError(str(exc))
     for problem in estimate["problems"]:
@@ -214,8 +207,8 @@ def cmd_generate(args) -> int:
     from .flow import write_design
     model = _load_model(args.model)
     x = _load_input(model, args.testbench) if args.testbench else None
-    device = _device_estimate(model, args.device) if args.device else None
     design = _design(model)
+    device = _device_estimate(model, args.device, design.plan) if args.device else None
     if device:
         design.report["device"] = device
     written = write_design(design, args.output, testbench_x=x)

@@ -73,7 +73,7 @@ def _load_inputs(model_path, inputs_path, labels_path):
     except ModelError as exc:
         raise DemoError(f"{inputs_path or BUNDLED_TEST_SET}: {exc.message}") from None
     if labels is not None:
-        if model.layers[-1].type != "argmax":
+        if model.output_shape != ():                  # labels compare class indices
             raise DemoError("--labels needs a model whose last layer is argmax (it compares class indices)")
         if labels.dtype.kind not in "iu" or labels.shape != (x.shape[0],):
             raise DemoError(f"labels must be integers of shape ({x.shape[0]},) (one per input frame), "

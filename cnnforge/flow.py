@@ -52,14 +52,22 @@ class Design:
     generate_seconds: float = 0.0
     verilog_path: Path | None = field(default=None)
 
+    @property
+    def plan(self):
+        """The design plan the top was built with (:mod:`cnnforge.hw.plan`)."""
+        return self.top.plan
 
-def build_design(model: Model) -> Design:
-    """Elaborate ``model`` into a network top and its Verilog (errors: :class:`FlowError`)."""
+
+def build_design(model: Model, plan=None) -> Design:
+    """Plan (unless ``plan`` is given) and elaborate ``model`` into a network top and its Verilog.
+
+    Errors: :class:`FlowError`.
+    """
     from cnnforge.hw.network import BuildError, NetworkTop
     from cnnforge.hw.verilog import generate_verilog
     start = time.perf_counter()
     try:
-        top = NetworkTop(model)
+        top = NetworkTop(model, plan)
     except BuildError as exc:
         raise FlowError(str(exc)) from None
     report = design_report(model, top)
@@ -77,9 +85,9 @@ def design_report(model: Model, top) -> dict:
     blocks = dict((layer.name, block) for layer, block in top.blocks)
     layers = []
     for layer in model.layers:
-        row = {"name": layer.name, "type": layer.type,
+        row = {"name": layer.name, "type": layer.type, "inputs": list(layer.inputs),
                "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape)}
-        row.update(layer_figures(layer))
+        row.update(layer_figures(layer, top.plan))
         block = blocks.get(layer.name)
         if block is not None:
             row["multipliers"] = int(getattr(block, "multipliers", 0))
@@ -90,7 +98,7 @@ def design_report(model: Model, top) -> dict:
         "model_sha256": model_hash(model),
         "ports": {"s_axis_tdata_bits": top.in_width, "m_axis_tdata_bits": top.out_width},
         "layers": layers,
-        "network": network_figures(model, layers),
+        "network": network_figures(model, layers, top.plan),
     }
 
 
@@ -222,7 +230,7 @@ def _first_difference(model: Model, got: np.ndarray, expected: np.ndarray, run: 
     shape = output_stream(model)
     frames = np.nonzero((got.reshape(len(got), -1) != expected.reshape(len(expected), -1)).any(axis=1))[0]
     frame = int(frames[0])
-    if model.layers[-1].type == "argmax":
+    if not model.output_shape:                   # one index per frame (argmax)
         beat, channel, pixel = 0, None, None
     elif shape.pixels is not None:
         c, h, w = shape.pixels

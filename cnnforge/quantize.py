@@ -50,6 +50,7 @@ from cnnforge.golden.fileio import atomic_write, dumps_json
 from cnnforge.golden.float_ref import run_float_layer
 from cnnforge.golden.formats import Format, ceil_log2
 from cnnforge.golden.model import FORMAT_ID, Model, ModelError, parse_model
+from cnnforge.golden.registry import layer_kind, layer_kinds
 
 __all__ = ["QuantizeError", "frac_for", "weight_format_for", "quantize_bias", "quantize",
            "quantize_input", "save_quantized", "narrow_int"]
@@ -212,7 +213,11 @@ def quantize(name: str, layers, calibration, *, input_format: Format | None = No
         layer_name = spec.get("name", f"{kind}{index}")
         where = f"layer {index} '{layer_name}'"
         raw = {k: copy.deepcopy(v) for k, v in spec.items() if k not in _QUANT_KEYS}
-        weighted = kind in ("conv2d", "dense")
+        try:
+            weighted = layer_kind(kind).WEIGHTED
+        except (KeyError, TypeError):
+            raise QuantizeError(f"layer {index}: unknown layer type {kind!r} (known: "
+                                f"{', '.join(layer_kinds())})") from None
         if weighted:
             if "weight" not in spec:
                 raise QuantizeError(f"{where}: missing float 'weight'")
@@ -268,11 +273,10 @@ def save_quantized(model: Model, json_path) -> list[Path]:
         model.weights = f"{model.name}.npz"
     tensors = {}
     for layer in model.layers:
-        if hasattr(layer, "weight_key"):
+        if layer.WEIGHTED:
             tensors[layer.weight_key] = narrow_int(layer.weight, layer.weight_format.bits)
             if layer.bias_key is not None:
-                sum_bits = layer.in_format.bits + layer.weight_format.bits + ceil_log2(layer.fan_in)
-                tensors[layer.bias_key] = narrow_int(layer.bias, max(sum_bits, 32))
+                tensors[layer.bias_key] = narrow_int(layer.bias, max(layer.sum_bits, 32))
     npz_path = json_path.parent / model.weights
     atomic_write(npz_path, lambda h: np.savez_compressed(h, **tensors))
     text = dumps_json(model.to_json())

@@ -33,7 +33,7 @@ import time
 from math import ceil
 from pathlib import Path
 
-from cnnforge.golden.devices import estimate_resources, get_device
+from cnnforge.hw.devices import estimate_resources, get_device
 
 from .flow import FlowError
 
@@ -146,14 +146,18 @@ def _booth(top, cells):
 
 # --------------------------------------------------------------------------- synthesis
 
-def _uart_verilog(model, divisor=104):
-    from amaranth.back import verilog
-    from cnnforge.hw.network import BuildError
+def _uart_top(model, plan, divisor=104):
+    from cnnforge.hw.network import BuildError, NetworkTop
     from cnnforge.hw.uart import UartTop
     try:
-        top = UartTop(model, divisor)
+        return UartTop(model, divisor, NetworkTop(model, plan))
     except BuildError as exc:
         raise FlowError(str(exc)) from None
+
+
+def _uart_verilog(model, plan):
+    from amaranth.back import verilog
+    top = _uart_top(model, plan)
     return top, verilog.convert(top, name=TOP, emit_src=False)
 
 
@@ -164,8 +168,7 @@ def _cell_counts(stat_json: dict) -> dict:
 
 def _fit_problem(used, device, multipliers, model) -> str | None:
     """One line for the first resource over capacity, with the layer to fold harder."""
-    from cnnforge.golden.model import Conv2d, Dense
-    weighted = [l for l in model.layers if isinstance(l, (Conv2d, Dense))]
+    weighted = [l for l in model.layers if l.multipliers]
     soft_by_layer = {}
     for cell in multipliers["lut"]:
         soft_by_layer[cell["layer"]] = soft_by_layer.get(cell["layer"], 0) + 1
@@ -214,12 +217,14 @@ def synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, place
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     seconds = {}
-    estimate = estimate_resources(model, device)
+    from cnnforge.hw.plan import plan_design
+    plan = plan_design(model)
+    estimate = estimate_resources(model, device, plan)
     if estimate["brams"] > device.brams:
         raise FlowError(f"{model.name} does not fit {device.name}: {estimate['problems'][0]}")
 
     _progress(f"generating {model.name} inside the UART wrapper", progress)
-    top, text = _uart_verilog(model)
+    top, text = _uart_verilog(model, plan)
     (out / f"{TOP}.v").write_text(text)
     seconds["generate"] = time.perf_counter() - start
 
@@ -386,7 +391,9 @@ def build_bitstream(model, board: str, out_dir, *, seed=1, progress=True) -> dic
         raise FlowError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
     module, cls, device_name = BOARDS[board]
     device = get_device(device_name)
-    estimate = estimate_resources(model, device)
+    from cnnforge.hw.plan import plan_design
+    plan = plan_design(model)
+    estimate = estimate_resources(model, device, plan)
     if estimate["brams"] > device.brams:
         raise FlowError(f"{model.name} does not fit {board}: {estimate['problems'][0]}")
     try:
@@ -397,14 +404,9 @@ def build_bitstream(model, board: str, out_dir, *, seed=1, progress=True) -> dic
             ("yosys", "nextpnr-ecp5", "ecppack"):
         os.environ.setdefault(TOOLS[tool][0], find_tool(tool))
     from amaranth.hdl import Elaboratable, Module
-    from cnnforge.hw.network import BuildError
-    from cnnforge.hw.uart import UartTop
     platform = platform_cls()
     divisor = int(round(platform.default_clk_frequency / BAUD))
-    try:
-        uart_top = UartTop(model, divisor)
-    except BuildError as exc:
-        raise FlowError(str(exc)) from None
+    uart_top = _uart_top(model, plan, divisor)
 
     class BoardTop(Elaboratable):
         def elaborate(self, platform):

@@ -16,7 +16,7 @@ import numpy as np
 __all__ = [
     "Format", "ROUNDING_MODES", "OVERFLOW_MODES", "ACTIVATIONS", "MAX_ACC_BITS",
     "round_divide", "requantize", "saturate", "wrap", "relu", "acc_bits",
-    "ceil_log2",
+    "ceil_log2", "divisors",
 ]
 
 ROUNDING_MODES = ("floor", "half_up", "half_even", "half_away")
@@ -80,6 +80,19 @@ class Format:
 def ceil_log2(n: int) -> int:
     """Smallest ``k`` with ``2**k >= n`` (0 for n <= 1)."""
     return max(0, (int(n) - 1).bit_length())
+
+
+def divisors(n: int) -> list:
+    """Positive divisors of ``n``, ascending (trial division up to the square root)."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
 
 
 def acc_bits(in_bits: int, weight_bits: int, fan_in: int) -> int:

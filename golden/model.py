@@ -1,36 +1,46 @@
 """The model file, format ``cnnforge-model/1`` (DESIGN §3): load, validate, save.
 
 A model is a JSON file plus a ``.npz`` of integer tensors.  :func:`load_model`
-checks every key, value, tensor and constraint before anything else runs and
-reports the first problem as one :class:`ModelError` naming the layer and the
-field.  The result is a :class:`Model` whose layers carry resolved parameters
-(pairs for kernel/stride/padding, defaults filled in, shapes inferred).
+checks every key, value, tensor and constraint and reports the first problem as
+one :class:`ModelError` naming the layer and the field; it plans no hardware
+(that is a step of building it, ``cnnforge.hw.plan``).  The result is a
+:class:`Model` whose layers carry resolved parameters (pairs for
+kernel/stride/padding, defaults filled in, shapes inferred).
+
+The layers form a graph: each reads the layers named in its ``inputs``
+(default: the layer before it; ``"input"`` is the network input), names come
+earlier in the file, so the file order is a topological order, and exactly one
+layer, the last, is read by nobody.  Each layer kind lives in one module of
+:mod:`cnnforge.golden.layers` (its fields, validation, golden op and float op)
+and registers itself (:mod:`cnnforge.golden.registry`); this module knows no
+kind by name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from .formats import (ACTIVATIONS, MAX_ACC_BITS, OVERFLOW_MODES, ROUNDING_MODES,
-                      Format, acc_bits, ceil_log2)
 from .fileio import atomic_write, dumps_json
-from .ops import output_size
+from .formats import Format, divisors
 
 __all__ = [
-    "FORMAT_ID", "ModelError", "Model", "Layer", "Conv2d", "MaxPool2d", "AvgPool2d",
-    "Flatten", "Dense", "Argmax", "LAYER_TYPES", "load_model", "parse_model",
-    "save_model", "model_hash",
+    "FORMAT_ID", "INPUT", "ModelError", "Model", "Layer", "Source", "ParseContext",
+    "load_model", "parse_model", "save_model", "model_hash",
 ]
 
 FORMAT_ID = "cnnforge-model/1"
+#: the reserved name under which a layer reads the network input (``inputs``)
+INPUT = "input"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_MISSING = object()
 
 
 class ModelError(ValueError):
@@ -52,21 +62,39 @@ class ModelError(ValueError):
 
 @dataclass(kw_only=True, eq=False)
 class Layer:
-    """Resolved parameters and inferred shapes of one layer.
+    """Resolved parameters and inferred shapes of one layer; each kind subclasses it.
 
     ``in_shape``/``out_shape`` are per frame: ``(C, H, W)``, ``(F,)`` or ``()``
-    after argmax.  ``out_format`` is None after argmax (an unsigned index).
+    after argmax.  ``out_format`` is None when the output is an index.
+    ``inputs`` names what the layer reads (``"input"`` = the network input).
+
+    A kind states its model-file keys in ``REQUIRED``/``OPTIONAL`` (``type``,
+    ``name`` and ``inputs`` are always allowed), builds itself in :meth:`parse`
+    from a :class:`ParseContext`, computes its output codes in :meth:`run` and
+    its real-valued reference in :meth:`run_float`.
     """
 
     type: ClassVar[str] = ""
+    REQUIRED: ClassVar[tuple] = ()
+    OPTIONAL: ClassVar[tuple] = ()
+    #: how many layers it reads
+    ARITY: ClassVar[int] = 1
+    #: only allowed as the last layer (its output is not a feature map)
+    LAST_ONLY: ClassVar[bool] = False
+    #: has no hardware of its own: the stream that enters it leaves it unchanged
+    PASSES_STREAM: ClassVar[bool] = False
+    #: sums products of weights: takes ``weight``/``bias``/``weight_format``/``output`` (quantizers)
+    WEIGHTED: ClassVar[bool] = False
+
     index: int
     name: str
+    inputs: tuple = (INPUT,)
     in_shape: tuple
     #: frame shape of the hardware stream entering the layer: ``in_shape``, except
-    #: after ``flatten``, whose hardware passes the ``(C, H, W)`` pixel stream on
+    #: after a layer that passes its stream on (flatten passes the ``(C, H, W)`` pixels)
     in_stream: tuple = ()
     out_shape: tuple = ()
-    in_format: Format
+    in_format: Format | None
     out_format: Format | None = None
 
     @property
@@ -74,189 +102,72 @@ class Layer:
         return f"{self.index} '{self.name}'"
 
     @property
-    def multipliers(self) -> int:
-        return 0
+    def out_stream(self) -> tuple:
+        """Frame shape of the hardware stream leaving the layer."""
+        return self.in_stream if self.PASSES_STREAM else self.out_shape
+
+    @property
+    def value_bits(self) -> int:
+        """Width of one output value (a code of ``out_format``; index kinds override it)."""
+        return self.out_format.bits
+
+    @property
+    def value_signed(self) -> bool:
+        return self.out_format is not None
 
     @property
     def macs_per_frame(self) -> int:
         return 0
 
+    @property
+    def multipliers(self) -> int:
+        """Products per clock the layer's ``pe``/``simd`` ask for (0 for kinds without weights)."""
+        return 0
+
+    @property
+    def stored_weight_bits(self) -> int:
+        """Bits of weight codes the layer holds (0 for kinds without weights)."""
+        return 0
+
+    def tensors(self) -> dict:
+        """The layer's named tensors, as the ``.npz`` stores them."""
+        return {}
+
+    def info(self) -> dict:
+        """The kind's own parameters for ``cnnforge info`` (JSON-ready)."""
+        return {}
+
+    @classmethod
+    def parse(cls, ctx: "ParseContext") -> "Layer":
+        raise NotImplementedError
+
+    def run(self, *inputs) -> np.ndarray:
+        """Output codes (int64, batched) for the input codes of each source."""
+        raise NotImplementedError
+
+    def run_float(self, *inputs) -> np.ndarray:
+        """Real-valued output for real-valued inputs (the float reference)."""
+        raise NotImplementedError
+
     def to_json(self) -> dict:
+        """The layer's model-file object (``inputs`` is added by :meth:`Model.to_json`)."""
         return {"type": self.type, "name": self.name}
 
-
-@dataclass(kw_only=True, eq=False)
-class _WeightedLayer(Layer):
-    """Common part of conv2d and dense: weights, bias, requantization."""
-
-    weight: np.ndarray
-    bias: np.ndarray
-    weight_key: str
-    bias_key: str | None
-    weight_format: Format
-    output: Format
-    activation: str = "none"
-    rounding: str = "half_up"
-    overflow: str = "saturate"
-    pe: int = 1
-    simd: int = 1
-    pe_given: bool = False
-    simd_given: bool = False
-
-    @property
-    def acc_bits(self) -> int:
-        return acc_bits(self.in_format.bits, self.weight_format.bits, self.fan_in)
-
-    @property
-    def shift(self) -> int:
-        return self.in_format.frac + self.weight_format.frac - self.output.frac
-
-    @property
-    def multipliers(self) -> int:
-        return self.pe * self.simd
-
-    def _requant_json(self) -> dict:
-        doc = {"weight": self.weight_key}
-        if self.bias_key is not None:
-            doc["bias"] = self.bias_key
-        doc.update({
-            "weight_format": self.weight_format.to_json(), "output": self.output.to_json(),
-            "activation": self.activation, "rounding": self.rounding, "overflow": self.overflow,
-        })
-        if self.pe_given:
-            doc["pe"] = self.pe
-        if self.simd_given:
-            doc["simd"] = self.simd
-        return doc
-
-
-@dataclass(kw_only=True, eq=False)
-class Conv2d(_WeightedLayer):
-    type: ClassVar[str] = "conv2d"
-    out_channels: int
-    kernel: tuple
-    stride: tuple = (1, 1)
-    padding: tuple = (0, 0)
-    padding_spec: object = 0
-    #: the window unit's column FIFO, "full" or "compact" (golden.cycles.plan_window_fifos)
-    window_fifo: str = "full"
-
-    @property
-    def in_channels(self) -> int:
-        return self.in_shape[0]
-
-    @property
-    def fan_in(self) -> int:
-        return self.in_channels * self.kernel[0] * self.kernel[1]
-
-    @property
-    def macs_per_frame(self) -> int:
-        return self.out_shape[1] * self.out_shape[2] * self.fan_in * self.out_channels
-
-    @property
-    def cycles_per_pixel(self) -> int:
-        return (self.fan_in // self.simd) * (self.out_channels // self.pe)
-
-    def to_json(self) -> dict:
-        doc = super().to_json()
-        doc.update({"out_channels": self.out_channels, "kernel": list(self.kernel),
-                    "stride": list(self.stride), "padding": _json_pair(self.padding_spec)})
-        doc.update(self._requant_json())
-        return doc
-
-
-@dataclass(kw_only=True, eq=False)
-class _Pool(Layer):
-    kernel: tuple
-    stride: tuple
-    padding: tuple = (0, 0)
-    #: the window unit's column FIFO, "full" or "compact" (golden.cycles.plan_window_fifos)
-    window_fifo: str = "full"
-
-    def to_json(self) -> dict:
-        doc = super().to_json()
-        doc.update({"kernel": list(self.kernel), "stride": list(self.stride),
-                    "padding": list(self.padding)})
-        return doc
-
-
-@dataclass(kw_only=True, eq=False)
-class MaxPool2d(_Pool):
-    type: ClassVar[str] = "maxpool2d"
-
-
-@dataclass(kw_only=True, eq=False)
-class AvgPool2d(_Pool):
-    type: ClassVar[str] = "avgpool2d"
-    rounding: str = "half_up"
-
-    def to_json(self) -> dict:
-        doc = super().to_json()
-        doc["rounding"] = self.rounding
-        return doc
-
-
-@dataclass(kw_only=True, eq=False)
-class Flatten(Layer):
-    type: ClassVar[str] = "flatten"
-
-
-@dataclass(kw_only=True, eq=False)
-class Dense(_WeightedLayer):
-    type: ClassVar[str] = "dense"
-    out_features: int
-
-    @property
-    def in_features(self) -> int:
-        return self.in_shape[0]
-
-    @property
-    def fan_in(self) -> int:
-        return self.in_features
-
-    @property
-    def macs_per_frame(self) -> int:
-        return self.in_features * self.out_features
-
-    def to_json(self) -> dict:
-        doc = super().to_json()
-        doc["out_features"] = self.out_features
-        doc.update(self._requant_json())
-        return doc
-
-
-@dataclass(kw_only=True, eq=False)
-class Argmax(Layer):
-    type: ClassVar[str] = "argmax"
-
-
-LAYER_TYPES = {cls.type: cls for cls in (Conv2d, MaxPool2d, AvgPool2d, Flatten, Dense, Argmax)}
-
-_WEIGHTED_KEYS = {"weight", "bias", "weight_format", "output", "activation", "rounding",
-                  "overflow", "pe", "simd"}
-_ALLOWED_KEYS = {
-    "conv2d": {"type", "name", "out_channels", "kernel", "stride", "padding"} | _WEIGHTED_KEYS,
-    "maxpool2d": {"type", "name", "kernel", "stride", "padding"},
-    "avgpool2d": {"type", "name", "kernel", "stride", "padding", "rounding"},
-    "flatten": {"type", "name"},
-    "dense": {"type", "name", "out_features"} | _WEIGHTED_KEYS,
-    "argmax": {"type", "name"},
-}
-_REQUIRED_KEYS = {
-    "conv2d": ("out_channels", "kernel", "weight", "weight_format", "output"),
-    "maxpool2d": ("kernel",),
-    "avgpool2d": ("kernel",),
-    "flatten": (),
-    "dense": ("out_features", "weight", "weight_format", "output"),
-    "argmax": (),
-}
+    def hardware_key(self) -> tuple:
+        """Every scalar parameter of the layer (no tensors): what a hardware plan depends on."""
+        key = [self.type]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, np.ndarray):
+                key.append((f.name, value))
+        return tuple(key)
 
 
 # --------------------------------------------------------------------------- model
 
 @dataclass(eq=False)
 class Model:
-    """A validated model: input, resolved layers and their tensors."""
+    """A validated model: input, resolved layers (topological order) and their tensors."""
 
     name: str
     input_shape: tuple
@@ -265,9 +176,10 @@ class Model:
     weights: str | None = None
     metadata: object = None
     source: str = "<model>"
-    extra: dict = field(default_factory=dict)
-    #: the network top's register slices, "skid" or "half" (golden.cycles.plan_register_slices)
-    register_slices: str = "skid"
+
+    @property
+    def output_layer(self) -> Layer:
+        return self.layers[-1]
 
     @property
     def output_shape(self) -> tuple:
@@ -283,89 +195,60 @@ class Model:
                 return layer
         raise KeyError(name)
 
+    def consumers(self, name: str) -> list:
+        """Layers that read ``name`` (a layer name or ``"input"``), in order."""
+        return [layer for layer in self.layers if name in layer.inputs]
+
     def tensors(self) -> dict:
-        """Every named tensor, as the ``.npz`` stores it."""
+        """Every named tensor, as the ``.npz`` stores them."""
         out = {}
         for layer in self.layers:
-            if isinstance(layer, _WeightedLayer):
-                out[layer.weight_key] = layer.weight
-                if layer.bias_key is not None:
-                    out[layer.bias_key] = layer.bias
+            out.update(layer.tensors())
         return out
+
+    def hardware_key(self) -> tuple:
+        """The model's parameters without tensors: a hardware plan is valid while this stays equal."""
+        return (self.name, tuple(self.input_shape), self.input_format,
+                tuple(layer.hardware_key() for layer in self.layers))
 
     def to_json(self) -> dict:
         doc = {"format": FORMAT_ID, "name": self.name}
         if self.weights is not None:
             doc["weights"] = self.weights
         doc["input"] = {"shape": list(self.input_shape), **self.input_format.to_json()}
-        doc["layers"] = [layer.to_json() for layer in self.layers]
+        doc["layers"] = []
+        previous = INPUT
+        for layer in self.layers:
+            entry = layer.to_json()
+            if layer.inputs != (previous,):         # the default is the layer before
+                entry = {"type": entry.pop("type"), "name": entry.pop("name"),
+                         "inputs": list(layer.inputs), **entry}
+            doc["layers"].append(entry)
+            previous = layer.name
         if self.metadata is not None:
             doc["metadata"] = self.metadata
         return doc
 
 
-# --------------------------------------------------------------------------- parsing helpers
-
-def _json_pair(value):
-    return list(value) if isinstance(value, tuple) else value
-
+# --------------------------------------------------------------------------- field checks
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _int(value, layer, name, minimum):
-    if not _is_int(value):
-        raise ModelError(f"must be an integer, not {json.dumps(value)}", layer=layer, field=name)
-    if value < minimum:
-        raise ModelError(f"must be >= {minimum}, not {value}", layer=layer, field=name)
-    return value
+def _show(value) -> str:
+    return json.dumps(value)
 
 
-def _pair(value, layer, name, minimum):
-    """An int or ``[h, w]`` list → ``(h, w)``."""
-    if _is_int(value):
-        value = [value, value]
-    if not (isinstance(value, list) and len(value) == 2 and all(_is_int(v) for v in value)):
-        raise ModelError(f"must be an integer or a list [h, w] of two integers, not {json.dumps(value)}",
-                         layer=layer, field=name)
-    for v in value:
-        if v < minimum:
-            raise ModelError(f"must be >= {minimum} on each axis, not {json.dumps(value)}",
-                             layer=layer, field=name)
-    return tuple(value)
+@dataclass(frozen=True)
+class Source:
+    """What a layer reads: the network input or an earlier layer's output."""
 
-
-def _choice(value, layer, name, choices):
-    if value not in choices:
-        raise ModelError(f"must be one of {', '.join(repr(c) for c in choices)}, not {json.dumps(value)}",
-                         layer=layer, field=name)
-    return value
-
-
-def _format(value, layer, name) -> Format:
-    if not isinstance(value, dict):
-        raise ModelError(f'must be an object {{"bits": b, "frac": f}}, not {json.dumps(value)}',
-                         layer=layer, field=name)
-    unknown = sorted(set(value) - {"bits", "frac"})
-    if unknown:
-        raise ModelError(f"unknown key '{unknown[0]}' (a format has only 'bits' and 'frac')",
-                         layer=layer, field=name)
-    for key, low, high in (("bits", 2, 32), ("frac", 0, 32)):
-        if key not in value:
-            raise ModelError(f"missing '{key}'", layer=layer, field=name)
-        v = value[key]
-        if not _is_int(v) or not low <= v <= high:
-            raise ModelError(f"'{key}' must be an integer in {low}..{high}, not {json.dumps(v)}",
-                             layer=layer, field=f"{name}.{key}")
-    return Format(value["bits"], value["frac"])
-
-
-def _identifier(value, layer, name):
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
-        raise ModelError(f"must be an identifier [A-Za-z_][A-Za-z0-9_]*, not {json.dumps(value)}",
-                         layer=layer, field=name)
-    return value
+    name: str
+    shape: tuple
+    format: Format | None
+    stream: tuple
+    layer: Layer | None = None          # None: the network input
 
 
 class _Tensors:
@@ -378,7 +261,7 @@ class _Tensors:
 
     def get(self, key, layer, name):
         if not isinstance(key, str) or not key:
-            raise ModelError(f"must be the name of a tensor in the weights file, not {json.dumps(key)}",
+            raise ModelError(f"must be the name of a tensor in the weights file, not {_show(key)}",
                              layer=layer, field=name)
         if self.given is not None:
             store, where = self.given, "the given tensors"
@@ -403,19 +286,141 @@ def _open_npz(path: Path):
         raise ModelError(f"weights file {path} is not a readable .npz archive ({exc})", field="weights")
 
 
-def _integer_tensor(array, layer, name, key, shape, low, high, what):
-    if array.dtype.kind not in "iu":
-        raise ModelError(f"tensor '{key}' has dtype {array.dtype}; store integer codes (e.g. int8/int32)",
+def parse_format(value, layer, name) -> Format:
+    """A format object ``{"bits": b, "frac": f}`` → :class:`Format` (one-line errors)."""
+    if not isinstance(value, dict):
+        raise ModelError(f'must be an object {{"bits": b, "frac": f}}, not {_show(value)}',
                          layer=layer, field=name)
-    if tuple(array.shape) != tuple(shape):
-        raise ModelError(f"tensor '{key}' has shape {tuple(array.shape)}, expected {tuple(shape)}",
+    unknown = sorted(set(value) - {"bits", "frac"})
+    if unknown:
+        raise ModelError(f"unknown key '{unknown[0]}' (a format has only 'bits' and 'frac')",
                          layer=layer, field=name)
-    array = array.astype(np.int64)
-    if array.size and (array.min() < low or array.max() > high):
-        bad = array.min() if array.min() < low else array.max()
-        raise ModelError(f"tensor '{key}' holds code {bad} outside {what} range [{low}, {high}]",
+    for key, low, high in (("bits", 2, 32), ("frac", 0, 32)):
+        if key not in value:
+            raise ModelError(f"missing '{key}'", layer=layer, field=name)
+        v = value[key]
+        if not _is_int(v) or not low <= v <= high:
+            raise ModelError(f"'{key}' must be an integer in {low}..{high}, not {_show(v)}",
+                             layer=layer, field=f"{name}.{key}")
+    return Format(value["bits"], value["frac"])
+
+
+def _identifier(value, layer, name):
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise ModelError(f"must be an identifier [A-Za-z_][A-Za-z0-9_]*, not {_show(value)}",
                          layer=layer, field=name)
-    return array
+    return value
+
+
+class ParseContext:
+    """One layer's raw model-file object and what it reads, with checked accessors.
+
+    A kind's :meth:`Layer.parse` takes its values through these methods, so every
+    error is one :class:`ModelError` naming the layer and the field.
+    """
+
+    def __init__(self, index, name, raw, sources, store, is_last):
+        self.index, self.name, self.raw = index, name, raw
+        self.sources = sources
+        self.store = store
+        self.is_last = is_last
+        self.where = f"{index} '{name}'"
+
+    # -- what the layer reads
+    @property
+    def source(self) -> Source:
+        """The one source of a single-input layer."""
+        return self.sources[0]
+
+    @property
+    def in_shape(self) -> tuple:
+        return self.source.shape
+
+    @property
+    def in_format(self) -> Format:
+        return self.source.format
+
+    def common(self) -> dict:
+        """The :class:`Layer` fields every kind fills the same way."""
+        src = self.source
+        return dict(index=self.index, name=self.name, inputs=tuple(s.name for s in self.sources),
+                    in_shape=src.shape, in_format=src.format, in_stream=src.stream)
+
+    def error(self, message, field=None) -> ModelError:
+        return ModelError(message, layer=self.where, field=field)
+
+    def spatial(self, kind: str) -> tuple:
+        """The source's ``(C, H, W)``; an error if it is flat."""
+        shape = self.in_shape
+        if len(shape) != 3:
+            raise self.error(f"a {kind} layer needs a (C, H, W) input, but its input is flat {shape}; "
+                             "spatial layers must come before flatten/dense", "type")
+        return shape
+
+    # -- values
+    def has(self, key) -> bool:
+        return key in self.raw
+
+    def get(self, key, default=_MISSING):
+        if key in self.raw:
+            return self.raw[key]
+        if default is _MISSING:
+            raise self.error("missing", key)
+        return default
+
+    def integer(self, key, minimum, default=_MISSING):
+        value = self.get(key, default)
+        if not _is_int(value):
+            raise self.error(f"must be an integer, not {_show(value)}", key)
+        if value < minimum:
+            raise self.error(f"must be >= {minimum}, not {value}", key)
+        return value
+
+    def pair(self, key, minimum, default=_MISSING, value=_MISSING):
+        """An int or ``[h, w]`` list → ``(h, w)``."""
+        value = self.get(key, default) if value is _MISSING else value
+        if _is_int(value):
+            value = [value, value]
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) for v in value)):
+            raise self.error(f"must be an integer or a list [h, w] of two integers, not {_show(value)}", key)
+        for v in value:
+            if v < minimum:
+                raise self.error(f"must be >= {minimum} on each axis, not {_show(list(value))}", key)
+        return tuple(value)
+
+    def choice(self, key, choices, default=_MISSING):
+        value = self.get(key, default)
+        if value not in choices:
+            raise self.error(f"must be one of {', '.join(repr(c) for c in choices)}, not {_show(value)}", key)
+        return value
+
+    def format(self, key) -> Format:
+        return parse_format(self.get(key), self.where, key)
+
+    def fold(self, key, total, what):
+        """A ``pe``/``simd``-style factor that must divide ``total``: ``(value, given)``."""
+        if key not in self.raw:
+            return total, False
+        value = self.integer(key, 1)
+        if total % value:
+            raise self.error(f"{value} does not divide {what} = {total}; choose one of "
+                             f"{', '.join(map(str, divisors(total)))}", key)
+        return value, True
+
+    def tensor(self, key, shape, low, high, what):
+        """The integer tensor named by field ``key``: ``(int64 array, tensor name)``."""
+        name = self.raw[key]
+        array = self.store.get(name, self.where, key)
+        if array.dtype.kind not in "iu":
+            raise self.error(f"tensor '{name}' has dtype {array.dtype}; store integer codes (e.g. int8/int32)",
+                             key)
+        if tuple(array.shape) != tuple(shape):
+            raise self.error(f"tensor '{name}' has shape {tuple(array.shape)}, expected {tuple(shape)}", key)
+        array = array.astype(np.int64)
+        if array.size and (array.min() < low or array.max() > high):
+            bad = array.min() if array.min() < low else array.max()
+            raise self.error(f"tensor '{name}' holds code {bad} outside {what} range [{low}, {high}]", key)
+        return array, name
 
 
 # --------------------------------------------------------------------------- parse
@@ -424,8 +429,10 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
     """Validate a parsed JSON document and resolve it into a :class:`Model`.
 
     ``tensors`` (name → array) replaces the weights file, for models built in code.
-    Raises :class:`ModelError` on the first problem.
+    Raises :class:`ModelError` on the first problem.  Plans no hardware.
     """
+    from .registry import layer_kinds
+    kinds = layer_kinds()
     if not isinstance(doc, dict):
         raise ModelError("the model must be a JSON object")
     allowed = {"format", "name", "weights", "input", "layers", "metadata"}
@@ -436,12 +443,12 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
         if key not in doc:
             raise ModelError("missing required top-level key", field=key)
     if doc["format"] != FORMAT_ID:
-        raise ModelError(f"must be \"{FORMAT_ID}\", not {json.dumps(doc['format'])}", field="format")
+        raise ModelError(f"must be \"{FORMAT_ID}\", not {_show(doc['format'])}", field="format")
     name = _identifier(doc["name"], None, "name")
 
     weights = doc.get("weights")
     if weights is not None and (not isinstance(weights, str) or not weights):
-        raise ModelError(f"must be the path of a .npz file, not {json.dumps(weights)}", field="weights")
+        raise ModelError(f"must be the path of a .npz file, not {_show(weights)}", field="weights")
     names_tensors = isinstance(doc["layers"], list) and any(
         isinstance(raw, dict) and ("weight" in raw or "bias" in raw) for raw in doc["layers"])
     if names_tensors and weights is None:
@@ -459,217 +466,95 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
         raise ModelError("missing", field="input.shape")
     shape = spec["shape"]
     if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) and v >= 1 for v in shape)):
-        raise ModelError(f"must be [C, H, W], three integers >= 1, not {json.dumps(shape)}", field="input.shape")
-    input_format = _format({k: v for k, v in spec.items() if k != "shape"}, None, "input")
+        raise ModelError(f"must be [C, H, W], three integers >= 1, not {_show(shape)}", field="input.shape")
+    input_format = parse_format({k: v for k, v in spec.items() if k != "shape"}, None, "input")
 
     raw_layers = doc["layers"]
     if not isinstance(raw_layers, list) or not raw_layers:
         raise ModelError("must be a non-empty list of layer objects", field="layers")
 
+    sources = {INPUT: Source(INPUT, tuple(shape), input_format, tuple(shape))}
+    readers: dict[str, int] = {INPUT: 0}
     layers: list[Layer] = []
-    names: dict[str, int] = {}
-    in_shape, in_format = tuple(shape), input_format
-    stream = in_shape
+    previous = INPUT
     for index, raw in enumerate(raw_layers):
-        layer = _parse_layer(index, raw, in_shape, in_format, store, len(raw_layers), stream)
-        if layer.name in names:
-            raise ModelError(f"name '{layer.name}' is already used by layer {names[layer.name]}; "
-                             "layer names must be unique", layer=layer.label, field="name")
-        names[layer.name] = index
+        layer = _parse_layer(kinds, index, raw, sources, readers, previous, store, len(raw_layers))
+        sources[layer.name] = Source(layer.name, layer.out_shape, layer.out_format, layer.out_stream, layer)
+        readers[layer.name] = 0
+        for read in layer.inputs:
+            readers[read] += 1
         layers.append(layer)
-        in_shape, in_format = layer.out_shape, layer.out_format
-        stream = stream if layer.type == "flatten" else in_shape
-    from .cycles import plan_register_slices, plan_window_fifos   # no import cycle
-    model = Model(name=name, input_shape=tuple(shape), input_format=input_format, layers=layers,
-                  weights=weights, metadata=doc.get("metadata"), source=source)
-    plan_window_fifos(model)
-    plan_register_slices(model)
-    return model
+        previous = layer.name
+    for layer in layers[:-1]:
+        if not readers[layer.name]:
+            raise ModelError("no layer reads this layer's output; only the last layer may be unread "
+                             "(list it in a later layer's 'inputs', or remove it)",
+                             layer=layer.label, field="inputs")
+    return Model(name=name, input_shape=tuple(shape), input_format=input_format, layers=layers,
+                 weights=weights, metadata=doc.get("metadata"), source=source)
 
 
-def _parse_layer(index, raw, in_shape, in_format, store, count, stream) -> Layer:
+def _parse_inputs(raw, where, arity, name, sources, previous):
+    """The names a layer reads, checked against the layers before it."""
+    if "inputs" not in raw:
+        if arity != 1:
+            raise ModelError(f"a layer of this type reads {arity} inputs; list them in 'inputs'",
+                             layer=where, field="inputs")
+        return (previous,)
+    value = raw["inputs"]
+    if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+        raise ModelError(f"must be a non-empty list of layer names (or \"{INPUT}\"), not {_show(value)}",
+                         layer=where, field="inputs")
+    if len(value) != arity:
+        raise ModelError(f"lists {len(value)} inputs, but this layer type reads {arity}",
+                         layer=where, field="inputs")
+    for k, read in enumerate(value):
+        if read in value[:k]:
+            raise ModelError(f"lists '{read}' twice", layer=where, field="inputs")
+        if read == name:
+            raise ModelError(f"a layer cannot read itself ('{read}')", layer=where, field="inputs")
+        if read not in sources:
+            raise ModelError(f"no layer named '{read}' comes before this one (layers read only earlier "
+                             f"layers, or \"{INPUT}\")", layer=where, field="inputs")
+    return tuple(value)
+
+
+def _parse_layer(kinds, index, raw, sources, readers, previous, store, count) -> Layer:
     where = f"{index}"
     if not isinstance(raw, dict):
-        raise ModelError(f"must be an object, not {json.dumps(raw)}", layer=where)
+        raise ModelError(f"must be an object, not {_show(raw)}", layer=where)
     kind = raw.get("type")
     if kind is None:
         raise ModelError("missing", layer=where, field="type")
-    if kind not in LAYER_TYPES:
-        raise ModelError(f"unknown layer type {json.dumps(kind)} (known: {', '.join(LAYER_TYPES)})",
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ModelError(f"unknown layer type {_show(kind)} (known: {', '.join(kinds)})",
                          layer=where, field="type")
+    cls = kinds[kind]
     name = _identifier(raw["name"], where, "name") if "name" in raw else f"{kind}{index}"
     where = f"{index} '{name}'"
-    unknown = sorted(set(raw) - _ALLOWED_KEYS[kind])
+    allowed = {"type", "name", "inputs", *cls.REQUIRED, *cls.OPTIONAL}
+    unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ModelError(f"unknown key for a {kind} layer (allowed: {', '.join(sorted(_ALLOWED_KEYS[kind]))})",
+        raise ModelError(f"unknown key for a {kind} layer (allowed: {', '.join(sorted(allowed))})",
                          layer=where, field=unknown[0])
-    for key in _REQUIRED_KEYS[kind]:
+    for key in cls.REQUIRED:
         if key not in raw:
             raise ModelError(f"missing required key for a {kind} layer", layer=where, field=key)
-
-    common = dict(index=index, name=name, in_shape=in_shape, in_format=in_format, in_stream=stream)
-    if kind != "argmax" and len(in_shape) == 0:
-        raise ModelError("comes after argmax, which must be the last layer", layer=where, field="type")
-    if kind in ("conv2d", "maxpool2d", "avgpool2d") and len(in_shape) != 3:
-        raise ModelError(f"a {kind} layer needs a (C, H, W) input, but its input is flat {in_shape}; "
-                         "spatial layers must come before flatten/dense", layer=where, field="type")
-
-    if kind == "conv2d":
-        return _parse_conv(raw, where, common, store)
-    if kind in ("maxpool2d", "avgpool2d"):
-        return _parse_pool(kind, raw, where, common)
-    if kind == "flatten":
-        return Flatten(**common, out_shape=(int(np.prod(in_shape)),), out_format=in_format)
-    if kind == "dense":
-        if len(in_shape) != 1:
-            raise ModelError(f"a dense layer needs a flat input, but its input is {in_shape}; "
-                             "add a flatten layer before it", layer=where, field="type")
-        return _parse_dense(raw, where, common, store)
-    # argmax
-    if index != count - 1:
-        raise ModelError("argmax must be the last layer", layer=where, field="type")
-    if len(in_shape) != 1:
-        raise ModelError(f"argmax must follow a dense or flatten layer (its input is {in_shape})",
-                         layer=where, field="type")
-    return Argmax(**common, out_shape=(), out_format=None)
-
-
-def _output_shape(where, in_shape, kernel, stride, padding):
-    c, h, w = in_shape
-    oh = output_size(h, kernel[0], stride[0], padding[0])
-    ow = output_size(w, kernel[1], stride[1], padding[1])
-    if oh < 1 or ow < 1:
-        raise ModelError(f"kernel {kernel[0]}x{kernel[1]} does not fit the {h}x{w} input with padding "
-                         f"{padding[0]}x{padding[1]} (output would be {oh}x{ow}); use a smaller kernel "
-                         "or more padding", layer=where, field="kernel")
-    return oh, ow
-
-
-def _parse_pool(kind, raw, where, common):
-    kernel = _pair(raw["kernel"], where, "kernel", 1)
-    stride = _pair(raw["stride"], where, "stride", 1) if "stride" in raw else kernel
-    padding = _pair(raw.get("padding", 0), where, "padding", 0)
-    for axis, (k, p) in enumerate(zip(kernel, padding)):
-        if 2 * p > k:
-            raise ModelError(f"padding {p} on the {'hw'[axis]} axis exceeds half the kernel ({k}); "
-                             "pool padding must be <= kernel/2", layer=where, field="padding")
-    oh, ow = _output_shape(where, common["in_shape"], kernel, stride, padding)
-    out_shape = (common["in_shape"][0], oh, ow)
-    if kind == "maxpool2d":
-        return MaxPool2d(**common, out_shape=out_shape, out_format=common["in_format"],
-                         kernel=kernel, stride=stride, padding=padding)
-    rounding = _choice(raw.get("rounding", "half_up"), where, "rounding", ROUNDING_MODES)
-    return AvgPool2d(**common, out_shape=out_shape, out_format=common["in_format"],
-                     kernel=kernel, stride=stride, padding=padding, rounding=rounding)
-
-
-def _conv_padding(value, where, kernel, stride):
-    if value == "valid":
-        return (0, 0)
-    if value == "same":
-        if stride != (1, 1):
-            raise ModelError(f"\"same\" needs stride 1, but stride is {list(stride)}", layer=where, field="padding")
-        if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
-            raise ModelError(f"\"same\" needs an odd kernel, but kernel is {list(kernel)}; give the padding "
-                             "as numbers", layer=where, field="padding")
-        return ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
-    if isinstance(value, str):
-        raise ModelError(f"must be an integer, [h, w], \"valid\" or \"same\", not {json.dumps(value)}",
-                         layer=where, field="padding")
-    return _pair(value, where, "padding", 0)
-
-
-def _requant_options(raw, where):
-    return dict(
-        activation=_choice(raw.get("activation", "none"), where, "activation", ACTIVATIONS),
-        rounding=_choice(raw.get("rounding", "half_up"), where, "rounding", ROUNDING_MODES),
-        overflow=_choice(raw.get("overflow", "saturate"), where, "overflow", OVERFLOW_MODES),
-    )
-
-
-def _parallelism(raw, where, key, total, what):
-    if key not in raw:
-        return total, False
-    value = _int(raw[key], where, key, 1)
-    if total % value:
-        divisors = [d for d in range(1, total + 1) if total % d == 0]
-        raise ModelError(f"{value} does not divide {what} = {total}; choose one of "
-                         f"{', '.join(map(str, divisors))}", layer=where, field=key)
-    return value, True
-
-
-def _check_accumulator(where, in_format, weight_format, output, fan_in):
-    width = acc_bits(in_format.bits, weight_format.bits, fan_in)
-    if width > MAX_ACC_BITS:
-        raise ModelError(f"accumulator needs {width} bits (input {in_format.bits} + weight "
-                         f"{weight_format.bits} + log2 fan-in {ceil_log2(fan_in)} + 1), more than "
-                         f"{MAX_ACC_BITS}; use narrower formats", layer=where, field="weight_format")
-    shift = in_format.frac + weight_format.frac - output.frac
-    if shift < 0 and width - shift > MAX_ACC_BITS:
-        raise ModelError(f"output frac {output.frac} needs a left shift by {-shift} of the {width}-bit "
-                         f"accumulator ({width - shift} bits > {MAX_ACC_BITS}); lower output.frac",
-                         layer=where, field="output")
-
-
-def _weights_and_bias(raw, where, store, weight_shape, weight_format, in_format, fan_in):
-    weight_key = raw["weight"]
-    weight = _integer_tensor(store.get(weight_key, where, "weight"), where, "weight", weight_key,
-                             weight_shape, weight_format.min_code, weight_format.max_code,
-                             f"the weight format {weight_format}'s")
-    bias_key = raw.get("bias")
-    if bias_key is None:
-        return weight, np.zeros(weight_shape[0], dtype=np.int64), weight_key, None
-    sum_bits = in_format.bits + weight_format.bits + ceil_log2(fan_in)
-    bias = _integer_tensor(store.get(bias_key, where, "bias"), where, "bias", bias_key, (weight_shape[0],),
-                           -(1 << (sum_bits - 1)), (1 << (sum_bits - 1)) - 1,
-                           f"the {sum_bits}-bit accumulator-scale bias")
-    return weight, bias, weight_key, bias_key
-
-
-def _parse_conv(raw, where, common, store):
-    in_shape, in_format = common["in_shape"], common["in_format"]
-    out_channels = _int(raw["out_channels"], where, "out_channels", 1)
-    kernel = _pair(raw["kernel"], where, "kernel", 1)
-    stride = _pair(raw.get("stride", 1), where, "stride", 1)
-    padding_spec = raw.get("padding", 0)
-    padding = _conv_padding(padding_spec, where, kernel, stride)
-    oh, ow = _output_shape(where, in_shape, kernel, stride, padding)
-    weight_format = _format(raw["weight_format"], where, "weight_format")
-    output = _format(raw["output"], where, "output")
-    options = _requant_options(raw, where)
-    fan_in = in_shape[0] * kernel[0] * kernel[1]
-    _check_accumulator(where, in_format, weight_format, output, fan_in)
-    pe, pe_given = _parallelism(raw, where, "pe", out_channels, "out_channels")
-    simd, simd_given = _parallelism(raw, where, "simd", fan_in, "kernel_h*kernel_w*in_channels")
-    weight, bias, weight_key, bias_key = _weights_and_bias(
-        raw, where, store, (out_channels, in_shape[0], kernel[0], kernel[1]), weight_format, in_format, fan_in)
-    return Conv2d(**common, out_shape=(out_channels, oh, ow), out_format=output,
-                  out_channels=out_channels, kernel=kernel, stride=stride, padding=padding,
-                  padding_spec=padding_spec, weight=weight, bias=bias, weight_key=weight_key,
-                  bias_key=bias_key, weight_format=weight_format, output=output,
-                  pe=pe, simd=simd, pe_given=pe_given, simd_given=simd_given, **options)
-
-
-def _parse_dense(raw, where, common, store):
-    in_features = common["in_shape"][0]
-    in_format = common["in_format"]
-    out_features = _int(raw["out_features"], where, "out_features", 1)
-    weight_format = _format(raw["weight_format"], where, "weight_format")
-    output = _format(raw["output"], where, "output")
-    options = _requant_options(raw, where)
-    _check_accumulator(where, in_format, weight_format, output, in_features)
-    pe, pe_given = _parallelism(raw, where, "pe", out_features, "out_features")
-    # The engine takes the incoming stream beat by beat: after flatten of a
-    # (C, H, W) map a beat holds C values, so simd divides C (and in_features).
-    per_beat = common["in_stream"][0]
-    what = "in_channels per incoming pixel" if len(common["in_stream"]) == 3 else "in_features"
-    simd, simd_given = _parallelism(raw, where, "simd", per_beat, what)
-    weight, bias, weight_key, bias_key = _weights_and_bias(
-        raw, where, store, (out_features, in_features), weight_format, in_format, in_features)
-    return Dense(**common, out_shape=(out_features,), out_format=output, out_features=out_features,
-                 weight=weight, bias=bias, weight_key=weight_key, bias_key=bias_key,
-                 weight_format=weight_format, output=output, pe=pe, simd=simd,
-                 pe_given=pe_given, simd_given=simd_given, **options)
+    if name == INPUT:
+        raise ModelError(f"'{INPUT}' is reserved for the network input; choose another name",
+                         layer=where, field="name")
+    if name in sources:
+        raise ModelError(f"name '{name}' is already used by layer {sources[name].layer.index}; "
+                         "layer names must be unique", layer=where, field="name")
+    inputs = _parse_inputs(raw, where, cls.ARITY, name, sources, previous)
+    read = [sources[n] for n in inputs]
+    for src in read:
+        if src.layer is not None and src.layer.LAST_ONLY:
+            raise ModelError(f"comes after {src.layer.type}, which must be the last layer",
+                             layer=where, field="type")
+    if cls.LAST_ONLY and index != count - 1:
+        raise ModelError(f"{kind} must be the last layer", layer=where, field="type")
+    return cls.parse(ParseContext(index, name, raw, read, store, index == count - 1))
 
 
 # --------------------------------------------------------------------------- files

@@ -1,14 +1,17 @@
-"""Run a whole model on integer codes: the golden model of the network (DESIGN §4)."""
+"""Run a whole model on integer codes: the golden model of the network (DESIGN §4).
+
+The walk is over the model's graph in topological order (the file order):
+each layer runs on the outputs of the layers it reads, so forks and joins need
+no special case.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import ops
-from .model import (Argmax, AvgPool2d, Conv2d, Dense, Flatten, Layer, MaxPool2d, Model,
-                    ModelError)
+from .model import INPUT, Model, ModelError
 
-__all__ = ["run", "run_with_taps", "run_layer", "check_input"]
+__all__ = ["run", "run_with_taps", "check_input", "walk"]
 
 
 def check_input(model: Model, x) -> np.ndarray:
@@ -35,34 +38,23 @@ def check_input(model: Model, x) -> np.ndarray:
     return x
 
 
-def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
-    """One layer on a batch of codes."""
-    if isinstance(layer, Conv2d):
-        return ops.conv2d(x, layer.weight, layer.bias, stride=layer.stride, padding=layer.padding,
-                          shift=layer.shift, out_format=layer.output, rounding=layer.rounding,
-                          overflow=layer.overflow, activation=layer.activation)
-    if isinstance(layer, MaxPool2d):
-        return ops.maxpool2d(x, layer.kernel, layer.stride, layer.padding, layer.in_format.min_code)
-    if isinstance(layer, AvgPool2d):
-        return ops.avgpool2d(x, layer.kernel, layer.stride, layer.padding, layer.rounding)
-    if isinstance(layer, Flatten):
-        return ops.flatten(x)
-    if isinstance(layer, Dense):
-        return ops.dense(x, layer.weight, layer.bias, shift=layer.shift, out_format=layer.output,
-                         rounding=layer.rounding, overflow=layer.overflow, activation=layer.activation)
-    if isinstance(layer, Argmax):
-        return ops.argmax(x)
-    raise TypeError(f"unknown layer {layer!r}")
+def walk(model: Model, x, step) -> dict:
+    """Every layer's value, ``{name: step(layer, *values it reads)}``, in topological order.
+
+    ``x`` is the network input's value (``"input"``).  The one walk of the
+    golden and float runs.
+    """
+    values = {INPUT: x}
+    for layer in model.layers:
+        values[layer.name] = step(layer, *(values[name] for name in layer.inputs))
+    del values[INPUT]
+    return values
 
 
 def run_with_taps(model: Model, x) -> tuple[np.ndarray, dict]:
     """Outputs of the model and of every layer (``{layer name: codes}``), all int64 and batched."""
-    value = check_input(model, x)
-    taps = {}
-    for layer in model.layers:
-        value = run_layer(layer, value)
-        taps[layer.name] = value
-    return value, taps
+    taps = walk(model, check_input(model, x), lambda layer, *inputs: layer.run(*inputs))
+    return taps[model.layers[-1].name], taps
 
 
 def run(model: Model, x) -> np.ndarray:

@@ -8,8 +8,10 @@ every cycle, output always ready) and returns every handshake's cycle, so a
 network's latency and frame interval come from the chain itself, not from a
 sum of per-layer figures.  :func:`measure` turns handshake cycles into those
 two numbers; simulation uses the same function, so model and measurement share
-one definition.  The block models themselves live in :mod:`golden.cycles`
-(which imports this module, never the other way round).
+one definition.  A network that is not a chain is a :class:`TokenGraph`,
+stepped by :func:`graph_stamps` (a chain takes the fast path of
+:func:`chain_stamps`).  The block models themselves live beside their RTL in
+:mod:`cnnforge.hw` (which imports this module, never the other way round).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-__all__ = ["Cycles", "TokenModel", "chain_stamps", "measure", "model_cycles", "FRAMES"]
+__all__ = ["Cycles", "TokenModel", "TokenGraph", "chain_stamps", "graph_stamps", "measure", "model_cycles",
+           "graph_cycles", "FRAMES"]
 
 #: Frames streamed back to back when predicting or measuring a frame interval.
 FRAMES = 3
@@ -40,9 +43,17 @@ class TokenModel:
     handshakes that happened.  Both queries read registers only; ``clock`` may
     recover ``out_ready`` where it matters from ``out_fire`` (``out_fire ==
     out_valid() and out_ready``).
+
+    A block with several input or output streams sets ``INPUTS``/``OUTPUTS``;
+    then :meth:`out_valid` returns a tuple (one per output), :meth:`in_ready`
+    takes a tuple of output readies and returns a tuple (one per input), and
+    :meth:`clock` takes tuples of input and output handshakes
+    (:func:`graph_stamps` only).
     """
 
     __slots__ = ()
+    INPUTS = 1
+    OUTPUTS = 1
 
     def out_valid(self) -> bool:
         raise NotImplementedError
@@ -138,4 +149,151 @@ def model_cycles(make_models, in_beats_per_frame: int, out_beats_per_frame: int,
                  frames: int = FRAMES) -> Cycles:
     """Predicted latency and frame interval of a chain built by ``make_models()``."""
     ins, outs = chain_stamps(make_models(), in_beats_per_frame * frames, out_beats_per_frame * frames)
+    return measure(ins, outs, out_beats_per_frame)
+
+
+class TokenGraph:
+    """Token models joined by streams: a network that need not be a chain.
+
+    Nodes are added in topological order (:meth:`add` takes the streams a
+    node reads, which must exist already); a stream is ``(node, port)`` or a
+    node (its port 0); :data:`SOURCE` is the network input.  Every stream has
+    exactly one reader: a stream read twice needs a fork block (a model with
+    several outputs).  :attr:`output` is the stream the sink reads.
+    """
+
+    SOURCE = (-1, 0)
+
+    def __init__(self):
+        self.models = []
+        self.inputs = []            # per node: list of (node, port)
+        self.output = None
+
+    @staticmethod
+    def _stream(ref):
+        return ref if isinstance(ref, tuple) else (ref, 0)
+
+    def add(self, model, inputs) -> int:
+        """Add ``model`` reading the streams ``inputs`` (one per input port); returns its node index."""
+        streams = [self._stream(ref) for ref in inputs]
+        if len(streams) != model.INPUTS:
+            raise ValueError(f"{type(model).__name__} reads {model.INPUTS} streams, not {len(streams)}")
+        for node, port in streams:
+            if not (node == -1 and port == 0) and not (0 <= node < len(self.models)
+                                                       and 0 <= port < self.models[node].OUTPUTS):
+                raise ValueError(f"stream {(node, port)} does not exist yet")
+        self.models.append(model)
+        self.inputs.append(streams)
+        return len(self.models) - 1
+
+    def readers(self) -> dict:
+        """``{stream: (node, input port)}``; a stream read twice is an error."""
+        readers = {}
+        for node, streams in enumerate(self.inputs):
+            for port, stream in enumerate(streams):
+                if stream in readers:
+                    raise ValueError(f"stream {stream} is read twice; put a fork block on it")
+                readers[stream] = (node, port)
+        out = self._stream(self.output)
+        if out in readers:
+            raise ValueError(f"the output stream {out} is also read by node {readers[out][0]}")
+        readers[out] = None                     # the sink
+        return readers
+
+    def chain(self):
+        """The models in order when the graph is a chain of one-in, one-out blocks, else None."""
+        for node, (model, streams) in enumerate(zip(self.models, self.inputs)):
+            if model.INPUTS != 1 or model.OUTPUTS != 1 or streams != [(node - 1, 0)]:
+                return None
+        if self._stream(self.output) != (len(self.models) - 1, 0):
+            return None
+        return list(self.models)
+
+
+def graph_stamps(graph: TokenGraph, input_beats: int, output_beats: int, max_cycles: int = 10_000_000, *,
+                 source_pause: float = 0.0, source_seed: int = 0, sink_pause: float = 0.0,
+                 sink_seed: int = 1, idle_limit: int = 1000):
+    """:func:`chain_stamps` for a :class:`TokenGraph`: the same stimulus, stall draws and stopping rule.
+
+    Per clock: every output's ``valid`` (registers), then each stream's
+    ``ready`` from its reader, back to front, then every handshake, then every
+    model's ``clock``.  A chain takes :func:`chain_stamps` itself.
+    """
+    models = graph.chain()
+    if models is not None:
+        return chain_stamps(models, input_beats, output_beats, max_cycles, source_pause=source_pause,
+                            source_seed=source_seed, sink_pause=sink_pause, sink_seed=sink_seed,
+                            idle_limit=idle_limit)
+    readers = graph.readers()
+    if TokenGraph.SOURCE not in readers:
+        raise ValueError("no node reads the network input")
+    n = len(graph.models)
+    src_rng, sink_rng = random.Random(source_seed), random.Random(sink_seed)
+
+    def gap():
+        idle = 0
+        while source_pause and src_rng.random() < source_pause:
+            idle += 1
+        return idle
+
+    output = TokenGraph._stream(graph.output)
+    fire = {}                                   # stream -> handshake this cycle
+    in_stamps, out_stamps = [], []
+    n_in = n_out = 0
+    offer_at = gap() if input_beats else 0
+    cycle = idle = 0
+    ready_in = [None] * n                       # per node: tuple of input-port readies
+    while n_out < output_beats or (n_in < input_beats and idle < idle_limit):
+        if cycle >= max_cycles:
+            raise RuntimeError(f"token graph produced {n_out} of {output_beats} beats in {max_cycles} cycles")
+        if n_out < output_beats:
+            sink_ready = not (sink_pause and sink_rng.random() < sink_pause)
+        else:
+            sink_ready, idle = False, idle + 1
+        valids = [m.out_valid() for m in graph.models]
+        for node in range(n - 1, -1, -1):       # readers come after their producers
+            model = graph.models[node]
+            outs = []
+            for port in range(model.OUTPUTS):
+                reader = readers.get((node, port))
+                if reader is None:
+                    ready = sink_ready if (node, port) == output else False
+                else:
+                    ready = ready_in[reader[0]][reader[1]]
+                outs.append(ready)
+            if model.OUTPUTS == 1:
+                ready = model.in_ready(outs[0])
+                ready_in[node] = (ready,) if model.INPUTS == 1 else tuple(ready)
+                valid = valids[node] if model.OUTPUTS == 1 else valids[node][0]
+                fire[(node, 0)] = valid and outs[0]
+            else:
+                ready_in[node] = tuple(model.in_ready(tuple(outs))) if model.INPUTS != 1 else \
+                    (model.in_ready(tuple(outs)),)
+                for port in range(model.OUTPUTS):
+                    fire[(node, port)] = valids[node][port] and outs[port]
+        source_node, source_port = readers[TokenGraph.SOURCE]
+        fire_in = n_in < input_beats and cycle >= offer_at and ready_in[source_node][source_port]
+        fire[TokenGraph.SOURCE] = fire_in
+        for node, model in enumerate(graph.models):
+            ins = [fire[stream] for stream in graph.inputs[node]]
+            outs = [fire[(node, port)] for port in range(model.OUTPUTS)]
+            model.clock(ins[0] if model.INPUTS == 1 else tuple(ins),
+                        outs[0] if model.OUTPUTS == 1 else tuple(outs))
+        if fire_in:
+            in_stamps.append(cycle)
+            n_in += 1
+            idle = 0
+            if n_in < input_beats:
+                offer_at = cycle + 1 + gap()
+        if fire[output]:
+            out_stamps.append(cycle)
+            n_out += 1
+        cycle += 1
+    return in_stamps, out_stamps
+
+
+def graph_cycles(make_graph, in_beats_per_frame: int, out_beats_per_frame: int,
+                 frames: int = FRAMES) -> Cycles:
+    """Predicted latency and frame interval of a token graph built by ``make_graph()``."""
+    ins, outs = graph_stamps(make_graph(), in_beats_per_frame * frames, out_beats_per_frame * frames)
     return measure(ins, outs, out_beats_per_frame)

@@ -3,9 +3,9 @@
 :class:`DividerPlan` decides, in Python at build time, how to divide every
 integer ``n`` of a known range ``[lo, hi]`` by a constant ``d`` and round it
 bit-exactly as :func:`golden.formats.round_divide` does; :meth:`DividerPlan.build`
-lays the plan out as registered stages of a :class:`Pipe`, and
-:class:`ConstDivider` wraps it as a stream component.  :class:`Pipe` is the
-stall-all pipeline that the pool reductions (``hw/pool.py``) share.
+lays the plan out as registered stages of a :class:`cnnforge.hw.pipe.Pipe`, and
+:class:`ConstDivider` wraps it as a stream component; :func:`const_divider_depth`
+is its depth, for the timing twins.
 
 Method, for ``d`` not a power of two (three stages):
 
@@ -30,83 +30,35 @@ wire.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, Value, signed, unsigned
+from amaranth.hdl import Module, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.cycles import const_divider_depth
 from cnnforge.golden.formats import ROUNDING_MODES, round_divide
 
 from .layouts import pixel_layout
+from .pipe import Pipe
 from .requant import acc_layout
 
-__all__ = ["Pipe", "DividerPlan", "ConstDivider", "signed_bits"]
+__all__ = ["DividerPlan", "ConstDivider", "signed_bits", "const_divider_depth"]
+
+
+def const_divider_depth(divisor: int) -> int:
+    """Register levels of the exact constant divider on its own.
+
+    0 for ``divisor == 1`` (a wire), 1 for a power of two (add offset and
+    shift), 3 otherwise (pre-add, magic multiply, shift and tie correction).
+    """
+    if divisor < 1:
+        raise ValueError(f"divisor must be >= 1, not {divisor}")
+    if divisor == 1:
+        return 0
+    return 1 if divisor & (divisor - 1) == 0 else 3
 
 
 def signed_bits(lo: int, hi: int) -> int:
     """Width of the smallest signed shape holding every integer in ``[lo, hi]``."""
     return max(v.bit_length() if v >= 0 else (-v - 1).bit_length() for v in (lo, hi)) + 1
-
-
-class Pipe:
-    """Stall-all pipeline: register levels that all load when ``en`` is high.
-
-    Each :meth:`stage` adds one register level for the values given and moves
-    the valid bit and the carried side signals (e.g. ``last``) along, so a
-    block is a straight line of ``stage`` calls.  :meth:`connect` closes the
-    stream handshake with ``en = ~o.valid | o.ready``: the whole pipeline holds
-    while the output waits (its payload stays stable, nothing is lost), and
-    otherwise moves one beat per clock.
-
-    Parameters
-    ----------
-    m : Module
-    valid : Value
-        Valid bit entering the first stage.
-    *carry : Value
-        Side signals travelling with each beat.
-    name : str
-        Prefix of the register names.
-    """
-
-    def __init__(self, m, valid, *carry, name="pipe"):
-        self.m, self.name = m, name
-        self.en = Signal(name=f"{name}_en")
-        self.valid, self.carry = valid, list(carry)
-        self.depth = 0
-
-    def _reg(self, value, shape, label):
-        reg = Signal(shape, name=f"{self.name}{self.depth}_{label}")
-        with self.m.If(self.en):
-            self.m.d.sync += reg.eq(value)
-        return reg
-
-    def stage(self, values, shapes=None):
-        """Register ``values`` (one level); returns the registers in order.
-
-        ``shapes`` gives each register's shape (default: the value's own); a
-        narrower shape is only correct when the value's range fits it.
-        """
-        self.depth += 1
-        values = [Value.cast(v) for v in values]
-        shapes = [v.shape() for v in values] if shapes is None else list(shapes)
-        self.valid = self._reg(self.valid, 1, "valid")
-        self.carry = [self._reg(c, Value.cast(c).shape(), f"carry{j}")
-                      for j, c in enumerate(self.carry)]
-        return [self._reg(v, s, str(j)) for j, (v, s) in enumerate(zip(values, shapes))]
-
-    def connect(self, i, o, outputs):
-        """Drive stream ``o`` (``data`` lanes + ``last`` = first carried signal) from the pipe fed by ``i``.
-
-        Adds one level first if the pipe has none, so every block ends in a register.
-        """
-        if self.depth == 0:
-            outputs = self.stage(outputs)
-        m = self.m
-        m.d.comb += [self.en.eq(~o.valid | o.ready), i.ready.eq(self.en), o.valid.eq(self.valid)]
-        if self.carry:
-            m.d.comb += o.payload.last.eq(self.carry[0])
-        m.d.comb += [o.payload.data[k].eq(v) for k, v in enumerate(outputs)]
 
 
 def _check_int(name, value, minimum=None):
@@ -135,7 +87,7 @@ class DividerPlan:
     in_bits, out_bits : int
         Signed widths of the dividend range and of the quotient range.
     stages : int
-        Register levels :meth:`build` adds (= ``golden.cycles.const_divider_depth``).
+        Register levels :meth:`build` adds (= :func:`const_divider_depth`).
     multipliers : int
         1 for the magic multiply, else 0.
     m, k, K, offset : int

@@ -8,7 +8,7 @@ flattens its taps in raster order, ``index = (ky * kernel_w + kx) * channels + c
 from amaranth.hdl import unsigned, signed
 from amaranth.lib import data
 
-__all__ = ["pixel_layout", "window_layout", "element_shape"]
+__all__ = ["pixel_layout", "window_layout", "element_shape", "stream_beats"]
 
 
 def element_shape(bits: int):
@@ -30,3 +30,8 @@ def window_layout(bits: int, channels: int, kernel_h: int, kernel_w: int) -> dat
         "data": data.ArrayLayout(element_shape(bits), kernel_h * kernel_w * channels),
         "last": unsigned(1),
     })
+
+
+def stream_beats(shape) -> int:
+    """Beats per frame of a stream whose frame is ``(C, H, W)`` (one pixel a beat), ``(F,)`` or ``()``."""
+    return shape[1] * shape[2] if len(shape) == 3 else 1

@@ -35,15 +35,17 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.cycles import mac_array_pipeline_depth
-from cnnforge.golden.formats import Format, acc_bits as _acc_bits, ceil_log2
+from cnnforge.golden.formats import Format, acc_bits as _acc_bits, ceil_log2, divisors
+from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
 from .layouts import pixel_layout, window_layout
+from .pipe import Pipe
 from .requant import Requantizer, acc_layout, check_requant_params
-from .slice import RegisterSlice
+from .slice import RegisterSlice, RegisterSliceModel
 from .unused import silence_if_invalid
 
-__all__ = ["MacArray", "conv_weights_to_window_order", "divisors", "check_fold"]
+__all__ = ["MacArray", "mac_datapath", "conv_weights_to_window_order", "check_fold",
+           "mac_array_pipeline_depth", "mac_array_cycles", "MacArrayModel"]
 
 
 def conv_weights_to_window_order(weight) -> np.ndarray:
@@ -52,11 +54,6 @@ def conv_weights_to_window_order(weight) -> np.ndarray:
     if weight.ndim != 4:
         raise ValueError(f"conv weight must have shape (C_out, C_in, kh, kw), not {weight.shape}")
     return weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
-
-
-def divisors(n: int) -> list:
-    """Positive divisors of ``n``, ascending."""
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def check_fold(name: str, value, total: int, what: str) -> int:
@@ -70,19 +67,166 @@ def check_fold(name: str, value, total: int, what: str) -> int:
     return int(value)
 
 
-class _Stage:
-    """Control flags travelling with one pipeline slot."""
+def mac_datapath(m, pipe, operands, weight_words, bias, *, pe, wbits, sum_bits, rom_addr, nf_carry):
+    """Stages B, R, P and T of a ``pe×simd`` multiplier array on ``pipe``, and the bias of each sum.
 
-    def __init__(self, nf_shape, name):
-        self.valid = Signal(name=f"{name}_valid")
-        self.first = Signal(name=f"{name}_first")        # first SIMD fold: start from the bias
-        self.final = Signal(name=f"{name}_final")        # last SIMD fold: the PE results are done
-        self.last = Signal(name=f"{name}_last")          # `last` of the window, on its final op
-        self.nf = Signal(nf_shape, name=f"{name}_nf")     # output-channel fold (bias address)
+    The one MAC datapath, shared by :class:`MacArray` and
+    :class:`cnnforge.hw.layers.dense.DenseEngine`:
 
-    def follow(self, m, prev):
-        m.d.sync += [self.valid.eq(prev.valid), self.first.eq(prev.first),
-                     self.final.eq(prev.final), self.last.eq(prev.last), self.nf.eq(prev.nf)]
+    - B: the ``simd`` ``operands`` registered; the weights of this op from a ROM
+      (``weight_words``, one word of ``pe·simd`` codes, element ``p·simd + j``, per
+      op, read at ``rom_addr`` with the pipe's enable), or constants when there is
+      a single word;
+    - R (ROM weights only): operands and weights registered again, so every
+      multiplier is fed by flip-flops, not by the block RAM's clock-to-out;
+    - P: the ``pe·simd`` products;
+    - T: ``ceil(log2(simd))`` registered adder-tree levels per PE.
+
+    ``bias`` holds one code per output (``NF·pe``); with ``NF > 1`` it sits in
+    a ROM addressed by the output-channel fold, carried as ``pipe.carry[nf_carry]``,
+    one stage ahead so the read lands with the sums.  Returns ``(sums, biases)``:
+    ``pe`` values each, valid with ``pipe.valid``.
+    """
+    simd = len(operands)
+    xs = pipe.stage(operands)
+    if len(weight_words) > 1:
+        m.submodules.weight_rom = rom = Memory(
+            shape=data.ArrayLayout(signed(wbits), pe * simd), depth=len(weight_words), init=weight_words)
+        port = rom.read_port()
+        m.d.comb += [port.addr.eq(rom_addr), port.en.eq(pipe.en)]
+        regs = pipe.stage(xs + [port.data[k] for k in range(pe * simd)])
+        xs, ws = regs[:simd], regs[simd:]
+    else:
+        ws = [Const(v, signed(wbits)) for v in weight_words[0]]
+    fold_before = pipe.carry[nf_carry]
+    products = pipe.stage([xs[j] * ws[p * simd + j] for p in range(pe) for j in range(simd)])
+    lanes = [products[p * simd:(p + 1) * simd] for p in range(pe)]
+    while len(lanes[0]) > 1:
+        fold_before = pipe.carry[nf_carry]
+        pairs = [[lane[k:k + 2] for k in range(0, len(lane), 2)] for lane in lanes]
+        flat = pipe.stage([pr[0] + pr[1] if len(pr) == 2 else pr[0] for prs in pairs for pr in prs],
+                          [signed(max(len(v) for v in pr) + len(pr) - 1) for prs in pairs for pr in prs])
+        width = len(pairs[0])
+        lanes = [flat[p * width:(p + 1) * width] for p in range(pe)]
+    sums = [lane[0] for lane in lanes]
+    folds = len(bias) // pe
+    if folds > 1:
+        m.submodules.bias_rom = brom = Memory(
+            shape=data.ArrayLayout(signed(sum_bits), pe), depth=folds,
+            init=[[int(bias[f * pe + p]) for p in range(pe)] for f in range(folds)])
+        bport = brom.read_port()
+        m.d.comb += [bport.addr.eq(fold_before), bport.en.eq(pipe.en)]
+        biases = [bport.data[p] for p in range(pe)]
+    else:
+        biases = [Const(int(b), signed(sum_bits)) for b in bias]
+    return sums, biases
+
+
+# --------------------------------------------------------------------------- timing twin
+
+def _mac_folds(window_len: int, out_channels: int, pe, simd):
+    """``(pe, simd)`` with ``None`` meaning fully parallel; both must divide their axis."""
+    pe = out_channels if pe is None else pe
+    simd = window_len if simd is None else simd
+    if pe < 1 or out_channels % pe:
+        raise ValueError(f"pe must divide out_channels ({out_channels}), not {pe}")
+    if simd < 1 or window_len % simd:
+        raise ValueError(f"simd must divide window_len ({window_len}), not {simd}")
+    return pe, simd
+
+
+def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=None) -> int:
+    """Register stages of the MAC array from the window register to the output register.
+
+    Window register, operand register, operand re-register when folded (weights
+    from ROM), products, ``ceil(log2(simd))`` adder-tree levels, accumulator,
+    skid buffer, requantizer, plus the fold collector when ``pe < out_channels``.
+    """
+    pe, simd = _mac_folds(window_len, out_channels, pe, simd)
+    folded = (window_len // simd) * (out_channels // pe) > 1
+    return 6 + ceil_log2(simd) + (1 if out_channels > pe else 0) + (1 if folded else 0)
+
+
+class MacArrayModel(TokenModel):
+    """Token model of ``hw.mac.MacArray``, register for register (control only).
+
+    Stage A (``busy``, op counter ``addr``) runs one op per cycle; the next
+    window is taken on the last op (``i.ready = en & (~busy | op_last)``).  The
+    "SIMD fold is final" flag travels through the operand, operand re-register
+    (folded only), product and adder-tree registers (bits of one integer) into
+    ``acc_valid``; one global enable
+    ``en = ~acc_valid | skid.i.ready`` moves all of them (a
+    :class:`RegisterSliceModel`, so ``i.ready`` never depends on ``out_ready``).
+    Then the requantizer register and, when ``pe < out_channels``, the
+    collector, which takes every fold but holds the last one while its
+    assembled pixel waits.
+    """
+
+    __slots__ = ("ops", "sf", "nf", "top", "mask", "busy", "addr", "pipe", "acc_valid",
+                 "skid", "rq_valid", "fold", "o_valid")
+
+    def __init__(self, window_len: int, out_channels: int, pe=None, simd=None):
+        pe, simd = _mac_folds(window_len, out_channels, pe, simd)
+        self.sf, self.nf = window_len // simd, out_channels // pe
+        self.ops = self.sf * self.nf                    # cycles per window
+        # operand, re-register (ROM weights only), product, adder-tree levels
+        stages = 2 + (1 if self.ops > 1 else 0) + ceil_log2(simd)
+        self.top, self.mask = stages - 1, (1 << stages) - 1
+        self.busy, self.addr, self.pipe = False, 0, 0
+        self.acc_valid = self.rq_valid = self.o_valid = False
+        self.skid = RegisterSliceModel()
+        self.fold = 0
+
+    def out_valid(self):
+        return self.o_valid if self.nf > 1 else self.rq_valid
+
+    def in_ready(self, out_ready):
+        en = not self.acc_valid or not self.skid.skid_full
+        return en and (not self.busy or self.addr == self.ops - 1)
+
+    def clock(self, in_fire, out_fire):
+        if self.nf > 1:
+            rq_o_ready = self.fold != self.nf - 1 or not self.o_valid or out_fire
+            if out_fire:
+                self.o_valid = False
+            if self.rq_valid and rq_o_ready:
+                if self.fold == self.nf - 1:
+                    self.fold, self.o_valid = 0, True
+                else:
+                    self.fold += 1
+        else:
+            rq_o_ready = out_fire
+        rq_i_ready = not self.rq_valid or rq_o_ready
+        skid_out = self.skid.out_full
+        skid_in_ready = not self.skid.skid_full
+        if rq_i_ready:
+            self.rq_valid = skid_out
+        self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
+        if not self.acc_valid or skid_in_ready:         # en
+            self.acc_valid = bool(self.pipe >> self.top)
+            final = self.busy and self.addr % self.sf == self.sf - 1
+            self.pipe = ((self.pipe << 1) | final) & self.mask
+            if in_fire:
+                self.busy, self.addr = True, 0
+            elif self.busy:
+                if self.addr == self.ops - 1:
+                    self.busy = False
+                else:
+                    self.addr += 1
+
+
+def mac_array_cycles(window_len: int, out_channels: int, pe=None, simd=None,
+                     pixels_per_frame: int = 1) -> Cycles:
+    """Latency and frame interval of ``hw.mac.MacArray`` alone (stall-free, from reset).
+
+    From :class:`MacArrayModel`: the array spends ``(window_len/simd)·(out_channels/pe)``
+    cycles per window and takes the next window on the last of them, so a frame
+    of ``pixels_per_frame`` windows takes that many times the cycles per pixel;
+    the latency is :func:`mac_array_pipeline_depth` ``+`` cycles per pixel ``− 1``.
+    """
+    return model_cycles(lambda: [MacArrayModel(window_len, out_channels, pe, simd)],
+                        pixels_per_frame, pixels_per_frame)
+
 
 
 class MacArray(wiring.Component):
@@ -98,11 +242,11 @@ class MacArray(wiring.Component):
         Weight codes in window order (see :func:`conv_weights_to_window_order`).
     bias : array_like of int, shape (C_out,), or None
         Bias codes in accumulator scale (DESIGN §4); ``None`` = zeros.
-    weight_format, out_format : golden.formats.Format
+    weight_format, out_format : cnnforge.golden.formats.Format
     shift : int
         ``f_in + f_w - f_out``.
     rounding, overflow, activation : str
-        As :func:`golden.formats.requantize`.
+        As :func:`cnnforge.golden.formats.requantize`.
     pe, simd : int or None
         Parallelism; ``pe`` divides ``C_out``, ``simd`` divides ``window_len``.
         ``None`` = fully parallel on that axis.
@@ -119,11 +263,11 @@ class MacArray(wiring.Component):
         Bits actually held in ROM (weights when folded, biases when ``pe < C_out``;
         0 when fully parallel, where they are constants).
     acc_bits : int
-        Accumulator width, ``golden.formats.acc_bits(in_bits, b_w, window_len)``.
+        Accumulator width, ``cnnforge.golden.formats.acc_bits(in_bits, b_w, window_len)``.
     cycles_per_pixel : int
         ``(window_len/simd)·(C_out/pe)``.
     latency : int
-        ``golden.cycles.mac_array_cycles(...).latency``.
+        ``mac_array_cycles(...).latency``.
     """
 
     def __init__(self, window_len, in_bits, weights, bias, weight_format, out_format, shift,
@@ -134,7 +278,7 @@ class MacArray(wiring.Component):
             if not isinstance(in_bits, int) or isinstance(in_bits, bool) or not 2 <= in_bits <= 32:
                 raise ValueError(f"in_bits must be an integer in 2..32, not {in_bits!r}")
             if not isinstance(weight_format, Format):
-                raise TypeError(f"weight_format must be a golden.formats.Format, not {weight_format!r}")
+                raise TypeError(f"weight_format must be a cnnforge.golden.formats.Format, not {weight_format!r}")
             weights = np.asarray(weights)
             if weights.ndim != 2 or weights.shape[1] != window_len or weights.shape[0] < 1:
                 raise ValueError(f"weights must have shape (C_out, {window_len}), not {weights.shape}")
@@ -212,94 +356,24 @@ class MacArray(wiring.Component):
                         m.d.sync += sf.eq(sf + 1)
                 else:
                     m.d.sync += nf.eq(nf + 1)
-        stage_a = _Stage(nf_shape, "a")
-        m.d.comb += [stage_a.valid.eq(busy), stage_a.first.eq(sf == 0),
-                     stage_a.final.eq(sf == SF - 1), stage_a.last.eq(op_last & win_last),
-                     stage_a.nf.eq(nf)]
+        pipe = Pipe(m, busy, sf == 0, sf == SF - 1, op_last & win_last, nf, name="mac")
+        m.d.comb += pipe.en.eq(en)
 
-        # --- B: operands (ROM read port registered, in step with the input slice) -----------
-        stage_b = _Stage(nf_shape, "b")
-        x_b = Signal(data.ArrayLayout(signed(self.in_bits), simd))
-        words = self._weight_words()
-        with m.If(en):
-            stage_b.follow(m, stage_a)
-            m.d.sync += [x_b[j].eq(win[j]) for j in range(simd)]
-        if depth > 1:
-            m.submodules.weight_rom = rom = Memory(
-                shape=data.ArrayLayout(signed(wbits), pe * simd), depth=depth, init=words)
-            port = rom.read_port()
-            m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
-            w_b = [port.data[k] for k in range(pe * simd)]
-        else:
-            w_b = [Const(v, signed(wbits)) for v in words[0]]
-        stages = [stage_b]
-
-        # --- R: operand re-register (ROM weights only; constants need no retiming) ----------
-        if depth > 1:
-            stage_r = _Stage(nf_shape, "r")
-            x_r = Signal(data.ArrayLayout(signed(self.in_bits), simd), name="x_r")
-            w_r = [Signal(signed(wbits), name=f"w_r{k}") for k in range(pe * simd)]
-            with m.If(en):
-                stage_r.follow(m, stage_b)
-                m.d.sync += [x_r.eq(x_b)] + [r.eq(w) for r, w in zip(w_r, w_b)]
-            x_b, w_b = x_r, w_r
-            stages.append(stage_r)
-
-        # --- P: products ---------------------------------------------------------------------
-        stage = _Stage(nf_shape, "p")
-        lanes = []
-        with m.If(en):
-            stage.follow(m, stages[-1])
-            for p in range(pe):
-                lane = []
-                for j in range(simd):
-                    prod = Signal(signed(self.in_bits + wbits), name=f"prod_{p}_{j}")
-                    m.d.sync += prod.eq(x_b[j] * w_b[p * simd + j])
-                    lane.append(prod)
-                lanes.append(lane)
-        stages.append(stage)
-
-        # --- T: registered adder tree, one level per stage ------------------------------------
-        level = 0
-        while len(lanes[0]) > 1:
-            level += 1
-            nxt = _Stage(nf_shape, f"t{level}")
-            new_lanes = []
-            with m.If(en):
-                nxt.follow(m, stages[-1])
-                for p, lane in enumerate(lanes):
-                    new = []
-                    for k in range(0, len(lane), 2):
-                        pair = lane[k:k + 2]
-                        width = max(v.shape().width for v in pair) + (len(pair) - 1)
-                        s = Signal(signed(width), name=f"sum{level}_{p}_{k // 2}")
-                        m.d.sync += s.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
-                        new.append(s)
-                    new_lanes.append(new)
-            lanes = new_lanes
-            stages.append(nxt)
-        assert level == ceil_log2(simd)
-        sums = [lane[0] for lane in lanes]
-        feed = stages[-1]
-
-        # --- bias: ROM addressed one stage ahead of the accumulator, or constants ------------
-        if NF > 1:
-            m.submodules.bias_rom = brom = Memory(
-                shape=data.ArrayLayout(signed(self.sum_bits), pe), depth=NF,
-                init=[[int(self.bias[f * pe + p]) for p in range(pe)] for f in range(NF)])
-            bport = brom.read_port()
-            m.d.comb += [bport.addr.eq(stages[-2].nf), bport.en.eq(en)]
-            biases = [bport.data[p] for p in range(pe)]
-        else:
-            biases = [Const(int(b), signed(self.sum_bits)) for b in self.bias]
+        # --- B, R, P, T and the bias: the datapath shared with the dense engine ----------------
+        sums, biases = mac_datapath(m, pipe, [win[j] for j in range(simd)], self._weight_words(),
+                                    self.bias, pe=pe, wbits=wbits, sum_bits=self.sum_bits,
+                                    rom_addr=addr, nf_carry=3)
+        assert pipe.depth == mac_array_pipeline_depth(W, self.out_channels, pe, simd) - 4 - \
+            (1 if NF > 1 else 0)
+        valid, first, final, last, _ = pipe.valid, *pipe.carry
 
         # --- ACC: accumulators -----------------------------------------------------------------
         accs = [Signal(signed(self.acc_bits), name=f"acc_{p}") for p in range(pe)]
         acc_valid, acc_last = Signal(), Signal()
         with m.If(en):
-            m.d.sync += [acc_valid.eq(feed.valid & feed.final), acc_last.eq(feed.last)]
-            with m.If(feed.valid):
-                m.d.sync += [acc.eq(Mux(feed.first, bias, acc) + total)
+            m.d.sync += [acc_valid.eq(valid & final), acc_last.eq(last)]
+            with m.If(valid):
+                m.d.sync += [acc.eq(Mux(first, bias, acc) + total)
                              for acc, bias, total in zip(accs, biases, sums)]
 
         # --- S: skid buffer, then RQ: shared requantizer on the PE lanes ------------------------

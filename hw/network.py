@@ -1,12 +1,15 @@
-"""Network builder: one block per layer, chained by streams, behind an AXI4-Stream top.
+"""Network builder: one block per layer, joined by streams, behind an AXI4-Stream top.
 
-``NetworkTop(model)`` elaborates to a module whose Verilog ports are exactly
-DESIGN §5's: ``clk``, ``rst``, ``s_axis_tdata/tvalid/tready/tlast``,
-``m_axis_tdata/tvalid/tready/tlast`` and ``frame_error``.  Each layer type has
-a builder registered in :data:`BLOCK_BUILDERS`; a builder takes the resolved
-layer (``golden.model``) and returns a component with ``i`` and ``o`` streams,
-or ``None`` when the layer needs no hardware (``flatten``: the next block
-consumes the pixel stream directly).
+``NetworkTop(model, plan)`` elaborates to a module whose Verilog ports are
+exactly DESIGN §5's: ``clk``, ``rst``, ``s_axis_tdata/tvalid/tready/tlast``,
+``m_axis_tdata/tvalid/tready/tlast`` and ``frame_error``.  It walks the
+model's graph in topological order; each layer's block comes from its kind's
+hardware (:mod:`cnnforge.hw.registry`) with the plan's choice for it
+(:mod:`cnnforge.hw.plan`), or is absent when the kind needs no hardware
+(``flatten``: the next block consumes the pixel stream directly).  A register
+slice follows the framer and every block, so no combinational ready path
+crosses a layer boundary; its token twin is
+:func:`cnnforge.hw.plan.network_token_models`.
 """
 
 from __future__ import annotations
@@ -15,73 +18,74 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.model import Model
+from cnnforge.golden.model import INPUT, Model
+
 from .axis import AxisFramer, AxisPacker
 from .layouts import pixel_layout
+from .plan import DesignPlan, StalePlanError, plan_design
+from .registry import hardware
 from .slice import RegisterSlice
 from .unused import silence
 
-__all__ = ["BLOCK_BUILDERS", "register_block", "BuildError", "NetworkTop"]
+__all__ = ["BuildError", "NetworkTop"]
 
 
 class BuildError(ValueError):
-    """A layer the hardware cannot build (no block for its type, or parameters the block rejects)."""
-
-
-#: layer type → builder(layer) returning a block component or None (no hardware)
-BLOCK_BUILDERS = {}
-
-
-def register_block(layer_type: str):
-    """Decorator registering the hardware builder of ``layer_type``."""
-    def decorate(builder):
-        BLOCK_BUILDERS[layer_type] = builder
-        return builder
-    return decorate
-
-
-@register_block("flatten")
-def _flatten(layer):
-    return None
-
-
-def _load_builders():
-    # The block modules register themselves on import.
-    from . import blocks  # noqa: F401  (registers the builders)
+    """A layer the hardware cannot build (no block for its kind, or parameters the block rejects)."""
 
 
 class NetworkTop(wiring.Component):
     """The whole network with AXI4-Stream ports.
 
+    Parameters
+    ----------
+    model : cnnforge.golden.model.Model
+    plan : cnnforge.hw.plan.DesignPlan, optional
+        The hardware choices; made by :func:`cnnforge.hw.plan.plan_design` when
+        not given.  A plan made for another version of the model is refused.
+
     Attributes
     ----------
     blocks : list of (layer, component or None)
-        The hardware block of each layer, in order.
+        The hardware block of each layer, in topological order.
+    plan : DesignPlan
     in_width, out_width : int
         ``s_axis_tdata`` / ``m_axis_tdata`` widths (whole bytes).
     """
 
-    def __init__(self, model: Model):
-        _load_builders()
+    def __init__(self, model: Model, plan: DesignPlan | None = None):
         self.model = model
+        try:
+            self.plan = plan_design(model) if plan is None else plan
+            self.plan.check(model)
+        except StalePlanError as exc:
+            raise BuildError(str(exc)) from None
         self.blocks = []
         for layer in model.layers:
-            builder = BLOCK_BUILDERS.get(layer.type)
             try:
-                if builder is None:
-                    raise BuildError(f"no hardware block for '{layer.type}' layers yet")
-                block = builder(layer)
+                kind = hardware(layer.type)
+            except KeyError as exc:
+                silence(self)
+                raise BuildError(f"layer {layer.label}: {exc.args[0]}") from None
+            try:
+                block = kind.build(layer, self.plan.choice(layer))
             except (ValueError, TypeError) as exc:
-                silence(self)                      # never elaborated: no "unused" warnings
+                silence(self)               # never elaborated: no "unused" warnings
                 raise BuildError(f"layer {layer.label}: {exc}") from None
             self.blocks.append((layer, block))
+        for name in [INPUT] + [layer.name for layer in model.layers]:
+            readers = model.consumers(name)
+            if len(readers) > 1:
+                silence(self)
+                raise BuildError(f"layer '{name}' is read by {len(readers)} layers "
+                                 f"({', '.join(r.name for r in readers)}); streams that fork need a fork "
+                                 "block, which comes with the add layer kind")
         c, h, w = model.input_shape
         self._framer = AxisFramer(pixel_layout(model.input_format.bits, c), h * w)
-        last_stream_layout = self._framer.o.payload.shape()
-        for _, block in self.blocks:
-            if block is not None:
-                last_stream_layout = block.o.payload.shape()
-        self._packer = AxisPacker(last_stream_layout)
+        layouts = {INPUT: self._framer.o.payload.shape()}
+        for layer, block in self.blocks:
+            layouts[layer.name] = layouts[layer.inputs[0]] if block is None else block.o.payload.shape()
+        self._packer = AxisPacker(layouts[model.layers[-1].name])
         self.in_width = len(self._framer.tdata)
         self.out_width = len(self._packer.tdata)
         super().__init__({
@@ -112,20 +116,21 @@ class NetworkTop(wiring.Component):
             self.m_axis_tlast.eq(packer.tlast),
         ]
         # A register slice after the framer and after every block: no combinational
-        # ready path crosses a layer boundary (golden.cycles.network_token_models).
-        # The input slice takes the AXI stream at a beat per clock; the others are single
-        # registers where golden.cycles.plan_register_slices finds that costs no cycle.
-        skid = self.model.register_slices == "skid"
+        # ready path crosses a layer boundary.  The input slice takes the AXI stream at
+        # a beat per clock; the others are single registers where the plan says so.
+        skid = self.plan.register_slices == "skid"
         m.submodules.slice_in = first = RegisterSlice(framer.o.payload.shape())
         wiring.connect(m, framer.o, first.i)
-        upstream = first.o
-        for layer, block in self.blocks:
+        streams = {INPUT: first.o}
+        for layer, block in self.blocks:            # topological order
+            upstream = streams[layer.inputs[0]]
             if block is None:
+                streams[layer.name] = upstream
                 continue
             m.submodules[layer.name] = block
             wiring.connect(m, upstream, block.i)
             m.submodules[f"{layer.name}_slice"] = cut = RegisterSlice(block.o.payload.shape(), skid)
             wiring.connect(m, block.o, cut.i)
-            upstream = cut.o
-        wiring.connect(m, upstream, packer.i)
+            streams[layer.name] = cut.o
+        wiring.connect(m, streams[self.model.layers[-1].name], packer.i)
         return m

@@ -7,17 +7,19 @@ straight from flip-flops; with nothing stalled a beat passes in one cycle at
 one beat per clock.  Where a stream never carries a beat every clock, a
 single register (``skid=False``, half the flip-flops and no multiplexer) cuts
 the paths as well at one beat per two clocks
-(``golden.cycles.plan_register_slices`` decides).
-``golden.cycles.RegisterSliceModel`` is the token model of both.
+(the planner, :mod:`cnnforge.hw.plan`, decides).  :class:`RegisterSliceModel`
+is the token model of both.
 """
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from cnnforge.golden.tokens import TokenModel
+
 from .unused import silence_if_invalid
 
-__all__ = ["RegisterSlice"]
+__all__ = ["RegisterSlice", "RegisterSliceModel"]
 
 
 class RegisterSlice(wiring.Component):
@@ -66,3 +68,36 @@ class RegisterSlice(wiring.Component):
             # Output stalled: park the beat just accepted.
             m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
         return m
+
+
+class RegisterSliceModel(TokenModel):
+    """Token model of :class:`RegisterSlice`: output register plus one skid register.
+
+    ``i.ready`` is "skid empty" and ``o.valid`` "output full", both registers;
+    a free output register refills from the skid first, else from the input.
+    With ``skid=False`` (one register) ``i.ready`` is "output empty".
+    """
+
+    __slots__ = ("out_full", "skid_full", "skid")
+
+    def __init__(self, skid: bool = True):
+        self.out_full = self.skid_full = False
+        self.skid = skid
+
+    def out_valid(self):
+        return self.out_full
+
+    def in_ready(self, out_ready):
+        return not self.skid_full if self.skid else not self.out_full
+
+    def clock(self, in_fire, out_fire):
+        if not self.skid:
+            self.out_full = in_fire or (self.out_full and not out_fire)
+            return
+        if out_fire or not self.out_full:
+            if self.skid_full:
+                self.out_full, self.skid_full = True, False
+            else:
+                self.out_full = in_fire
+        elif in_fire:
+            self.skid_full = True

@@ -138,13 +138,8 @@ def frame_bytes(top) -> int:
 
 def result_bytes(top) -> int:
     """Bytes the device answers per frame (output beats × ``out_width/8``)."""
-    from cnnforge.golden.model import Conv2d, MaxPool2d, AvgPool2d
-    last = top.model.layers[-1]
-    beats = 1
-    if isinstance(last, (Conv2d, MaxPool2d, AvgPool2d)) or (last.type == "flatten"):
-        shape = last.out_shape if last.type != "flatten" else last.in_stream
-        beats = shape[1] * shape[2]
-    return beats * top.out_width // 8
+    from .layouts import stream_beats
+    return stream_beats(top.model.layers[-1].out_stream) * top.out_width // 8
 
 
 class UartTop(wiring.Component):
@@ -152,10 +147,10 @@ class UartTop(wiring.Component):
 
     Parameters
     ----------
-    model : golden.model.Model
+    model : cnnforge.golden.model.Model
     divisor : int
         Clock cycles per bit (e.g. 12 MHz / 115200 baud = 104).
-    network : hw.network.NetworkTop, optional
+    network : cnnforge.hw.network.NetworkTop, optional
         A prebuilt top for ``model`` (built when omitted).
 
     Attributes
@@ -166,7 +161,7 @@ class UartTop(wiring.Component):
         The network's sticky ``frame_error``.
     overrun : Out(1)
         Sticky: a received byte was dropped because the network did not take input.
-    network : hw.network.NetworkTop
+    network : cnnforge.hw.network.NetworkTop
     in_bytes, out_bytes : int
         Bytes per input pixel / per output beat.
     """

@@ -4,8 +4,9 @@ Serves conv, max-pool and avg-pool alike; only ``pad_value`` differs (0, or the
 format's minimum code for max-pool).  Padding and stride are handled inside:
 no padded copy of the image exists.
 
-Structure (the schedule is :func:`golden.cycles.window_unit_geometry`, and
-:func:`golden.cycles.window_unit_cycles` models it cycle for cycle):
+Structure (the schedule is :func:`window_unit_geometry`, and the token models
+:class:`WindowUnitModel` / :class:`TiledWindowModel` below, the unit's timing
+twins, follow it register for register):
 
 - **Input side** writes each pixel a window covers into one of ``K_h`` line
   memories (one more than the classic ``K_h − 1``) as soon as that line's old
@@ -29,25 +30,349 @@ than the kernel per axis (a window of padding only is rejected).
 **Tiled windows** (``fifo="tiled"``, when stride = kernel and there is no
 padding: the usual pools) need none of that: the unit keeps ``K_h − 1``
 lines of partial columns (a shift register for a few columns,
-``golden.cycles.TILED_SHIFT_REGISTER_COLUMNS``, else a memory read one column ahead), and each pixel of a window's last row
+:data:`TILED_SHIFT_REGISTER_COLUMNS`, else a memory read one column ahead), and each pixel of a window's last row
 completes a column that shifts straight into the window register;
-``i.ready = ~o.valid | o.ready`` (:class:`golden.cycles.TiledWindowModel`), so
-a slow consumer also holds the input back (``golden.cycles.plan_window_fifos``
-uses it only where that costs no cycle).
+``i.ready = ~o.valid | o.ready`` (:class:`TiledWindowModel`), so a slow consumer
+also holds the input back (the planner, :mod:`cnnforge.hw.plan`, uses it only
+where that costs no cycle).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.cycles import window_unit_geometry, window_unit_line_buffer_bits
+from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
 from .layouts import element_shape, pixel_layout, window_layout
 
-__all__ = ["WindowUnit"]
+__all__ = ["WindowUnit", "WINDOW_FIFOS", "TILED_SHIFT_REGISTER_COLUMNS", "windows_tile", "WindowGeometry",
+           "window_unit_geometry", "window_unit_line_buffer_bits", "WindowUnitModel", "TiledWindowModel",
+           "window_unit_model", "window_unit_cycles"]
+
+
+# --------------------------------------------------------------------------- schedule and timing twin
+
+WINDOW_FIFOS = ("full", "compact", "tiled")
+#: the tiled unit keeps its lines in a shift register up to this many columns, else a memory
+TILED_SHIFT_REGISTER_COLUMNS = 4
+
+
+def windows_tile(kernel, stride, padding) -> bool:
+    """Whether the windows tile the image (stride = kernel, no padding): ``fifo="tiled"`` allowed."""
+    return _window_pair(stride, "stride") == _window_pair(kernel, "kernel") and \
+        _window_pair(padding, "padding") == (0, 0)
+
+
+def _window_pair(value, name):
+    """``(h, w)`` from an int or a pair of ints."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return (value[0], value[1])
+    raise TypeError(f"{name} must be an int or an (h, w) pair of ints, not {value!r}")
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """Static schedule of the window unit, shared by ``hw.window`` and the cycle model.
+
+    Rows that some window covers are *used*; the unit stores only used rows and
+    only columns ``0 .. last_col``, numbering used rows globally across frames.
+    Per output row ``oy`` the tables give the increments of the first (``dlo1``),
+    next-but-one (``dlo2``) and last (``dhi``) used row and of the line base
+    (``dbase``) when the reader moves on to the next output row (across frames).
+    """
+
+    height: int
+    width: int
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    out_h: int
+    out_w: int
+    last_col: int           # last input column any window covers
+    last_row: int           # last input row any window covers
+    used_rows: int          # used rows per frame
+    lines: int              # line memories (= kernel height)
+    fifo_depth: int         # FIFO columns before the window register: load_cols (+ 2 when "full")
+    load_cols: int          # real columns loaded at once at the start of an output row
+    init: tuple             # reset values of the (a1, a2, a3, base) reader counters
+    dhi: tuple
+    dlo1: tuple
+    dlo2: tuple
+    dbase: tuple
+    row_mask: tuple         # per output row, which kernel rows are inside the image
+    tiled: bool = False     # fifo "tiled": the tiled unit (TiledWindowModel)
+
+    @property
+    def cols(self):
+        """Columns stored per line (``last_col + 1``)."""
+        return self.last_col + 1
+
+    @property
+    def shift_register_lines(self) -> bool:
+        """The tiled unit's lines are a shift register (no memory): few columns."""
+        return self.tiled and self.cols <= TILED_SHIFT_REGISTER_COLUMNS
+
+
+def window_unit_geometry(height, width, kernel, stride=1, padding=0,
+                         fifo="full") -> WindowGeometry:
+    """Validate a window unit's shape parameters and derive its schedule.
+
+    ``fifo`` picks the unit's structure: ``"full"`` (a column FIFO of
+    ``load_cols + 2`` columns: one window per clock), ``"compact"``
+    (``load_cols`` columns: two fewer columns of registers) or ``"tiled"``
+    (only when stride = kernel and padding = 0: ``K_h − 1`` lines of partial
+    columns and no FIFO, but the input waits while a window waits); see
+    the planner (:mod:`cnnforge.hw.plan`), which chooses per layer.
+    Raises ``ValueError`` (one message naming the parameter) for a size below 1,
+    stride below 1, negative padding, padding not smaller than the kernel, a
+    kernel larger than the padded image, an unknown ``fifo``, or ``"tiled"``
+    where the windows do not tile the image.
+    """
+    if fifo not in WINDOW_FIFOS:
+        raise ValueError(f"fifo must be one of {', '.join(WINDOW_FIFOS)}, not {fifo!r}")
+    (kh, kw) = _window_pair(kernel, "kernel")
+    (sh, sw) = _window_pair(stride, "stride")
+    (ph, pw) = _window_pair(padding, "padding")
+    for name, v in (("height", height), ("width", width)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, not {v!r}")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"kernel must be >= 1 per axis, not {(kh, kw)}")
+    if sh < 1 or sw < 1:
+        raise ValueError(f"stride must be >= 1 per axis, not {(sh, sw)}")
+    if ph < 0 or pw < 0:
+        raise ValueError(f"padding must be >= 0 per axis, not {(ph, pw)}")
+    if ph >= kh or pw >= kw:
+        raise ValueError(f"padding {(ph, pw)} must be smaller than the kernel {(kh, kw)} per axis "
+                         "(a window of padding only is not supported)")
+    if kh > height + 2 * ph or kw > width + 2 * pw:
+        raise ValueError(f"kernel {kh}x{kw} is larger than the padded "
+                         f"{height + 2 * ph}x{width + 2 * pw} image")
+    oh = (height + 2 * ph - kh) // sh + 1
+    ow = (width + 2 * pw - kw) // sw + 1
+    if fifo == "tiled":
+        if not windows_tile(kernel, stride, padding):
+            raise ValueError(f"fifo 'tiled' needs stride = kernel and no padding, not kernel "
+                             f"{(kh, kw)}, stride {(sh, sw)}, padding {(ph, pw)}")
+        # Windows tile the image: K_h - 1 lines of the covered columns, no FIFO, no reader.
+        return WindowGeometry(
+            height=height, width=width, kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw),
+            out_h=oh, out_w=ow, last_col=ow * kw - 1, last_row=oh * kh - 1, used_rows=oh * kh,
+            lines=kh - 1, fifo_depth=0, load_cols=0, init=(), dhi=(), dlo1=(), dlo2=(),
+            dbase=(), row_mask=(), tiled=True)
+    last_col = min((ow - 1) * sw - pw + kw - 1, width - 1)
+    last_row = min((oh - 1) * sh - ph + kh - 1, height - 1)
+    # Row r is used when a window covers it; with stride > kernel, rows between windows are not.
+    nu = sum(1 for r in range(last_row + 1) if (r + ph) % sh < kh)
+    se = min(sh, kh)        # stride in used-row numbering
+    lo = [max(o * se - ph, 0) for o in range(oh)]
+    hi = [min(o * se - ph + kh - 1, nu - 1) for o in range(oh)]
+    top_pad = [max(ph - o * sh, 0) for o in range(oh)]
+
+    def glob(seq, q):       # global used-row index for output row q counted across frames
+        f, o = divmod(q, oh)
+        return f * nu + seq[o]
+
+    def base(q):
+        return glob(lo, q) - top_pad[q % oh]
+
+    return WindowGeometry(
+        height=height, width=width, kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw),
+        out_h=oh, out_w=ow, last_col=last_col, last_row=last_row, used_rows=nu, lines=kh,
+        fifo_depth=min(kw - pw, width) + (2 if fifo == "full" else 0), load_cols=min(kw - pw, width),
+        init=(-glob(hi, 0), -glob(lo, 0), -glob(lo, 1), base(0) % kh),
+        dhi=tuple(glob(hi, o + 1) - glob(hi, o) for o in range(oh)),
+        dlo1=tuple(glob(lo, o + 1) - glob(lo, o) for o in range(oh)),
+        dlo2=tuple(glob(lo, o + 2) - glob(lo, o + 1) for o in range(oh)),
+        dbase=tuple((base(o + 1) - base(o)) % kh for o in range(oh)),
+        row_mask=tuple(tuple(0 <= o * sh - ph + ky < height for ky in range(kh)) for o in range(oh)),
+    )
+
+
+def window_unit_line_buffer_bits(width, channels, bits, kernel, stride=1, padding=0,
+                                 fifo="full") -> int:
+    """Bits of line memory in ``hw.window.WindowUnit``: lines of the covered columns.
+
+    ``K_h`` lines: one more than the classic ``(K_h - 1)``, which lets the input
+    run a row ahead so padding costs no cycles; ``K_h - 1`` for the tiled unit
+    (``fifo="tiled"``).  The height does not matter.
+    """
+    (kh, kw) = _window_pair(kernel, "kernel")
+    g = window_unit_geometry(kh, width, kernel, stride, padding, fifo)
+    return g.lines * g.cols * channels * bits
+
+
+class WindowUnitModel(TokenModel):
+    """Token model of ``hw.window.WindowUnit``'s control, register for register (no data).
+
+    The input side writes used pixels when their line is free (``i.ready``
+    depends on registers only); the reader issues one column read per cycle
+    when the input has written it and the FIFO has room; the window register
+    loads a row's first window at once, then shifts one column per cycle, and
+    only moves when it is empty or its window is being taken
+    (``can_op = ~valid | o.ready``).
+    """
+
+    __slots__ = ("g", "kh", "kw", "pw", "sw", "h", "w", "oh", "ow", "nl", "depth", "m",
+                 "last_row", "last_col", "rph0", "sh",
+                 "iy", "ix", "rph", "oy_rd", "x_rd", "a1", "a2", "a3", "n", "arr",
+                 "load", "c_next", "sc", "ox", "oy_em", "valid")
+
+    def __init__(self, geometry: WindowGeometry):
+        g = self.g = geometry
+        (self.kh, self.kw), (self.sh, self.sw), (_, self.pw) = g.kernel, g.stride, g.padding
+        self.h, self.w, self.oh, self.ow = g.height, g.width, g.out_h, g.out_w
+        self.nl, self.depth, self.m = g.lines, g.fifo_depth, g.load_cols
+        self.last_row, self.last_col = g.last_row, g.last_col
+        self.rph0 = g.padding[0] % self.sh
+        self.iy = self.ix = self.oy_rd = self.x_rd = self.n = self.arr = 0
+        self.rph = self.rph0
+        self.a1, self.a2, self.a3, _ = g.init
+        self.load, self.c_next, self.sc, self.ox, self.oy_em, self.valid = True, 0, 0, 0, 0, False
+
+    def out_valid(self):
+        return self.valid
+
+    def in_ready(self, out_ready):
+        if self.rph < self.kh and self.iy <= self.last_row and self.ix <= self.last_col:
+            return self.a2 < self.nl or (self.a3 < self.nl and self.x_rd > self.ix)
+        return True                                     # not stored: accepted and dropped
+
+    def clock(self, in_fire, out_fire):
+        can_op = out_fire or not self.valid
+        row_used = self.rph < self.kh and self.iy <= self.last_row
+        n, arr = self.n, self.arr
+        rd_fire = ((self.a1 > 0 or (self.a1 == 0 and row_used and self.ix > self.x_rd))
+                   and n + arr < self.depth)
+        if self.load:
+            op = can_op and n >= self.m
+            k = self.m if op else 0
+        else:
+            real = self.c_next < self.w
+            op = can_op and (n >= 1 or not real)
+            k = 1 if op and real else 0
+        if in_fire:
+            self.ix += 1
+            if self.ix == self.w:
+                self.ix = 0
+                if row_used:
+                    self.a1 += 1
+                    self.a2 += 1
+                    self.a3 += 1
+                self.iy += 1
+                if self.iy == self.h:
+                    self.iy, self.rph = 0, self.rph0
+                else:
+                    self.rph = self.rph + 1 if self.rph + 1 < self.sh else 0
+        if rd_fire:
+            if self.x_rd == self.last_col:
+                g, o = self.g, self.oy_rd
+                self.x_rd = 0
+                self.a1 -= g.dhi[o]
+                self.a2 -= g.dlo1[o]
+                self.a3 -= g.dlo2[o]
+                self.oy_rd = o + 1 if o + 1 < self.oh else 0
+            else:
+                self.x_rd += 1
+        self.n, self.arr = n - k + arr, int(rd_fire)
+        if op:
+            if self.load:
+                self.c_next, self.ox, self.sc, done = self.kw - self.pw, 0, 0, True
+            else:
+                self.c_next += 1
+                self.sc += 1
+                done = self.sc == self.sw
+                if done:
+                    self.sc = 0
+                    self.ox += 1
+            self.valid = done
+            if done:
+                self.load = self.ox == self.ow - 1
+                if self.load:
+                    self.oy_em = self.oy_em + 1 if self.oy_em + 1 < self.oh else 0
+        elif out_fire:
+            self.valid = False
+
+
+class TiledWindowModel(TokenModel):
+    """Token model of ``hw.window.WindowUnit`` when the windows tile the image.
+
+    (Stride = kernel, no padding.)  ``i.ready = ~valid | o.ready``: one pixel per
+    clock; a window is complete, and valid the next cycle, with the pixel at
+    its bottom-right corner.  Rows and columns past the last window are taken
+    and dropped.
+    """
+
+    __slots__ = ("w", "h", "kh", "kw", "cols", "rows", "ix", "iy", "kx", "ky", "valid")
+
+    def __init__(self, geometry: WindowGeometry):
+        g = geometry
+        (self.kh, self.kw), self.w, self.h = g.kernel, g.width, g.height
+        self.cols, self.rows = g.last_col + 1, g.last_row + 1
+        self.ix = self.iy = self.kx = self.ky = 0
+        self.valid = False
+
+    def out_valid(self):
+        return self.valid
+
+    def in_ready(self, out_ready):
+        return out_ready or not self.valid
+
+    def clock(self, in_fire, out_fire):
+        if out_fire:
+            self.valid = False
+        if not in_fire:
+            return
+        col_used, row_used = self.ix < self.cols, self.iy < self.rows
+        if col_used and row_used and self.kx == self.kw - 1 and self.ky == self.kh - 1:
+            self.valid = True
+        if col_used:
+            self.kx = self.kx + 1 if self.kx + 1 < self.kw else 0
+        self.ix += 1
+        if self.ix == self.w:
+            self.ix = self.kx = 0
+            if row_used:
+                self.ky = self.ky + 1 if self.ky + 1 < self.kh else 0
+            self.iy += 1
+            if self.iy == self.h:
+                self.iy = self.ky = 0
+
+
+def window_unit_model(geometry: WindowGeometry) -> TokenModel:
+    """The token model of the window unit built from ``geometry`` (tiled or general)."""
+    return TiledWindowModel(geometry) if geometry.tiled else WindowUnitModel(geometry)
+
+
+def window_unit_cycles(height, width, kernel, stride=1, padding=0, fifo="full") -> Cycles:
+    """Latency and frame interval of ``hw.window.WindowUnit`` alone (stall-free, from reset).
+
+    From :func:`window_unit_model` (exact, about ``3·H·W`` Python steps).
+    For stride 1 with ``2·P <= K − 1`` per axis ('valid'/'same' conv, usual pools)
+    and ``W >= 2`` the interval is exactly ``max(H·W, O_h·O_w)``.  Otherwise it
+    can be more: the reader reads one column per cycle, so an output row costs
+    at least the columns it reads (``O_h·W`` when ``O_h > H`` but ``O_w < W``),
+    and the lines give only a row of slack when output rows outlast input rows.
+    The latency is always ``min(K_h − 1 − P_h, H − 1)·W + min(K_w − P_w, W) + 3``:
+    the first window waits for the first ``min(K_w − P_w, W)`` pixels of the last
+    row it covers, then a read, the FIFO and the window register take 3 cycles.
+    When the windows tile the image (stride = kernel, no padding) the interval is
+    ``H·W`` and the latency ``(K_h − 1)·W + K_w`` (:class:`TiledWindowModel`).
+    """
+    g = window_unit_geometry(height, width, kernel, stride, padding, fifo)
+    return model_cycles(lambda: [window_unit_model(g)], g.height * g.width, g.out_h * g.out_w)
+
+
+
+# --------------------------------------------------------------------------- the unit
+
 
 
 def _at_most(counter, bound, largest):
@@ -72,7 +397,7 @@ class WindowUnit(wiring.Component):
     pad_value : int
         Code supplied for padding taps (0 for conv/avg-pool, the minimum code for max-pool).
     fifo : ``"full"``, ``"compact"`` or ``"tiled"``
-        Structure (:func:`golden.cycles.window_unit_geometry`): ``"compact"``
+        Structure (:func:`window_unit_geometry`): ``"compact"``
         saves two columns of registers (``2·K_h·C·bits``) where the unit need not
         give a window every clock; ``"tiled"`` (stride = kernel, no padding) keeps
         ``K_h − 1`` lines and no FIFO, but its input waits while a window waits.
@@ -85,7 +410,7 @@ class WindowUnit(wiring.Component):
     o : Out(stream.Signature(window_layout(bits, channels, kh, kw)))
         One window per output position, raster order over the output grid,
         taps in (ky, kx, c) order; ``last`` on each frame's final window.
-    geometry : golden.cycles.WindowGeometry
+    geometry : WindowGeometry
         The static schedule (output size, covered columns, tables).
     line_buffer_bits : int
         Total bits of line memory.
@@ -137,7 +462,7 @@ class WindowUnit(wiring.Component):
 
         # Rows are counted globally (across frames) over used rows only; used row g lives
         # in line g mod K_h.  a1..a3 = (used rows fully written) minus a row the reader's
-        # current output row depends on (golden.cycles tables give their per-row steps).
+        # current output row depends on (the geometry tables give their per-row steps).
         # They stay within a few frames' worth of rows; generous width.
         aw = (2 * (g.used_rows + 2 * kh + sh + 4)).bit_length() + 1
         a1 = Signal(signed(aw), init=g.init[0])   # rows written - last row of reader's output row

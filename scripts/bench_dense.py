@@ -13,10 +13,11 @@ import time
 
 import numpy as np
 
-from cnnforge.golden import ops
-from cnnforge.golden.cycles import dense_cycles
+from cnnforge.golden.layers.dense import dense
+from cnnforge.golden.layers.flatten import flatten
+from cnnforge.hw.layers.dense import dense_cycles
 from cnnforge.golden.formats import Format
-from cnnforge.hw.dense import DenseEngine
+from cnnforge.hw.layers.dense import DenseEngine
 from cnnforge.sim.streams import run_streams
 
 # (name, in_shape, out_features, pe, simd)
@@ -47,7 +48,7 @@ def measure(in_shape, out_features, pe, simd, seed=0):
         beats = [{"data": f[:, yy, xx].tolist(), "last": int(yy == h - 1 and xx == w - 1)}
                  for f in x for yy in range(h) for xx in range(w)]
     result = run_streams(dut, beats, FRAMES, clock=1e-8)
-    want = ops.dense(ops.flatten(x), weight, bias, shift=in_fmt.frac + w_fmt.frac - out_fmt.frac,
+    want = dense(flatten(x), weight, bias, shift=in_fmt.frac + w_fmt.frac - out_fmt.frac,
                      out_format=out_fmt, activation="relu")
     if [data for data, _ in result.beats] != want.tolist():
         raise SystemExit("MISMATCH against the golden model")

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from cnnforge.golden.cycles import mac_array_cycles
+from cnnforge.hw.mac import mac_array_cycles
 from cnnforge.golden.formats import Format, requantize
 from cnnforge.hw.mac import MacArray
 from cnnforge.sim.streams import run_streams

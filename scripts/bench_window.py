@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from cnnforge.golden.cycles import window_unit_cycles
+from cnnforge.hw.window import window_unit_cycles
 from cnnforge.golden.ops import windows
 from cnnforge.hw.window import WindowUnit
 from cnnforge.sim.streams import run_streams

@@ -10,15 +10,14 @@ model's PyTorch order ``(C, H, W)``.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
 
-from cnnforge.golden.formats import ceil_log2
 from cnnforge.golden.model import Model
 
-__all__ = ["StreamShape", "output_stream", "input_words", "output_words", "unpack_outputs", "layer_beats"]
+__all__ = ["StreamShape", "layer_stream", "output_stream", "input_words", "output_words", "unpack_outputs",
+           "layer_beats"]
 
 
 @dataclass(frozen=True)
@@ -41,21 +40,25 @@ class StreamShape:
         return max(8, (self.payload_bits + 7) // 8 * 8)
 
 
+def layer_stream(layer) -> StreamShape:
+    """Shape of the hardware stream leaving ``layer`` (a resolved layer of any kind).
+
+    A ``(C, H, W)`` stream is ``H·W`` pixel beats of ``C`` values; a flat
+    ``(F,)`` stream one beat of ``F``; an index (``()``) one beat of one.  A
+    layer that passes its stream on (flatten) keeps the pixels but its golden
+    output is flat.
+    """
+    stream = tuple(layer.out_stream)
+    pixels = stream if len(stream) == 3 else None
+    beats = stream[1] * stream[2] if pixels else 1
+    values = stream[0] if stream else 1
+    flat = len(layer.out_shape) == 1
+    return StreamShape(beats, values, layer.value_bits, layer.value_signed, pixels, flat)
+
+
 def output_stream(model: Model) -> StreamShape:
     """Shape of the output stream the hardware of ``model`` produces."""
-    c, h, w = model.input_shape
-    shape = StreamShape(h * w, c, model.input_format.bits, True, (c, h, w), False)
-    for layer in model.layers:
-        if layer.type in ("conv2d", "maxpool2d", "avgpool2d"):
-            c, h, w = layer.out_shape
-            shape = StreamShape(h * w, c, layer.out_format.bits, True, (c, h, w), False)
-        elif layer.type == "flatten":
-            shape = StreamShape(shape.beats, shape.values, shape.bits, True, shape.pixels, True)
-        elif layer.type == "dense":
-            shape = StreamShape(1, layer.out_features, layer.out_format.bits, True, None, True)
-        elif layer.type == "argmax":
-            shape = StreamShape(1, 1, max(1, ceil_log2(layer.in_shape[0])), False, None, False)
-    return shape
+    return layer_stream(model.layers[-1])
 
 
 def _pack(values: np.ndarray, bits: int) -> list[int]:
@@ -94,20 +97,9 @@ def input_words(model: Model, x: np.ndarray) -> list[tuple[int, bool]]:
     return _frame_words(beats, model.input_format.bits, h * w)
 
 
-def _to_beats(model: Model, y: np.ndarray) -> np.ndarray:
-    """Golden outputs (N, ...) → beat values (N * beats, values) in stream order."""
-    shape = output_stream(model)
-    n = y.shape[0]
-    if shape.pixels is not None:
-        c, h, w = shape.pixels
-        y = y.reshape(n, c, h, w).transpose(0, 2, 3, 1)
-    return y.reshape(n * shape.beats, shape.values)
-
-
 def output_words(model: Model, y: np.ndarray) -> list[tuple[int, bool]]:
     """``(tdata, tlast)`` the hardware must produce for golden outputs ``y``."""
-    shape = output_stream(model)
-    return _frame_words(_to_beats(model, np.asarray(y, dtype=np.int64)), shape.bits, shape.beats)
+    return layer_beats(model, model.layers[-1].name, y)
 
 
 def unpack_outputs(model: Model, words) -> np.ndarray:
@@ -117,7 +109,7 @@ def unpack_outputs(model: Model, words) -> np.ndarray:
         raise ValueError(f"{len(words)} output beats is not a whole number of {shape.beats}-beat frames")
     n = len(words) // shape.beats
     beats = _unpack(words, shape.values, shape.bits, shape.signed).reshape(n, shape.beats, shape.values)
-    if model.layers[-1].type == "argmax":
+    if not model.output_shape:                      # one index per frame
         return beats.reshape(n)
     if shape.pixels is not None:
         c, h, w = shape.pixels
@@ -126,9 +118,16 @@ def unpack_outputs(model: Model, words) -> np.ndarray:
     return beats.reshape(n, shape.values)
 
 
+def _to_stream_beats(shape: StreamShape, y: np.ndarray) -> np.ndarray:
+    """Golden outputs (N, ...) → beat values (N * beats, values) in stream order."""
+    n = y.shape[0]
+    if shape.pixels is not None:
+        c, h, w = shape.pixels
+        y = y.reshape(n, c, h, w).transpose(0, 2, 3, 1)
+    return y.reshape(n * shape.beats, shape.values)
+
+
 def layer_beats(model: Model, layer_name: str, tap: np.ndarray) -> list[tuple[int, bool]]:
     """Beats the hardware stream after layer ``layer_name`` carries for its golden output ``tap``."""
-    names = [layer.name for layer in model.layers]
-    prefix = copy.copy(model)
-    prefix.layers = model.layers[:names.index(layer_name) + 1]
-    return output_words(prefix, tap)
+    shape = layer_stream(model.layer(layer_name))
+    return _frame_words(_to_stream_beats(shape, np.asarray(tap, dtype=np.int64)), shape.bits, shape.beats)

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Token models of golden.cycles against the Amaranth simulator, handshake for handshake.
+"""The blocks' token models (their timing twins in hw/) against the Amaranth simulator, handshake for handshake.
 
 Each block (and chains of them: conv layer, pool layer, a whole network top) is
 streamed several frames back to back; the cycle of every input and output
@@ -15,17 +15,20 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.cycles import (ArgmaxHeadModel, DenseEngineModel, MacArrayModel, PipelineModel, RegisterSliceModel,
-                           WindowUnitModel,
-                           argmax_cycles, conv2d_cycles, conv2d_token_models, layer_cycles, layer_token_models,
-                           mac_array_cycles, network_beats, network_cycles,
-                           network_token_models, pool2d_cycles, pool_reduce_depth,
-                           window_unit_cycles, window_unit_geometry, window_unit_model)
 from cnnforge.golden.formats import Format
 from cnnforge.golden.model import parse_model
-from cnnforge.golden.tokens import Cycles, chain_stamps, measure, model_cycles
-from cnnforge.hw.pool import AvgPoolReduce, MaxPoolReduce
-from cnnforge.hw.window import WindowUnit
+from cnnforge.golden.tokens import Cycles, chain_stamps, graph_stamps, measure, model_cycles
+from cnnforge.hw.layers.argmax import ArgmaxHeadModel, argmax_cycles
+from cnnforge.hw.layers.conv2d import conv2d_cycles, conv2d_token_models
+from cnnforge.hw.layers.dense import DenseEngineModel
+from cnnforge.hw.layers.pool2d import AvgPoolReduce, MaxPoolReduce, pool2d_cycles, pool_reduce_depth
+from cnnforge.hw.mac import MacArrayModel, mac_array_cycles
+from cnnforge.hw.pipe import PipelineModel
+from cnnforge.hw.plan import (StalePlanError, layer_cycles, layer_token_models, make_plan, network_beats,
+                              network_cycles, network_token_models, plan_design, default_plan)
+from cnnforge.hw.slice import RegisterSliceModel
+from cnnforge.hw.window import (WindowUnit, WindowUnitModel, window_unit_cycles, window_unit_geometry,
+                                window_unit_model)
 from cnnforge.sim.streams import raw, run_streams
 
 FRAMES = 3
@@ -139,7 +142,7 @@ CONV_CONFIGS = [
 
 
 def make_conv(in_shape, out_channels, kernel, stride, padding, pe, simd):
-    from cnnforge.hw.conv import Conv2dLayer
+    from cnnforge.hw.layers.conv2d import Conv2dLayer
     rng = np.random.default_rng(2)
     weight = rng.integers(-8, 8, (out_channels, in_shape[0]) + kernel)
     return Conv2dLayer(in_shape, Format(4, 2), weight, None, stride=stride, padding=padding,
@@ -242,7 +245,7 @@ DENSE_CONFIGS = [((3, 2, 3), 4, None, None), ((3, 2, 2), 4, 2, 1), ((12,), 6, 3,
 
 @pytest.mark.parametrize("cfg", DENSE_CONFIGS, ids=str)
 def test_dense_engine(cfg):
-    from cnnforge.hw.dense import DenseEngine
+    from cnnforge.hw.layers.dense import DenseEngine
     in_shape, out_features, pe, simd = cfg
     features = int(np.prod(in_shape))
     rng = np.random.default_rng(7)
@@ -259,7 +262,7 @@ def test_dense_engine(cfg):
 @pytest.mark.parametrize("in_stream", [(1,), (5,), (10,), (3, 2, 2), (1, 3, 1)], ids=str)
 def test_argmax_head(in_stream):
     """One-beat frames: a PipelineModel; pixel-stream frames (after flatten): ArgmaxHeadModel."""
-    from cnnforge.hw.argmax import ArgmaxHead
+    from cnnforge.hw.layers.argmax import ArgmaxHead
     rng = np.random.default_rng(8)
     frames = 4
     if len(in_stream) == 1:
@@ -317,12 +320,17 @@ NETWORKS = [
 def test_layer_models_compose():
     """A layer's models are its blocks' models; layer_cycles equals the block-level functions."""
     model = build(NETWORKS[0][0], NETWORKS[0][1])
+    plan = plan_design(model)
     conv_layer, pool_layer = model.layers
-    assert [type(m) for m in layer_token_models(conv_layer)] == [WindowUnitModel,
-                                                                  MacArrayModel]
-    assert layer_cycles(conv_layer) == conv2d_cycles(6, 6, 2, 4, 3, 1, 1, 2, 9, conv_layer.window_fifo)
-    assert pool_layer.window_fifo == "tiled"
-    assert layer_cycles(pool_layer) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0, "tiled")
+    conv_choice = plan.choice(conv_layer)
+    assert [type(m) for m in layer_token_models(conv_layer, conv_choice)] == [WindowUnitModel,
+                                                                               MacArrayModel]
+    assert layer_cycles(conv_layer, conv_choice) == conv2d_cycles(6, 6, 2, 4, 3, 1, 1, 2, 9,
+                                                                  conv_choice["window"])
+    assert plan.choice(pool_layer) == {"window": "tiled"}
+    assert layer_cycles(pool_layer, plan.choice(pool_layer)) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0,
+                                                                             "tiled")
+    assert layer_cycles(pool_layer) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0, "full")   # default
     assert network_beats(model) == (36, 9)
 
 
@@ -337,25 +345,22 @@ NETWORKS += [
 @pytest.mark.parametrize("index", range(len(NETWORKS)))
 def test_network_top(index):
     """The whole top (AXI framer, every layer, packer) equals the chain of all layer models."""
-    from cnnforge.hw.network import BLOCK_BUILDERS, NetworkTop, _load_builders
+    from cnnforge.hw.network import NetworkTop
     from cnnforge.sim.amaranth_backend import run_top_amaranth
     from cnnforge.sim.vectors import input_words, output_stream
     layers, shape = NETWORKS[index]
-    _load_builders()
-    missing = {layer["type"] for layer in layers} - set(BLOCK_BUILDERS)
-    if missing:
-        pytest.skip(f"no hardware builder registered yet for {sorted(missing)}")
     model = build(layers, shape, seed=index)
+    plan = plan_design(model)
     x = np.random.default_rng(index).integers(-128, 128, (FRAMES, *shape))
     beats_in, beats_out = network_beats(model)
     assert beats_out == output_stream(model).beats
     for stall in (STALL, 0.0):
-        r = run_top_amaranth(NetworkTop(model), input_words(model, x), FRAMES * beats_out,
+        r = run_top_amaranth(NetworkTop(model, plan), input_words(model, x), FRAMES * beats_out,
                              stall_in=stall, stall_out=stall, seed=index)
-        want = chain_stamps(network_token_models(model), FRAMES * beats_in, FRAMES * beats_out,
+        want = graph_stamps(network_token_models(model, plan), FRAMES * beats_in, FRAMES * beats_out,
                             source_pause=stall, source_seed=index, sink_pause=stall, sink_seed=index + 1)
         assert (r.in_cycles, r.out_cycles) == want
-    assert measure(r.in_cycles, r.out_cycles, beats_out) == network_cycles(model)
+    assert measure(r.in_cycles, r.out_cycles, beats_out) == network_cycles(model, plan)
 
 
 def test_network_with_dense_and_argmax_models():
@@ -364,7 +369,9 @@ def test_network_with_dense_and_argmax_models():
                    {"type": "dense", "out_features": 5, "weight_format": {"bits": 6, "frac": 4},
                     "output": {"bits": 8, "frac": 3}},
                    {"type": "argmax"}], (1, 4, 4))
-    kinds = [type(m) for m in network_token_models(model)]
+    graph = network_token_models(model, plan_design(model))
+    assert graph.chain() is not None
+    kinds = [type(m) for m in graph.models]
     # the top's register slices: after the framer and after every block with hardware
     assert kinds == [RegisterSliceModel, WindowUnitModel, MacArrayModel, RegisterSliceModel,
                      DenseEngineModel, RegisterSliceModel, ArgmaxHeadModel, RegisterSliceModel]
@@ -384,19 +391,20 @@ def test_model_speed():
 
 def test_conv_dense_argmax_chain():
     """conv → flatten → dense → argmax blocks chained in simulation equal the network's models."""
-    from cnnforge.hw.argmax import ArgmaxHead
-    from cnnforge.hw.conv import Conv2dLayer
-    from cnnforge.hw.dense import DenseEngine
+    from cnnforge.hw.layers.argmax import ArgmaxHead
+    from cnnforge.hw.layers.conv2d import Conv2dLayer
+    from cnnforge.hw.layers.dense import DenseEngine
     model = build([conv(2, 3, stride=2, padding=1, pe=1, simd=3), {"type": "flatten"},
                    {"type": "dense", "out_features": 4, "weight_format": {"bits": 6, "frac": 4},
                     "output": {"bits": 8, "frac": 3}},
                    {"type": "argmax"}], (1, 5, 6))
+    plan = plan_design(model)
     conv_layer, _, dense, head = model.layers
-    make = lambda: Chain(Conv2dLayer.from_layer(conv_layer),
+    make = lambda: Chain(Conv2dLayer.from_layer(conv_layer, plan.choice(conv_layer)["window"]),
                          DenseEngine.from_layer(dense, in_shape=conv_layer.out_shape),
                          ArgmaxHead(dense.out_features, dense.out_format.bits))
     beats = pixel_beats(np.random.default_rng(9), FRAMES, 1, 5, 6, bits=8)
-    blocks = lambda: [m for layer in model.layers for m in layer_token_models(layer)]   # no top slices
+    blocks = lambda: [m for layer in model.layers for m in layer_token_models(layer, plan.choice(layer))]
     ins, outs = check(make, blocks, beats, FRAMES, pauses=(0.0, STALL, BACKPRESSURE))
     assert measure(ins, outs, 1) == model_cycles(blocks, 30, 1)
 
@@ -441,24 +449,26 @@ def test_random_pool_layers(seed):
 
 def test_unknown_layer_and_flatten():
     from types import SimpleNamespace
-    with pytest.raises(NotImplementedError, match="no token model for 'lstm' layers"):
-        layer_token_models(SimpleNamespace(type="lstm", in_shape=(4,)))
+    with pytest.raises(KeyError, match="no hardware for 'lstm' layers"):
+        layer_token_models(SimpleNamespace(type="lstm", in_shape=(4,)), {})
     model = build([conv(2, 3), {"type": "flatten"}], (1, 5, 5))
     flatten = model.layers[1]
-    assert layer_token_models(flatten, (2, 3, 3)) == []
-    assert layer_cycles(flatten, (2, 3, 3)) == Cycles(latency=0, frame_interval=9)    # a wire
+    assert flatten.in_stream == flatten.out_stream == (2, 3, 3)
+    assert layer_token_models(flatten, {}) == []
+    assert layer_cycles(flatten) == Cycles(latency=0, frame_interval=9)    # a wire
 
 
 def test_layer_cycles_after_flatten_use_the_pixel_stream():
     """A dense or argmax layer after flatten is modelled on the H·W-beat pixel stream it receives."""
+    from dataclasses import replace
     model = build([conv(2, 3, padding=1), {"type": "flatten"}, DENSE], (1, 4, 4))
     dense = model.layers[2]
-    assert layer_cycles(dense) == layer_cycles(dense, (2, 4, 4))
+    assert dense.in_stream == (2, 4, 4)
     assert layer_cycles(dense).frame_interval == 16
-    assert layer_cycles(dense, (32,)).frame_interval == 1
+    assert layer_cycles(replace(dense, in_stream=(32,), simd=32)).frame_interval == 1
 
 
-# --- window FIFO plan (golden.cycles.plan_window_fifos) -----------------------------------------
+# --- the design plan (hw/plan.py): window units and register slices --------------------------
 
 def _conv_layer_doc(name, out_channels, **extra):
     return {"type": "conv2d", "name": name, "out_channels": out_channels, "kernel": 3, "padding": 1,
@@ -481,32 +491,49 @@ def test_window_fifo_plan():
     # Fully parallel: conv1 sets the rate (64 cycles a frame), so it keeps the full FIFO;
     # the 2x2 pool loses nothing with the compact one; conv2 (4x4 image) has slack.
     fast = _plan_model({})
-    assert [layer.window_fifo for layer in fast.layers] == ["full", "tiled", "compact"]
-    assert network_cycles(fast).frame_interval == 64
+    plan = plan_design(fast)
+    assert [plan.choice(layer)["window"] for layer in fast.layers] == ["full", "tiled", "compact"]
+    assert network_cycles(fast, plan).frame_interval == 64
     # conv1 folded to 18 cycles a pixel: nothing is near the rate, all compact.
     slow = _plan_model({"pe": 2, "simd": 2})
-    assert [layer.window_fifo for layer in slow.layers] == ["compact", "tiled", "compact"]
-    assert network_cycles(slow).frame_interval == 64 * 18
+    plan = plan_design(slow)
+    assert [plan.choice(layer)["window"] for layer in slow.layers] == ["compact", "tiled", "compact"]
+    assert network_cycles(slow, plan).frame_interval == 64 * 18
     # The plan never costs rate: the same network with every FIFO full has the same interval.
     for model in (fast, slow):
-        planned = network_cycles(model)
-        for layer in model.layers:
-            layer.window_fifo = "full"
-        assert network_cycles(model).frame_interval == planned.frame_interval
+        plan = plan_design(model)
+        full = make_plan(model, {layer.name: {"window": "full"} for layer in model.layers},
+                         plan.register_slices)
+        assert network_cycles(model, full).frame_interval == network_cycles(model, plan).frame_interval
 
 
 def test_register_slice_plan():
     # Folded conv1: beats every 18 cycles at most, single-register slices cost nothing.
     slow = _plan_model({"pe": 2, "simd": 2})
-    assert slow.register_slices == "half"
-    planned = network_cycles(slow)
-    slow.register_slices = "skid"
-    assert network_cycles(slow) == planned
+    plan = plan_design(slow)
+    assert plan.register_slices == "half"
+    skid = make_plan(slow, dict(plan.layers), "skid")
+    assert network_cycles(slow, skid) == network_cycles(slow, plan)
     # Fully parallel: conv1 emits a pixel per clock; a single register would halve the rate.
     fast = _plan_model({})
-    assert fast.register_slices == "skid"
-    fast.register_slices = "half"
-    assert network_cycles(fast).frame_interval > 64
+    plan = plan_design(fast)
+    assert plan.register_slices == "skid"
+    assert network_cycles(fast, make_plan(fast, dict(plan.layers), "half")).frame_interval > 64
+
+
+def test_plan_is_not_stale_state():
+    """Loading plans nothing; a plan made before a change of the model is refused, not used."""
+    from cnnforge.hw.network import BuildError, NetworkTop
+    model = _plan_model({"pe": 2, "simd": 2})
+    assert not hasattr(model, "register_slices") and not hasattr(model.layers[0], "window_fifo")
+    plan = plan_design(model)
+    model.layers[0].pe = 4
+    with pytest.raises(StalePlanError, match="plan it again"):
+        network_cycles(model, plan)
+    with pytest.raises(BuildError, match="another version of model 'plan'"):
+        NetworkTop(model, plan)
+    replanned = plan_design(model)                  # pe 4: 9 cycles a pixel
+    assert network_cycles(model, replanned).frame_interval == 64 * 9
 
 
 def test_window_plan_never_costs_cycles():
@@ -519,7 +546,7 @@ def test_window_plan_never_costs_cycles():
     doc = {"format": "cnnforge-model/1", "name": "patch", "weights": "p.npz",
            "input": {"shape": [1, 16, 16], "bits": 4, "frac": 2}, "layers": [conv_doc]}
     model = parse_model(doc, tensors={"w": rng.integers(-8, 8, (4, 1, 2, 2))})
-    assert model.layers[0].window_fifo != "tiled"
+    assert plan_design(model).choice(model.layers[0])["window"] != "tiled"
     assert network_cycles(model).frame_interval == 256          # H*W: the input sets the rate
     one_by_one = {"type": "conv2d", "name": "mix", "out_channels": 2, "kernel": 1, "weight": "w",
                   "weight_format": {"bits": 4, "frac": 2}, "output": {"bits": 4, "frac": 2},
@@ -529,9 +556,6 @@ def test_window_plan_never_costs_cycles():
            "layers": [{"type": "avgpool2d", "kernel": 3, "stride": 1}, one_by_one,
                       {"type": "avgpool2d", "kernel": 3, "stride": 2, "padding": 1}]}
     model = parse_model(doc, tensors={"w": rng.integers(-8, 8, (2, 2, 1, 1))})
-    planned = network_cycles(model)
-    for layer in model.layers:
-        layer.window_fifo = "full"
-    model.register_slices = "skid"
-    full = network_cycles(model)
+    planned = network_cycles(model, plan_design(model))
+    full = network_cycles(model, default_plan(model))
     assert planned.frame_interval <= full.frame_interval and planned.latency <= full.latency

@@ -8,7 +8,7 @@ import pytest
 
 from cnnforge.cli import main
 from cnnforge.demo import BUNDLED_MODEL, BUNDLED_TEST_SET, load_bundled_test_set
-from cnnforge.golden.cycles import network_cycles
+from cnnforge.hw.plan import network_cycles
 from cnnforge.golden.model import load_model
 from cnnforge.golden.network import check_input, run
 

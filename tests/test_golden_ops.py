@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cnnforge.golden import ops
+from cnnforge.golden.ops import output_size, windows
+from cnnforge.golden.layers.argmax import argmax
+from cnnforge.golden.layers.conv2d import conv2d, conv2d_acc
+from cnnforge.golden.layers.dense import dense, dense_acc
+from cnnforge.golden.layers.flatten import flatten
+from cnnforge.golden.layers.pool2d import avgpool2d, maxpool2d
 from cnnforge.golden.formats import Format, ROUNDING_MODES, OVERFLOW_MODES, ACTIVATIONS, ceil_log2
 
 try:
@@ -45,12 +50,12 @@ CLASSIC_RESULT = [[4, 3, 4],
     (2, 3, 1, 0, 0), (28, 5, 1, 2, 28), (9, 3, 4, 0, 2),
 ])
 def test_output_size(size, kernel, stride, padding, expected):
-    assert ops.output_size(size, kernel, stride, padding) == expected
+    assert output_size(size, kernel, stride, padding) == expected
 
 
 def test_windows_shape_padding_and_values():
     x = np.arange(12, dtype=np.int64).reshape(1, 1, 3, 4)
-    win = ops.windows(x, (2, 3), (1, 2), (1, 1), pad_value=-99)
+    win = windows(x, (2, 3), (1, 2), (1, 1), pad_value=-99)
     # Oh = (3-2+2)//1+1 = 4, Ow = (4-3+2)//2+1 = 2
     assert win.shape == (1, 1, 4, 2, 2, 3)
     assert win.dtype == np.int64
@@ -61,7 +66,7 @@ def test_windows_shape_padding_and_values():
 
 def test_windows_multi_channel_and_batch():
     x = np.arange(2 * 2 * 3 * 3, dtype=np.int64).reshape(2, 2, 3, 3)
-    win = ops.windows(x, (2, 2), (1, 1), (0, 0), 0)
+    win = windows(x, (2, 2), (1, 1), (0, 0), 0)
     assert win.shape == (2, 2, 2, 2, 2, 2)
     assert win[1, 1, 1, 0].tolist() == x[1, 1, 1:3, 0:2].tolist()
 
@@ -69,7 +74,7 @@ def test_windows_multi_channel_and_batch():
 # --- conv2d: worked examples --------------------------------------------------------
 
 def test_conv_classic_example():
-    acc = ops.conv2d_acc(frame(CLASSIC_IMAGE), np.array([[CLASSIC_KERNEL]]), np.array([0]),
+    acc = conv2d_acc(frame(CLASSIC_IMAGE), np.array([[CLASSIC_KERNEL]]), np.array([0]),
                          (1, 1), (0, 0))
     assert acc.shape == (1, 1, 3, 3)
     assert acc.dtype == np.int64
@@ -80,17 +85,17 @@ def test_conv_classic_example():
 def test_conv_classic_example_requantized():
     x, w = frame(CLASSIC_IMAGE), np.array([[CLASSIC_KERNEL]])
     kw = dict(stride=(1, 1), padding=(0, 0), shift=1, out_format=Format(4, 0))
-    assert ops.conv2d(x, w, None, rounding="floor", **kw)[0, 0].tolist() == [[2, 1, 2], [1, 2, 1], [1, 1, 2]]
-    assert ops.conv2d(x, w, None, rounding="half_up", **kw)[0, 0].tolist() == [[2, 2, 2], [1, 2, 2], [1, 2, 2]]
-    assert ops.conv2d(x, w, None, rounding="half_even", **kw)[0, 0].tolist() == [[2, 2, 2], [1, 2, 2], [1, 2, 2]]
+    assert conv2d(x, w, None, rounding="floor", **kw)[0, 0].tolist() == [[2, 1, 2], [1, 2, 1], [1, 1, 2]]
+    assert conv2d(x, w, None, rounding="half_up", **kw)[0, 0].tolist() == [[2, 2, 2], [1, 2, 2], [1, 2, 2]]
+    assert conv2d(x, w, None, rounding="half_even", **kw)[0, 0].tolist() == [[2, 2, 2], [1, 2, 2], [1, 2, 2]]
     # left shift by 2 into 4 bits: 16 saturates to 7 / wraps to 0; 12 -> 7 / -4; 8 -> 7 / -8
     kw.update(shift=-2)
-    assert ops.conv2d(x, w, None, overflow="saturate", **kw)[0, 0].tolist() == [[7] * 3] * 3
-    assert ops.conv2d(x, w, None, overflow="wrap", **kw)[0, 0].tolist() == [[0, -4, 0], [-8, 0, -4], [-8, -4, 0]]
+    assert conv2d(x, w, None, overflow="saturate", **kw)[0, 0].tolist() == [[7] * 3] * 3
+    assert conv2d(x, w, None, overflow="wrap", **kw)[0, 0].tolist() == [[0, -4, 0], [-8, 0, -4], [-8, -4, 0]]
 
 
 def test_conv_classic_with_padding_and_stride():
-    acc = ops.conv2d_acc(frame(CLASSIC_IMAGE), np.array([[CLASSIC_KERNEL]]), None, (2, 2), (1, 1))
+    acc = conv2d_acc(frame(CLASSIC_IMAGE), np.array([[CLASSIC_KERNEL]]), None, (2, 2), (1, 1))
     # padded windows centred on (0,0),(0,2),(0,4),(2,0),... of the image
     assert acc[0, 0].tolist() == [[2, 3, 1], [1, 4, 3], [0, 2, 1]]
 
@@ -105,33 +110,33 @@ def test_conv_multi_channel_with_bias():
     ])
     b = np.array([1, -3])
     expected = [[[11, 11], [15, 19]], [[6, 8], [4, 6]]]
-    assert ops.conv2d_acc(x, w, b, (1, 1), (0, 0))[0].tolist() == expected
+    assert conv2d_acc(x, w, b, (1, 1), (0, 0))[0].tolist() == expected
     assert naive.conv2d_acc(x, w, b)[0].tolist() == expected
     # each output channel is the sum over input channels: check by splitting them up
-    parts = sum(ops.conv2d_acc(x[:, c:c + 1], w[:, c:c + 1], None, (1, 1), (0, 0)) for c in range(3))
+    parts = sum(conv2d_acc(x[:, c:c + 1], w[:, c:c + 1], None, (1, 1), (0, 0)) for c in range(3))
     assert (parts + b[None, :, None, None]).tolist() == [expected]
 
 
 def test_conv_non_square_kernel_and_image():
     x = frame([[1, 2, 3, 4], [0, 0, 0, 1], [-1, -2, -3, -4]])
     w = np.array([[[[1, 2, 3]]]])
-    assert ops.conv2d_acc(x, w, None, (1, 1), (0, 0))[0, 0].tolist() == [[14, 20], [0, 3], [-14, -20]]
-    assert ops.conv2d_acc(x, w, None, (1, 1), (0, 1))[0, 0].tolist() == [
+    assert conv2d_acc(x, w, None, (1, 1), (0, 0))[0, 0].tolist() == [[14, 20], [0, 3], [-14, -20]]
+    assert conv2d_acc(x, w, None, (1, 1), (0, 1))[0, 0].tolist() == [
         [8, 14, 20, 11], [0, 0, 3, 2], [-8, -14, -20, -11]]
     # the transposed kernel on the transposed image gives the transposed result
     xt, wt = x.transpose(0, 1, 3, 2), w.transpose(0, 1, 3, 2)
-    assert ops.conv2d_acc(xt, wt, None, (1, 1), (1, 0))[0, 0].T.tolist() == [
+    assert conv2d_acc(xt, wt, None, (1, 1), (1, 0))[0, 0].T.tolist() == [
         [8, 14, 20, 11], [0, 0, 3, 2], [-8, -14, -20, -11]]
 
 
 def test_conv_stride_larger_than_kernel():
     x = np.arange(56, dtype=np.int64).reshape(1, 1, 7, 8)
     w = np.ones((1, 1, 2, 2), dtype=np.int64)
-    acc = ops.conv2d_acc(x, w, None, (3, 3), (0, 0))
+    acc = conv2d_acc(x, w, None, (3, 3), (0, 0))
     # windows at rows {0, 3}, cols {0, 3, 6}: sum = 4*(8r + c) + 18
     assert acc.shape == (1, 1, 2, 3)
     assert acc[0, 0].tolist() == [[18, 30, 42], [114, 126, 138]]
-    one = ops.conv2d_acc(x, np.ones((1, 1, 1, 1), dtype=np.int64), None, (3, 3), (0, 0))
+    one = conv2d_acc(x, np.ones((1, 1, 1, 1), dtype=np.int64), None, (3, 3), (0, 0))
     assert one[0, 0].tolist() == [[0, 3, 6], [24, 27, 30], [48, 51, 54]]
 
 
@@ -139,19 +144,19 @@ def test_conv_uncovered_trailing_rows_and_columns():
     x = np.arange(20, dtype=np.int64).reshape(1, 1, 4, 5)
     x[0, 0, :, 4] = 1000      # last column: no window covers it
     w = np.ones((1, 1, 2, 2), dtype=np.int64)
-    acc = ops.conv2d_acc(x, w, None, (2, 2), (0, 0))
+    acc = conv2d_acc(x, w, None, (2, 2), (0, 0))
     assert acc.shape == (1, 1, 2, 2)
     assert acc[0, 0].tolist() == [[12, 20], [52, 60]]
     # 5x5 input, 2x2 kernel, stride 2: row 4 and column 4 unused
     y = np.arange(25, dtype=np.int64).reshape(1, 1, 5, 5)
     y[0, 0, 4, :] = -777
     y[0, 0, :, 4] = -777
-    assert ops.conv2d_acc(y, w, None, (2, 2), (0, 0))[0, 0].tolist() == [[12, 20], [52, 60]]
+    assert conv2d_acc(y, w, None, (2, 2), (0, 0))[0, 0].tolist() == [[12, 20], [52, 60]]
     # 8 wide, kernel 3, stride 2: floor(5/2)+1 = 3 outputs, column 7 unused
     z = np.zeros((1, 1, 3, 8), dtype=np.int64)
     z[0, 0, :, 7] = 50
     z[0, 0, :, 6] = 1
-    out = ops.conv2d_acc(z, np.ones((1, 1, 3, 3), dtype=np.int64), None, (2, 2), (0, 0))
+    out = conv2d_acc(z, np.ones((1, 1, 3, 3), dtype=np.int64), None, (2, 2), (0, 0))
     assert out.shape == (1, 1, 1, 3)
     assert out[0, 0].tolist() == [[0, 0, 3]]
 
@@ -161,9 +166,9 @@ def test_conv_batch_frames_independent():
     x = rng.integers(-8, 8, size=(3, 2, 5, 6))
     w = rng.integers(-8, 8, size=(4, 2, 3, 3))
     b = rng.integers(-50, 50, size=4)
-    full = ops.conv2d_acc(x, w, b, (1, 2), (1, 0))
+    full = conv2d_acc(x, w, b, (1, 2), (1, 0))
     for n in range(3):
-        assert (full[n:n + 1] == ops.conv2d_acc(x[n:n + 1], w, b, (1, 2), (1, 0))).all()
+        assert (full[n:n + 1] == conv2d_acc(x[n:n + 1], w, b, (1, 2), (1, 0))).all()
     assert (full == naive.conv2d_acc(x, w, b, (1, 2), (1, 0))).all()
 
 
@@ -171,7 +176,7 @@ def test_conv_batch_frames_independent():
 
 def test_maxpool_all_negative_with_padding():
     x = frame([[-5, -7, -3], [-8, -2, -9], [-6, -4, -1]])
-    out = ops.maxpool2d(x, (2, 2), (2, 2), (1, 1), -128)
+    out = maxpool2d(x, (2, 2), (2, 2), (1, 1), -128)
     # a zero padding value would wrongly give 0 in every window touching the border
     assert out[0, 0].tolist() == [[-5, -3], [-6, -1]]
     assert naive.maxpool2d(x, 2, 2, 1, -128)[0, 0].tolist() == [[-5, -3], [-6, -1]]
@@ -179,22 +184,22 @@ def test_maxpool_all_negative_with_padding():
 
 def test_maxpool_min_code_everywhere():
     x = np.full((1, 2, 3, 3), -8, dtype=np.int64)
-    out = ops.maxpool2d(x, (3, 3), (1, 1), (1, 1), -8)
+    out = maxpool2d(x, (3, 3), (1, 1), (1, 1), -8)
     assert out.tolist() == np.full((1, 2, 3, 3), -8).tolist()
 
 
 def test_maxpool_basic_and_non_square():
     x = frame([[1, 9, 2, 3, 7], [4, 5, 6, 0, 8], [-1, -2, 3, 3, 1]])
-    assert ops.maxpool2d(x, (2, 2), (2, 2), (0, 0), -16)[0, 0].tolist() == [[9, 6]]
-    assert ops.maxpool2d(x, (1, 3), (1, 2), (0, 1), -16)[0, 0].tolist() == [
+    assert maxpool2d(x, (2, 2), (2, 2), (0, 0), -16)[0, 0].tolist() == [[9, 6]]
+    assert maxpool2d(x, (1, 3), (1, 2), (0, 1), -16)[0, 0].tolist() == [
         [9, 9, 7], [5, 6, 8], [-1, 3, 3]]
-    assert ops.maxpool2d(x, (3, 1), (1, 1), (1, 0), -16)[0, 0].tolist() == [
+    assert maxpool2d(x, (3, 1), (1, 1), (1, 0), -16)[0, 0].tolist() == [
         [4, 9, 6, 3, 8], [4, 9, 6, 3, 8], [4, 5, 6, 3, 8]]
 
 
 def test_maxpool_channels_separate():
     x = frame([[1, 2], [3, 4]], [[-1, -2], [-3, -4]])
-    assert ops.maxpool2d(x, (2, 2), (2, 2), (0, 0), -8)[0].tolist() == [[[4]], [[-1]]]
+    assert maxpool2d(x, (2, 2), (2, 2), (0, 0), -8)[0].tolist() == [[[4]], [[-1]]]
 
 
 @pytest.mark.parametrize("mode,expected", [
@@ -207,14 +212,14 @@ def test_maxpool_channels_separate():
 def test_avgpool_rounding_ties(mode, expected):
     x = frame([[1, 2, -1, -2, 1, 1, -1, -1],
                [3, 4, -3, -4, 2, 2, -2, -2]])
-    assert ops.avgpool2d(x, (2, 2), (2, 2), (0, 0), mode)[0, 0].tolist() == [expected]
+    assert avgpool2d(x, (2, 2), (2, 2), (0, 0), mode)[0, 0].tolist() == [expected]
     assert naive.avgpool2d(x, 2, 2, 0, mode)[0, 0].tolist() == [expected]
 
 
 def test_avgpool_padding_counts_in_divisor():
     x = frame([[4, 8, 12], [16, 20, 24], [28, 32, 36]])
     # windows: {4}, {8,12}, {16,28}, {20,24,32,36}, each divided by 4
-    assert ops.avgpool2d(x, (2, 2), (2, 2), (1, 1), "floor")[0, 0].tolist() == [[1, 5], [11, 28]]
+    assert avgpool2d(x, (2, 2), (2, 2), (1, 1), "floor")[0, 0].tolist() == [[1, 5], [11, 28]]
 
 
 @pytest.mark.parametrize("mode,expected", [
@@ -231,16 +236,16 @@ def test_avgpool_divisor_nine(mode, expected):
         block[0, 0] = total
         planes.append(block)
     x = np.concatenate(planes, axis=1)[None, None]     # 1x1x3x12
-    assert ops.avgpool2d(x, (3, 3), (3, 3), (0, 0), mode)[0, 0].tolist() == [expected]
+    assert avgpool2d(x, (3, 3), (3, 3), (0, 0), mode)[0, 0].tolist() == [expected]
 
 
 # --- flatten, dense, argmax ----------------------------------------------------------
 
 def test_flatten_order_is_c_h_w():
     x = frame([[1, 2]], [[3, 4]])                      # C=2, H=1, W=2
-    assert ops.flatten(x).tolist() == [[1, 2, 3, 4]]   # channel-innermost would be 1,3,2,4
+    assert flatten(x).tolist() == [[1, 2, 3, 4]]   # channel-innermost would be 1,3,2,4
     x = np.arange(2 * 3 * 2 * 4).reshape(2, 3, 2, 4)
-    flat = ops.flatten(x)
+    flat = flatten(x)
     assert flat.shape == (2, 24)
     for n in range(2):
         for c in range(3):
@@ -254,19 +259,19 @@ def test_dense_explicit():
     x = np.array([[1, 2, 3], [-1, 0, 4]])
     w = np.array([[1, 0, -1], [2, 2, 2]])
     b = np.array([10, -5])
-    assert ops.dense_acc(x, w, b).tolist() == [[8, 7], [5, 1]]
-    assert ops.dense_acc(x, w, None).tolist() == [[-2, 12], [-5, 6]]
-    out = ops.dense(x, w, b, shift=1, out_format=Format(4, 0), rounding="half_even")
+    assert dense_acc(x, w, b).tolist() == [[8, 7], [5, 1]]
+    assert dense_acc(x, w, None).tolist() == [[-2, 12], [-5, 6]]
+    out = dense(x, w, b, shift=1, out_format=Format(4, 0), rounding="half_even")
     assert out.tolist() == [[4, 4], [2, 0]]
-    out = ops.dense(x, w, b, shift=-1, out_format=Format(4, 0), overflow="wrap", activation="relu")
+    out = dense(x, w, b, shift=-1, out_format=Format(4, 0), overflow="wrap", activation="relu")
     assert out.tolist() == [[0, 0], [0, 2]]
 
 
 def test_argmax_first_maximum():
     x = np.array([[1, 5, 5, 2], [7, 7, 7, 7], [-3, -1, -1, -2], [0, 0, 0, 9]])
-    assert ops.argmax(x).tolist() == [1, 0, 1, 3]
+    assert argmax(x).tolist() == [1, 0, 1, 3]
     assert naive.argmax(x).tolist() == [1, 0, 1, 3]
-    assert ops.argmax(x).dtype == np.int64
+    assert argmax(x).dtype == np.int64
 
 
 # --- every op against the loop reference -----------------------------------------------
@@ -301,26 +306,26 @@ def test_all_ops_vs_naive_fixed_seeds(seed):
     b = _rand_bias(rng, fx.bits, fw.bits, cin * kh * kw, cout)
     for ph in range(kh // 2 + 1):
         pad = (ph, kw // 2)
-        acc = ops.conv2d_acc(x, wt, b, (sh, sw), pad)
+        acc = conv2d_acc(x, wt, b, (sh, sw), pad)
         assert (acc == naive.conv2d_acc(x, wt, b, (sh, sw), pad)).all()
-        mx = ops.maxpool2d(x, (kh, kw), (sh, sw), pad, fx.min_code)
+        mx = maxpool2d(x, (kh, kw), (sh, sw), pad, fx.min_code)
         assert (mx == naive.maxpool2d(x, (kh, kw), (sh, sw), pad, fx.min_code)).all()
         for mode in ROUNDING_MODES:
-            av = ops.avgpool2d(x, (kh, kw), (sh, sw), pad, mode)
+            av = avgpool2d(x, (kh, kw), (sh, sw), pad, mode)
             assert (av == naive.avgpool2d(x, (kh, kw), (sh, sw), pad, mode)).all()
             for over in OVERFLOW_MODES:
-                out = ops.conv2d(x, wt, b, stride=(sh, sw), padding=pad, shift=9,
+                out = conv2d(x, wt, b, stride=(sh, sw), padding=pad, shift=9,
                                  out_format=Format(8, 0), rounding=mode, overflow=over,
                                  activation="relu")
                 ref = naive.conv2d(x, wt, b, stride=(sh, sw), padding=pad, shift=9, bits=8,
                                    rounding=mode, overflow=over, activation="relu")
                 assert (out == ref).all()
-    flat = ops.flatten(x)
+    flat = flatten(x)
     assert (flat == naive.flatten(x)).all()
     dw = _rand_codes(rng, fw, (5, flat.shape[1]))
     db = _rand_bias(rng, fx.bits, fw.bits, flat.shape[1], 5)
-    assert (ops.dense_acc(flat, dw, db) == naive.dense_acc(flat, dw, db)).all()
-    assert (ops.argmax(flat) == naive.argmax(flat)).all()
+    assert (dense_acc(flat, dw, db) == naive.dense_acc(flat, dw, db)).all()
+    assert (argmax(flat) == naive.argmax(flat)).all()
 
 
 # --- hypothesis property tests ---------------------------------------------------------
@@ -364,13 +369,13 @@ def test_conv2d_property(case, data):
     x = _rand_codes(rng, fx, (case["n"], case["c"], case["h"], case["w"]))
     wt = _rand_codes(rng, fw, (cout, case["c"], kh, kw))
     b = _rand_bias(rng, fx.bits, fw.bits, case["c"] * kh * kw, cout)
-    acc = ops.conv2d_acc(x, wt, b, case["stride"], case["padding"])
+    acc = conv2d_acc(x, wt, b, case["stride"], case["padding"])
     ref_acc = naive.conv2d_acc(x, wt, b, case["stride"], case["padding"])
     oh = (case["h"] - kh + 2 * case["padding"][0]) // case["stride"][0] + 1
     ow = (case["w"] - kw + 2 * case["padding"][1]) // case["stride"][1] + 1
     assert acc.shape == ref_acc.shape == (case["n"], cout, oh, ow)
     assert (acc == ref_acc).all()
-    out = ops.conv2d(x, wt, b, stride=case["stride"], padding=case["padding"], shift=shift,
+    out = conv2d(x, wt, b, stride=case["stride"], padding=case["padding"], shift=shift,
                      out_format=Format(obits, 0), rounding=mode, overflow=over, activation=act)
     ref = np.array([naive.requant(a, shift, obits, mode, over, act) for a in ref_acc.ravel().tolist()],
                    dtype=np.int64).reshape(ref_acc.shape)
@@ -385,9 +390,9 @@ def test_pools_property(case, mode):
     fmt = Format(case["bits"], 0)
     x = _rand_codes(rng, fmt, (case["n"], case["c"], case["h"], case["w"]))
     args = (case["kernel"], case["stride"], case["padding"])
-    mx = ops.maxpool2d(x, *args, fmt.min_code)
+    mx = maxpool2d(x, *args, fmt.min_code)
     assert (mx == naive.maxpool2d(x, *args, fmt.min_code)).all()
-    av = ops.avgpool2d(x, *args, mode)
+    av = avgpool2d(x, *args, mode)
     assert (av == naive.avgpool2d(x, *args, mode)).all()
     # the average of codes stays inside the format (no saturation needed)
     assert av.min() >= fmt.min_code and av.max() <= fmt.max_code
@@ -404,14 +409,14 @@ def test_dense_argmax_property(n, fin, fout, xbits, wbits, obits, shift, mode, o
     x = _rand_codes(rng, Format(xbits, 0), (n, fin))
     w = _rand_codes(rng, Format(wbits, 0), (fout, fin))
     b = _rand_bias(rng, xbits, wbits, fin, fout)
-    out = ops.dense(x, w, b, shift=shift, out_format=Format(obits, 0), rounding=mode,
+    out = dense(x, w, b, shift=shift, out_format=Format(obits, 0), rounding=mode,
                     overflow=over, activation=act)
     ref = naive.dense(x, w, b, shift=shift, bits=obits, rounding=mode, overflow=over, activation=act)
     assert out.shape == (n, fout)
     assert (out == ref).all()
     # small value range on purpose: ties for the maximum are frequent
-    assert (ops.argmax(out) == naive.argmax(out)).all()
-    assert (ops.argmax(out % 3) == naive.argmax(out % 3)).all()
+    assert (argmax(out) == naive.argmax(out)).all()
+    assert (argmax(out % 3) == naive.argmax(out % 3)).all()
 
 
 @HYP
@@ -419,4 +424,4 @@ def test_dense_argmax_property(n, fin, fout, xbits, wbits, obits, shift, mode, o
        seed=st.integers(0, 2**32 - 1))
 def test_flatten_property(n, c, h, w, seed):
     x = np.random.default_rng(seed).integers(-100, 100, size=(n, c, h, w))
-    assert (ops.flatten(x) == naive.flatten(x)).all()
+    assert (flatten(x) == naive.flatten(x)).all()

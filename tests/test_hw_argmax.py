@@ -4,10 +4,10 @@
 import numpy as np
 import pytest
 
-from cnnforge.golden import ops
-from cnnforge.golden.cycles import argmax_cycles
+from cnnforge.golden.layers.argmax import argmax
+from cnnforge.hw.layers.argmax import argmax_cycles
 from cnnforge.golden.formats import ceil_log2
-from cnnforge.hw.argmax import ArgmaxHead
+from cnnforge.hw.layers.argmax import ArgmaxHead
 from cnnforge.sim.streams import frame_beats, run_streams
 
 
@@ -15,7 +15,7 @@ def run(x, bits, pause_in=0.0, pause_out=0.0, seed=0):
     """Stream frames ``x`` through an ArgmaxHead; check the golden indices; return (dut, StreamRun)."""
     dut = ArgmaxHead.for_stream(x.shape[1:], bits)
     result = run_streams(dut, frame_beats(x), len(x), pause_in=pause_in, pause_out=pause_out, seed=seed)
-    assert [b[0] for b in result.beats] == ops.argmax(x).tolist()
+    assert [b[0] for b in result.beats] == argmax(x).tolist()
     assert [b[1] for b in result.beats] == [1] * len(x)
     return dut, result
 
@@ -45,7 +45,7 @@ def test_first_maximum_wins():
     x = np.array([[3, 7, 7, 1, 7], [-5, -5, -5, -5, -5], [-8, -3, -4, -3, -8], [0, 0, 0, 0, 1],
                   [1, 0, 0, 0, 1]])
     run(x, 4, pause_in=0.4, pause_out=0.4)
-    assert ops.argmax(x).tolist() == [1, 0, 1, 4, 0]
+    assert argmax(x).tolist() == [1, 0, 1, 4, 0]
 
 
 @pytest.mark.parametrize("features", [1, 2, 5, 10, 33])
@@ -81,7 +81,7 @@ def test_after_flatten_ties_across_pixels():
     x[0, 1, 0, 0] = x[0, 0, 1, 1] = 5                # channel 0 wins although its pixel comes later
     x[1, 1, 0, 1] = x[1, 1, 1, 0] = 3                # same channel: the earlier pixel wins
     run(x, 4, pause_in=0.3, pause_out=0.3)
-    assert ops.argmax(x).tolist() == [3, 5, 0]
+    assert argmax(x).tolist() == [3, 5, 0]
 
 
 @pytest.mark.parametrize("shape", [(3, 2, 3), (1, 4, 1), (10, 1, 2)])
@@ -107,7 +107,7 @@ def test_invalid_parameters(features, bits, beats, match):
                                          ((5, 1, 2), 0.0)])
 def test_token_model_matches_simulation(shape, pause):
     """golden.cycles.ArgmaxHeadModel reproduces every handshake cycle, with stalls on both sides."""
-    from cnnforge.golden.cycles import ArgmaxHeadModel
+    from cnnforge.hw.layers.argmax import ArgmaxHeadModel
     from cnnforge.golden.tokens import chain_stamps, model_cycles
     count = 7
     x = frames(3, shape[0], 6, count) if len(shape) == 1 else pixel_frames(3, shape, 6, count)

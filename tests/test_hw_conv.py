@@ -4,10 +4,10 @@
 import numpy as np
 import pytest
 
-from cnnforge.golden.cycles import conv2d_cycles
+from cnnforge.hw.layers.conv2d import conv2d_cycles
 from cnnforge.golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format, ceil_log2
-from cnnforge.golden.ops import conv2d
-from cnnforge.hw.conv import Conv2dLayer
+from cnnforge.golden.layers.conv2d import conv2d
+from cnnforge.hw.layers.conv2d import Conv2dLayer
 from cnnforge.sim.streams import run_streams
 
 

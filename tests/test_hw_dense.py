@@ -4,10 +4,11 @@
 import numpy as np
 import pytest
 
-from cnnforge.golden import ops
-from cnnforge.golden.cycles import dense_cycles, dense_default_fold
+from cnnforge.golden.layers.dense import dense
+from cnnforge.golden.layers.flatten import flatten
+from cnnforge.hw.layers.dense import dense_cycles, dense_default_fold
 from cnnforge.golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format, ceil_log2
-from cnnforge.hw.dense import DenseEngine, dense_weights_to_stream_order
+from cnnforge.hw.layers.dense import DenseEngine, dense_weights_to_stream_order
 from cnnforge.sim.streams import frame_beats, run_streams
 
 
@@ -43,7 +44,7 @@ def make_case(seed, in_shape, out_features, frames, **kwargs):
 def expected(params, x):
     """Golden dense on the PyTorch-ordered flatten of each frame (checks the weight permutation)."""
     fmt_in, fmt_w, fmt_out = params["in_format"], params["weight_format"], params["out_format"]
-    return ops.dense(ops.flatten(x), params["weight"], params["bias"],
+    return dense(flatten(x), params["weight"], params["bias"],
                      shift=fmt_in.frac + fmt_w.frac - fmt_out.frac, out_format=fmt_out,
                      rounding=params["rounding"], overflow=params["overflow"],
                      activation=params["activation"]).tolist()

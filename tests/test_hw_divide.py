@@ -6,7 +6,7 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
-from cnnforge.golden.cycles import const_divider_depth
+from cnnforge.hw.divide import const_divider_depth
 from cnnforge.golden.formats import ROUNDING_MODES, Format, round_divide
 from cnnforge.hw.divide import ConstDivider, DividerPlan
 from cnnforge.sim.streams import run_streams

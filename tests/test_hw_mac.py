@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from cnnforge.golden.cycles import mac_array_cycles
+from cnnforge.hw.mac import mac_array_cycles
 from cnnforge.golden.formats import (OVERFLOW_MODES, ROUNDING_MODES, Format, acc_bits, ceil_log2,
                             requantize)
 from cnnforge.hw.mac import MacArray, conv_weights_to_window_order

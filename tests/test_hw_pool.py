@@ -4,10 +4,10 @@
 import numpy as np
 import pytest
 
-from cnnforge.golden.cycles import pool_reduce_cycles, pool_reduce_depth
+from cnnforge.hw.layers.pool2d import pool_reduce_cycles, pool_reduce_depth
 from cnnforge.golden.formats import ROUNDING_MODES, Format, round_divide
 from cnnforge.hw.layouts import window_layout
-from cnnforge.hw.pool import AvgPoolReduce, MaxPoolReduce
+from cnnforge.hw.layers.pool2d import AvgPoolReduce, MaxPoolReduce
 from cnnforge.sim.streams import run_streams
 
 # (kh, kw, channels, bits)

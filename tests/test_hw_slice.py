@@ -2,7 +2,7 @@
 
 import pytest
 
-from cnnforge.golden.cycles import RegisterSliceModel
+from cnnforge.hw.slice import RegisterSliceModel
 from cnnforge.golden.tokens import chain_stamps
 from cnnforge.hw.layouts import pixel_layout
 from cnnforge.hw.slice import RegisterSlice

@@ -12,8 +12,7 @@ import zlib
 import numpy as np
 import pytest
 
-from cnnforge.golden.cycles import (window_unit_cycles, window_unit_geometry,
-                           window_unit_line_buffer_bits)
+from cnnforge.hw.window import window_unit_cycles, window_unit_geometry, window_unit_line_buffer_bits
 from cnnforge.golden.ops import windows
 from cnnforge.hw.window import WindowUnit
 from cnnforge.sim.streams import run_streams

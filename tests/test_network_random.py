@@ -10,7 +10,7 @@ padding only) are counted and must stay a minority.
 import numpy as np
 import pytest
 
-from cnnforge.golden.cycles import network_cycles
+from cnnforge.hw.plan import network_cycles
 from cnnforge.golden.formats import Format
 from cnnforge.golden.model import parse_model
 from cnnforge.golden.tokens import measure

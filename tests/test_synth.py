@@ -8,7 +8,7 @@ import pytest
 from cnnforge.cli import main
 from cnnforge.flow import FlowError
 from cnnforge.synth import synthesize
-from cnnforge.golden.devices import DEVICES, estimate_resources, get_device
+from cnnforge.hw.devices import DEVICES, estimate_resources, get_device
 from cnnforge.golden.model import load_model
 
 TINY = "examples/tiny/tiny.json"

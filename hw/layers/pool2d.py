@@ -1,12 +1,13 @@
-"""Per-window reductions of the pool layers (DESIGN §4, §5): max and exact average.
+"""Hardware of the ``maxpool2d`` and ``avgpool2d`` kinds (DESIGN §4, §5): window unit + reduction.
 
-Both take one window per beat from the window unit (``window_layout``: taps in
-(ky, kx, c) order) and give one pixel (``pixel_layout``, same element width)
-per window, one per clock, with full back-pressure.  They are straight
-pipelines on a shared :class:`hw.divide.Pipe`: a registered tree per channel
+Both reductions take one window per beat from the window unit (``window_layout``:
+taps in (ky, kx, c) order) and give one pixel (``pixel_layout``, same element
+width) per window, one per clock, with full back-pressure.  They are straight
+pipelines on :class:`cnnforge.hw.pipe.Pipe`: a registered tree per channel
 (comparators for max, adders for average), then for average the exact
 constant divider by ``kh·kw`` (padding taps are 0 and counted, DESIGN §4).
-Depths are ``golden.cycles.pool_reduce_depth``.
+Depths are :func:`pool_reduce_depth`; :class:`Pool2dHardware` registers both
+kinds.
 """
 
 from __future__ import annotations
@@ -15,13 +16,77 @@ from amaranth.hdl import Module, Mux
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.cycles import pool_reduce_depth
 from cnnforge.golden.formats import ROUNDING_MODES, Format, ceil_log2
+from cnnforge.golden.tokens import Cycles, model_cycles
 
-from .divide import DividerPlan, Pipe
-from .layouts import pixel_layout, window_layout
+from ..divide import DividerPlan, const_divider_depth
+from ..layouts import pixel_layout, window_layout
+from ..pipe import Pipe, PipelineModel
+from ..registry import LayerResources, register_hardware
+from ..window import WindowUnit, window_unit_geometry, window_unit_model
+from ._windowed import WindowedHardware
 
-__all__ = ["MaxPoolReduce", "AvgPoolReduce", "Pool2dLayer"]
+__all__ = ["MaxPoolReduce", "AvgPoolReduce", "Pool2dLayer", "Pool2dHardware", "pool_reduce_depth",
+           "pool_reduce_cycles", "pool2d_cycles"]
+
+
+def _pool_taps(kernel) -> int:
+    if isinstance(kernel, int):
+        return kernel * kernel
+    kh, kw = kernel
+    return kh * kw
+
+
+def pool_reduce_depth(kind: str, kernel) -> int:
+    """Pipeline depth (cycles) of ``hw.pool.MaxPoolReduce`` / ``AvgPoolReduce``.
+
+    ``kind`` is ``"max"`` / ``"maxpool2d"`` or ``"avg"`` / ``"avgpool2d"``;
+    ``kernel`` an int or ``(kh, kw)``.  Max: ``ceil(log2(kh·kw))`` comparator
+    levels; avg: as many adder levels plus :func:`const_divider_depth`
+    ``(kh·kw)``; at least 1 (a 1×1 kernel still registers its output).
+    Independent of the channel count and the element width.
+    """
+    taps = _pool_taps(kernel)
+    if taps < 1:
+        raise ValueError(f"kernel must have at least one tap, not {kernel!r}")
+    if kind in ("max", "maxpool2d"):
+        depth = ceil_log2(taps)
+    elif kind in ("avg", "avgpool2d"):
+        depth = ceil_log2(taps) + const_divider_depth(taps)
+    else:
+        raise ValueError(f"kind must be 'max' or 'avg', not {kind!r}")
+    return max(1, depth)
+
+
+def pool_reduce_cycles(kind: str, kernel, windows_per_frame: int = 1) -> Cycles:
+    """Latency and frame interval of a pool reduction alone (stall-free, from reset).
+
+    A :class:`PipelineModel` of :func:`pool_reduce_depth` levels: one window per
+    clock, so the frame interval is ``windows_per_frame`` and the latency (first
+    window handshake → first pixel handshake) is the depth.
+    """
+    depth = pool_reduce_depth(kind, kernel)
+    return model_cycles(lambda: [PipelineModel(depth)], windows_per_frame, windows_per_frame)
+
+
+def pool2d_cycles(kind: str, height, width, channels, kernel, stride=None, padding=0,
+                  fifo="full") -> Cycles:
+    """Latency and frame interval of a whole pool layer alone (``hw.pool.Pool2dLayer``).
+
+    The window unit's token model chained into the reducer's :class:`PipelineModel`
+    (the pad value changes no timing, nor does ``channels``, validated only).
+    ``stride`` defaults to the kernel, as in PyTorch; ``fifo`` as in
+    :func:`window_unit_geometry`.
+    """
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise ValueError(f"channels must be an int >= 1, not {channels!r}")
+    g = window_unit_geometry(height, width, kernel, kernel if stride is None else stride, padding,
+                             fifo)
+    depth = pool_reduce_depth(kind, g.kernel)
+    return model_cycles(lambda: [window_unit_model(g), PipelineModel(depth)],
+                        g.height * g.width, g.out_h * g.out_w)
+
+
 
 
 def _positive(name, value):
@@ -122,7 +187,7 @@ class AvgPoolReduce(wiring.Component):
     ----------
     i : In(stream.Signature(window_layout(bits, channels, kh, kw)))
     o : Out(stream.Signature(pixel_layout(bits, channels)))
-    plan : hw.divide.DividerPlan
+    plan : cnnforge.hw.divide.DividerPlan
         The divider for the sum range ``kh·kw·[min_code, max_code]``.
     latency : int
         Pipeline depth in cycles (``pool_reduce_depth("avg", (kh, kw))``).
@@ -161,7 +226,7 @@ class AvgPoolReduce(wiring.Component):
 
 
 class Pool2dLayer(wiring.Component):
-    """A whole pool layer: the shared :class:`hw.window.WindowUnit` + a reduction.
+    """A whole pool layer: the shared :class:`cnnforge.hw.window.WindowUnit` + a reduction.
 
     Max-pool pads with the format's minimum code (−inf), avg-pool with 0
     (DESIGN §4).  Input and output are pixel streams in the same format.
@@ -176,12 +241,11 @@ class Pool2dLayer(wiring.Component):
     rounding : str
         Avg-pool rounding mode.
     window_fifo : ``"full"``, ``"compact"`` or ``"tiled"``
-        The window unit's structure (:class:`hw.window.WindowUnit`'s ``fifo``).
+        The window unit's structure (:class:`cnnforge.hw.window.WindowUnit`'s ``fifo``).
     """
 
     def __init__(self, kind, in_shape, bits, kernel, stride, padding=0, rounding="half_up",
                  window_fifo="full"):
-        from .window import WindowUnit
         if kind not in ("maxpool2d", "avgpool2d"):
             raise ValueError(f"kind must be 'maxpool2d' or 'avgpool2d', not {kind!r}")
         channels, height, width = in_shape
@@ -203,10 +267,10 @@ class Pool2dLayer(wiring.Component):
         })
 
     @classmethod
-    def from_layer(cls, layer):
-        """Build from a resolved ``golden.model.MaxPool2d`` / ``AvgPool2d`` layer."""
+    def from_layer(cls, layer, window_fifo="full"):
+        """Build from a resolved ``maxpool2d`` / ``avgpool2d`` layer, with the planned window unit."""
         return cls(layer.type, layer.in_shape, layer.in_format.bits, layer.kernel, layer.stride,
-                   layer.padding, getattr(layer, "rounding", "half_up"), layer.window_fifo)
+                   layer.padding, getattr(layer, "rounding", "half_up"), window_fifo)
 
     def elaborate(self, platform):
         m = Module()
@@ -216,3 +280,31 @@ class Pool2dLayer(wiring.Component):
         wiring.connect(m, self.window.o, self.reduce.i)
         wiring.connect(m, self.reduce.o, wiring.flipped(self.o))
         return m
+
+
+@register_hardware("maxpool2d", "avgpool2d")
+class Pool2dHardware(WindowedHardware):
+    """The pool kinds: :class:`Pool2dLayer` (window unit + max or average reduction)."""
+
+    def build(self, layer, choice):
+        return Pool2dLayer.from_layer(layer, choice["window"])
+
+    def token_models(self, layer, choice) -> list:
+        g = self.geometry(layer, choice)
+        return [window_unit_model(g), PipelineModel(pool_reduce_depth(layer.type, g.kernel))]
+
+    def multipliers(self, layer, choice) -> int:
+        # avg-pool: one magic-constant multiplier per channel unless the divisor is a power of two
+        taps = layer.kernel[0] * layer.kernel[1]
+        if layer.type == "maxpool2d" or taps & (taps - 1) == 0:
+            return 0
+        return layer.in_shape[0]
+
+    def resources(self, layer, choice) -> LayerResources:
+        """Window unit, then one ``C·b`` register level per tree level (and the tree's inputs)."""
+        memories, bits = self.window_resources(layer, choice)
+        c, b = layer.in_shape[0], layer.in_format.bits
+        kh, kw = layer.kernel
+        levels = max(1, ceil_log2(kh * kw))
+        bits += c * b * (kh * kw // 2 + levels)
+        return LayerResources(memories, [], bits)

@@ -1,4 +1,4 @@
-"""Argmax head: the index of a frame's first maximum (DESIGN §3, §4 "argmax").
+"""Hardware of the ``argmax`` kind: the index of a frame's first maximum (DESIGN §3, §4).
 
 :class:`ArgmaxHead` takes one beat per frame carrying all ``features`` codes
 (the dense engine's output, or any flat one-beat frame) and emits one beat per
@@ -27,13 +27,14 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.cycles import argmax_cycles
 from cnnforge.golden.formats import ceil_log2
+from cnnforge.golden.tokens import Cycles, TokenModel
 
-from .divide import Pipe
-from .layouts import element_shape, pixel_layout
+from ..layouts import element_shape, pixel_layout
+from ..pipe import Pipe
+from ..registry import LayerHardware, LayerResources, register_hardware
 
-__all__ = ["ArgmaxHead", "index_layout"]
+__all__ = ["ArgmaxHead", "ArgmaxHeadModel", "ArgmaxHardware", "index_layout", "argmax_cycles"]
 
 
 def index_layout(count: int) -> data.StructLayout:
@@ -44,6 +45,61 @@ def index_layout(count: int) -> data.StructLayout:
 def _positive(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+
+def argmax_cycles(features: int, beats: int = 1) -> Cycles:
+    """Latency and frame interval of :class:`ArgmaxHead` alone (stall-free, from reset).
+
+    A registered comparator tree of ``ceil(log2(features))`` levels over each
+    beat's ``features`` codes (at least one register), one beat per clock.  A
+    frame of ``beats > 1`` beats (a pixel stream after ``flatten``) adds one
+    running-maximum register, which emits the index after the frame's last beat.
+    """
+    if features < 1 or beats < 1:
+        raise ValueError(f"features and beats must be >= 1, not {features}, {beats}")
+    if beats == 1:
+        return Cycles(latency=max(1, ceil_log2(features)), frame_interval=1)
+    return Cycles(latency=beats + ceil_log2(features), frame_interval=beats)
+
+
+class ArgmaxHeadModel(TokenModel):
+    """Token model of :class:`ArgmaxHead` (control only), for one- and multi-beat frames.
+
+    ``beats == 1``: a stall-all pipe of ``max(1, ceil(log2(features)))``
+    registers (as :class:`PipelineModel`).  ``beats > 1`` (argmax right after
+    ``flatten`` of a pixel stream): ``ceil(log2(features))`` tree registers,
+    then the running-maximum register, whose output becomes valid only with a
+    frame's last beat; one enable ``en = ~o.valid | o.ready`` moves everything
+    and ``i.ready = en``.
+    """
+
+    __slots__ = ("beats", "depth", "bits", "count", "valid")
+
+    def __init__(self, features: int, beats: int = 1):
+        if features < 1 or beats < 1:
+            raise ValueError(f"features and beats must be >= 1, not {features}, {beats}")
+        self.beats = beats
+        self.depth = max(1, ceil_log2(features)) if beats == 1 else ceil_log2(features)
+        self.bits, self.count, self.valid = 0, 0, False
+
+    def out_valid(self):
+        if self.beats == 1:
+            return bool(self.bits >> (self.depth - 1))
+        return self.valid
+
+    def in_ready(self, out_ready):
+        return out_ready or not self.out_valid()
+
+    def clock(self, in_fire, out_fire):
+        if not (out_fire or not self.out_valid()):     # en low: everything holds
+            return
+        if self.beats > 1:
+            leaving = bool(self.bits >> (self.depth - 1)) if self.depth else in_fire
+            self.valid = leaving and self.count == self.beats - 1
+            if leaving:
+                self.count = (self.count + 1) % self.beats
+        if self.depth:
+            self.bits = ((self.bits << 1) | in_fire) & ((1 << self.depth) - 1)
 
 
 class ArgmaxHead(wiring.Component):
@@ -66,9 +122,9 @@ class ArgmaxHead(wiring.Component):
     o : Out(stream.Signature(index_layout(features·beats)))
         One beat per frame, ``last`` = 1.
     latency : int
-        ``golden.cycles.argmax_cycles(features, beats).latency``; one beat per
+        ``argmax_cycles(features, beats).latency``; one beat per
         clock, full back-pressure (everything holds while the output waits).
-    cycles : golden.cycles.Cycles
+    cycles : cnnforge.golden.tokens.Cycles
     """
 
     def __init__(self, features, bits, *, beats=1):
@@ -154,3 +210,24 @@ class ArgmaxHead(wiring.Component):
         m.d.comb += self.o.payload.last.eq(1)
         assert pipe.depth + 1 == self.latency - self.beats + 1
         return m
+
+
+@register_hardware("argmax")
+class ArgmaxHardware(LayerHardware):
+    """The ``argmax`` kind: :class:`ArgmaxHead` on the incoming stream."""
+
+    def build(self, layer, choice):
+        return ArgmaxHead.for_stream(layer.in_stream, layer.in_format.bits)
+
+    def token_models(self, layer, choice) -> list:
+        # As ArgmaxHead.for_stream: (F,) is one beat of F codes, (C, H, W) H·W beats of C.
+        shape = tuple(layer.in_stream)
+        if len(shape) == 1:
+            return [ArgmaxHeadModel(shape[0])]
+        return [ArgmaxHeadModel(shape[0], shape[1] * shape[2])]
+
+    def work(self, layer) -> int:
+        return 0
+
+    def resources(self, layer, choice) -> LayerResources:
+        return LayerResources([], [], int(layer.in_shape[0]) * (layer.in_format.bits + 8) + 50)

@@ -40,7 +40,7 @@ that copy (``out·acc_bits`` flip-flops) to drain from.  Frames are delimited
 by counting ``H·W`` beats; the input ``last`` flag is not used (the network
 top checks framing).
 
-Default fold (:func:`golden.cycles.dense_default_fold`): ``simd`` = codes per
+Default fold (:func:`dense_default_fold`): ``simd`` = codes per
 beat, ``pe`` = ``out_features`` — one beat per clock.  Upstream blocks deliver
 pixels at one per cycle in bursts (e.g. a 2×2 max-pool: every other cycle on
 every other row); any fold slower than one beat per clock back-pressures the
@@ -56,21 +56,23 @@ gives the cheapest fold that fits in it.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.cycles import dense_cycles, dense_default_fold
 from cnnforge.golden.formats import Format, acc_bits as _acc_bits, ceil_log2
+from cnnforge.golden.tokens import Cycles, TokenModel
 
-from .divide import Pipe
-from .layouts import pixel_layout
-from .mac import check_fold
-from .requant import Requantizer, check_requant_params
-from .unused import silence_if_invalid
+from ..devices import Memory as MemoryEstimate
+from ..layouts import pixel_layout
+from ..mac import _mac_folds, check_fold, mac_datapath
+from ..pipe import Pipe
+from ..registry import LayerHardware, LayerResources, register_hardware
+from ..requant import Requantizer, check_requant_params
+from ..unused import silence_if_invalid
 
-__all__ = ["DenseEngine", "dense_weights_to_stream_order", "stream_geometry"]
+__all__ = ["DenseEngine", "DenseEngineModel", "DenseHardware", "dense_weights_to_stream_order",
+           "stream_geometry", "dense_default_fold", "dense_cycles", "dense_pipe_depth"]
 
 
 def stream_geometry(in_shape) -> tuple:
@@ -83,6 +85,112 @@ def stream_geometry(in_shape) -> tuple:
         return 1, int(shape[0])
     c, h, w = (int(v) for v in shape)
     return h * w, c
+
+
+def dense_pipe_depth(cycles_per_frame: int, simd: int) -> int:
+    """Registers of the stall-all pipe between the op counters and the accumulator bank.
+
+    Operands, operand re-register (only when the weights come from ROM, i.e.
+    more than one op per frame), products and ``ceil(log2(simd))`` adder-tree
+    levels (:func:`cnnforge.hw.mac.mac_datapath`).
+    """
+    return 2 + (1 if cycles_per_frame > 1 else 0) + ceil_log2(simd)
+
+
+def dense_default_fold(in_shape, out_features: int, frame_interval=None) -> tuple:
+    """Default ``(pe, simd)`` of :class:`DenseEngine`: ``(out_features, codes per beat)``.
+
+    One input beat per clock — the least multipliers (``C·out``) that keep up
+    with an upstream delivering one pixel per cycle in its bursts (the fastest
+    a frame of ``H·W`` beats can arrive), at MAC utilization 1; for a flat
+    ``(F,)`` input (one beat per frame) that is fully parallel.
+
+    ``frame_interval`` (optional, cycles): when the upstream is known to
+    deliver a frame at most that often, the fold with the fewest multipliers
+    whose ``cycles_per_frame`` fits in it (then the fastest, then the smallest
+    ``pe``); never slower than one beat per clock can ask for.  The hardware's
+    own default (``pe``/``simd`` = ``None``) is the call without it.
+    """
+    beats, codes = stream_geometry(in_shape)
+    out_features = int(out_features)
+    if frame_interval is None or frame_interval <= beats:
+        return out_features, codes
+    fits = [(pe * simd, beats * (codes // simd) * (out_features // pe), pe, simd)
+            for pe in range(1, out_features + 1) if out_features % pe == 0
+            for simd in range(1, codes + 1) if codes % simd == 0
+            if beats * (codes // simd) * (out_features // pe) <= frame_interval]
+    _, _, pe, simd = min(fits)
+    return pe, simd
+
+
+def dense_cycles(in_shape, out_features: int, pe=None, simd=None) -> Cycles:
+    """Latency and frame interval of :class:`DenseEngine` alone (stall-free, from reset).
+
+    Each beat takes ``(C/simd)·(out/pe)`` cycles and the next beat is taken on
+    the last of them, so a frame takes ``beats·(C/simd)·(out/pe)`` cycles; the
+    frame's last products leave the operand, operand re-register (only when the
+    weights come from ROM, i.e. more than one op per frame), product,
+    ``ceil(log2(simd))`` adder-tree, accumulator and requantizer registers
+    ``4 + ceil(log2(simd))`` (+1 with ROM) cycles after the last op cycle.
+    """
+    beats, codes = stream_geometry(in_shape)
+    d_pe, d_simd = dense_default_fold(in_shape, out_features)
+    pe, simd = _mac_folds(codes, out_features, d_pe if pe is None else pe,
+                          d_simd if simd is None else simd)
+    per_frame = beats * (codes // simd) * (out_features // pe)
+    return Cycles(latency=per_frame + 2 + dense_pipe_depth(per_frame, simd), frame_interval=per_frame)
+
+
+class DenseEngineModel(TokenModel):
+    """Token model of :class:`DenseEngine`, register for register (control only).
+
+    Stage A runs ``(C/simd)·(out/pe)`` ops per beat and takes the next beat on
+    the last one; the "frame done" flag of a frame's last op travels through the
+    ``2 + ceil(log2(simd))`` registers of the stall-all pipe (one more, the operand
+    re-register, when the weights come from ROM) into ``full``; one
+    global enable ``en = ~full | rq.i.ready`` moves them; then the requantizer
+    register, which is the output.  ``in_shape`` is the incoming stream's frame:
+    ``(C, H, W)`` (``H·W`` beats of ``C``) or ``(F,)`` (one beat).
+    """
+
+    __slots__ = ("ops", "beats", "top", "mask", "busy", "op", "pix", "pipe", "full", "rq_valid")
+
+    def __init__(self, in_shape, out_features: int, pe=None, simd=None):
+        self.beats, codes = stream_geometry(in_shape)
+        d_pe, d_simd = dense_default_fold(in_shape, out_features)
+        pe, simd = _mac_folds(codes, out_features, d_pe if pe is None else pe,
+                              d_simd if simd is None else simd)
+        self.ops = (codes // simd) * (out_features // pe)
+        stages = dense_pipe_depth(self.beats * self.ops, simd)
+        self.top, self.mask = stages - 1, (1 << stages) - 1
+        self.busy, self.op, self.pix, self.pipe = False, 0, 0, 0
+        self.full = self.rq_valid = False
+
+    def out_valid(self):
+        return self.rq_valid
+
+    def in_ready(self, out_ready):
+        en = not self.full or not self.rq_valid or out_ready
+        return en and (not self.busy or self.op == self.ops - 1)
+
+    def clock(self, in_fire, out_fire):
+        rq_i_ready = not self.rq_valid or out_fire
+        if rq_i_ready:
+            self.rq_valid = self.full
+        if not self.full or rq_i_ready:                 # en
+            self.full = bool(self.pipe >> self.top)
+            op_last = self.op == self.ops - 1
+            done = self.busy and op_last and self.pix == self.beats - 1
+            self.pipe = ((self.pipe << 1) | done) & self.mask
+            if self.busy:
+                if op_last:
+                    self.op, self.busy = 0, False
+                    self.pix = self.pix + 1 if self.pix + 1 < self.beats else 0
+                else:
+                    self.op += 1
+            if in_fire:
+                self.busy = True
+
 
 
 def dense_weights_to_stream_order(weight, in_shape) -> np.ndarray:
@@ -111,17 +219,17 @@ class DenseEngine(wiring.Component):
     in_shape : (int, int, int) or (int,)
         Shape of the incoming frame: ``(C, H, W)`` for a pixel stream (``H·W``
         beats of ``C`` codes), ``(F,)`` for one beat of ``F`` codes.
-    in_format : golden.formats.Format
+    in_format : cnnforge.golden.formats.Format
     weight : array_like of int, shape (out_features, in_features)
         Weight codes in PyTorch's flatten order ``(C, H, W)``.
     bias : array_like of int, shape (out_features,), or None
         Bias codes in accumulator scale (``f_in + f_w``); ``None`` = zeros.
-    weight_format, out_format : golden.formats.Format
+    weight_format, out_format : cnnforge.golden.formats.Format
     rounding, overflow, activation : str
-        As :func:`golden.formats.requantize`.
+        As :func:`cnnforge.golden.formats.requantize`.
     pe, simd : int or None
         ``pe`` divides ``out_features``, ``simd`` divides the codes per beat
-        (``C``, or ``F``); ``None`` = :func:`golden.cycles.dense_default_fold`.
+        (``C``, or ``F``); ``None`` = :func:`dense_default_fold`.
 
     Attributes
     ----------
@@ -138,12 +246,12 @@ class DenseEngine(wiring.Component):
     accumulator_bits : int
         Flip-flops of the accumulator bank, ``out·acc_bits``.
     acc_bits : int
-        ``golden.formats.acc_bits(b_in, b_w, in_features)``.
+        ``cnnforge.golden.formats.acc_bits(b_in, b_w, in_features)``.
     cycles_per_beat, cycles_per_frame : int
         ``(C/simd)·(out/pe)`` and ``beats_per_frame`` times that.
     latency : int
-        ``golden.cycles.dense_cycles(...).latency``.
-    cycles : golden.cycles.Cycles
+        ``dense_cycles(...).latency``.
+    cycles : cnnforge.golden.tokens.Cycles
     macs_per_frame : int
     """
 
@@ -153,7 +261,7 @@ class DenseEngine(wiring.Component):
             for name, fmt in (("in_format", in_format), ("weight_format", weight_format),
                               ("out_format", out_format)):
                 if not isinstance(fmt, Format):
-                    raise TypeError(f"{name} must be a golden.formats.Format, not {fmt!r}")
+                    raise TypeError(f"{name} must be a cnnforge.golden.formats.Format, not {fmt!r}")
             beats, codes = stream_geometry(in_shape)
             in_features = beats * codes
             weight = np.asarray(weight)
@@ -207,7 +315,7 @@ class DenseEngine(wiring.Component):
 
     @classmethod
     def from_layer(cls, layer, in_shape=None):
-        """Build from a resolved ``golden.model.Dense`` layer.
+        """Build from a resolved ``dense`` layer.
 
         ``in_shape`` is the shape of the incoming stream's frame — the
         ``(C, H, W)`` before a ``flatten`` — and defaults to ``layer.in_shape``.
@@ -255,46 +363,15 @@ class DenseEngine(wiring.Component):
             with m.If(self.i.valid & self.i.ready):
                 m.d.sync += [beat.eq(self.i.payload.data), busy.eq(1)]
 
-        # --- B, P, T: operands, products, adder tree (stall-all pipe) --------------------------
+        # --- B, R, P, T and the bias: the MAC datapath shared with the conv MAC array -----------
         first = (pix == 0) & (sf == 0)                  # the group's first products of the frame
         pipe = Pipe(m, busy, first, sf == SF - 1, op_last & (pix == P - 1), nf, name="dense")
         m.d.comb += pipe.en.eq(en)
-        xs = pipe.stage([beat[j] for j in range(simd)])
-        if depth > 1:
-            m.submodules.weight_rom = rom = Memory(
-                shape=data.ArrayLayout(signed(wbits), pe * simd), depth=depth, init=self._weight_words())
-            port = rom.read_port()
-            m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
-            ws = [port.data[k] for k in range(pe * simd)]
-            regs = pipe.stage(xs + ws)                  # R: operand re-register
-            xs, ws = regs[:simd], regs[simd:]
-        else:
-            ws = [Const(v, signed(wbits)) for v in self._weight_words()[0]]
-        carry_before = pipe.carry[3]
-        products = pipe.stage([xs[j] * ws[p * simd + j] for p in range(pe) for j in range(simd)])
-        lanes = [products[p * simd:(p + 1) * simd] for p in range(pe)]
-        while len(lanes[0]) > 1:
-            carry_before = pipe.carry[3]
-            pairs = [[lane[k:k + 2] for k in range(0, len(lane), 2)] for lane in lanes]
-            flat = pipe.stage([pr[0] + pr[1] if len(pr) == 2 else pr[0] for prs in pairs for pr in prs],
-                              [signed(max(len(v) for v in pr) + len(pr) - 1)
-                               for prs in pairs for pr in prs])
-            width = len(pairs[0])
-            lanes = [flat[p * width:(p + 1) * width] for p in range(pe)]
-        assert pipe.depth == 2 + (1 if depth > 1 else 0) + ceil_log2(simd)
-        sums = [lane[0] for lane in lanes]
+        sums, biases = mac_datapath(m, pipe, [beat[j] for j in range(simd)], self._weight_words(),
+                                    self.bias, pe=pe, wbits=wbits, sum_bits=self.sum_bits,
+                                    rom_addr=addr, nf_carry=3)
+        assert pipe.depth == dense_pipe_depth(self.cycles_per_frame, simd)
         valid, is_first, group_done, frame_done, _ = pipe.valid, *pipe.carry
-
-        # --- bias: ROM read one stage ahead of the accumulators, or constants -----------------
-        if NF > 1:
-            m.submodules.bias_rom = brom = Memory(
-                shape=data.ArrayLayout(signed(self.sum_bits), pe), depth=NF,
-                init=[[int(self.bias[g * pe + p]) for p in range(pe)] for g in range(NF)])
-            bport = brom.read_port()
-            m.d.comb += [bport.addr.eq(carry_before), bport.en.eq(en)]
-            biases = [bport.data[p] for p in range(pe)]
-        else:
-            biases = [Const(int(b), signed(self.sum_bits)) for b in self.bias]
 
         # --- ACC: rotating bank; bank[0] is the group being accumulated ------------------------
         bank = [[Signal(signed(self.acc_bits), name=f"acc_{g}_{p}") for p in range(pe)] for g in range(NF)]
@@ -318,3 +395,44 @@ class DenseEngine(wiring.Component):
         m.d.comb += [rq.i.payload.data[g * pe + p].eq(bank[g][p]) for g in range(NF) for p in range(pe)]
         wiring.connect(m, rq.o, wiring.flipped(self.o))
         return m
+
+
+@register_hardware("dense")
+class DenseHardware(LayerHardware):
+    """The ``dense`` kind: :class:`DenseEngine` on the incoming stream (flatten costs nothing)."""
+
+    @staticmethod
+    def _folds(layer):
+        # An unset pe/simd takes the engine's default fold, as DenseEngine.from_layer does.
+        return (layer.pe if layer.pe_given else None), (layer.simd if layer.simd_given else None)
+
+    def build(self, layer, choice):
+        return DenseEngine.from_layer(layer, in_shape=layer.in_stream)
+
+    def token_models(self, layer, choice) -> list:
+        return [DenseEngineModel(layer.in_stream, layer.out_features, *self._folds(layer))]
+
+    def work(self, layer) -> int:
+        engine = self.token_models(layer, {})[0]
+        return engine.beats * engine.ops
+
+    def multipliers(self, layer, choice) -> int:
+        return layer.pe * layer.simd
+
+    def resources(self, layer, choice) -> LayerResources:
+        """Weight ROM unless a frame is one op, bias ROM when ``pe < out``; registers: the beat,
+        operands and products, the accumulator bank and the requantized outputs."""
+        beats, codes = stream_geometry(layer.in_stream)
+        pe, simd = layer.pe, layer.simd
+        a, wb = layer.in_format.bits, layer.weight_format.bits
+        nf = layer.out_features // pe
+        depth = beats * (codes // simd) * nf
+        memories = []
+        if depth > 1:
+            memories.append(MemoryEstimate(layer.name, "weight ROM", pe * simd * wb, depth, True))
+        if nf > 1:
+            memories.append(MemoryEstimate(layer.name, "bias ROM", pe * layer.sum_bits, nf, True))
+        lanes = pe * simd
+        bits = (codes * a + lanes * (a + wb) * 2 + layer.out_features * (layer.acc_bits + layer.output.bits)
+                + 150)
+        return LayerResources(memories, [(a, wb)] * lanes, bits)

@@ -3,8 +3,9 @@
 :data:`DEVICES` describes the parts ``cnnforge synth`` targets (DESIGN §7):
 logic, flip-flops, block RAMs (count and shapes), DSP multipliers, and the
 nextpnr options that select the part.  :func:`estimate_resources` predicts
-from a model alone (no Amaranth) which memories become block RAMs and how many
-multipliers go to DSP blocks, following the rules Yosys applies:
+from a model and its design plan, without elaborating anything, which
+memories become block RAMs and how many multipliers go to DSP blocks,
+following the rules Yosys applies:
 
 - memories: ``memory_libmap`` picks the cheapest of logic (``width·depth`` bits,
   1/16 of that for a ROM), distributed LUT RAM (ECP5 ``DPR16X4``, cost 4 per
@@ -13,18 +14,16 @@ multipliers go to DSP blocks, following the rules Yosys applies:
   width goes to a DSP block; cnnforge caps their number at the part's count
   (the rest become LUT logic, see ``cnnforge.synth``), widest first.
 
-The memories are those of the generated blocks: each window unit's line
-memory (``K_h`` lines × ``C·bits`` wide, one word per covered column), and the
-weight/bias ROMs of folded conv and dense engines.
+The memories, multipliers and registers are those each layer kind's hardware
+module reports (:meth:`cnnforge.hw.registry.LayerHardware.resources`): window
+units' line memories, weight/bias ROMs of folded conv and dense engines.
+This module imports no Amaranth (``cnnforge --help`` lists the devices).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import ceil
-
-from .cycles import layer_window_geometry
-from .formats import ceil_log2
 
 __all__ = ["Device", "DEVICES", "get_device", "Memory", "estimate_resources", "soft_multiplier_luts",
            "format_estimate"]
@@ -172,96 +171,6 @@ def _place(mem: Memory, device: Device) -> Memory:
     return mem
 
 
-def _model_memories(model) -> list:
-    """Memories of the blocks ``hw.network.NetworkTop`` builds for ``model``."""
-    mems = []
-    for layer in model.layers:
-        if layer.type in ("conv2d", "maxpool2d", "avgpool2d"):
-            c = layer.in_shape[0]
-            g = layer_window_geometry(layer)
-            bits = layer.in_format.bits
-            # No memory: no lines (kernel height 1, tiled), or the tiled unit's shift
-            # register (counted in _register_bits).
-            if g.lines and not g.shift_register_lines:
-                mems.append(Memory(layer.name, "line buffer", g.lines * c * bits, g.cols, False,
-                                   chunk=c * bits))
-        if layer.type == "conv2d":
-            fan_in = layer.fan_in
-            depth = layer.cycles_per_pixel
-            nf = layer.out_channels // layer.pe
-            sum_bits = layer.in_format.bits + layer.weight_format.bits + ceil_log2(fan_in)
-            if depth > 1:
-                mems.append(Memory(layer.name, "weight ROM", layer.pe * layer.simd * layer.weight_format.bits,
-                                   depth, True))
-            if nf > 1:
-                mems.append(Memory(layer.name, "bias ROM", layer.pe * sum_bits, nf, True))
-        elif layer.type == "dense":
-            beats, codes = _dense_stream(layer)
-            pe, simd = layer.pe, layer.simd
-            nf = layer.out_features // pe
-            depth = beats * (codes // simd) * nf
-            sum_bits = layer.in_format.bits + layer.weight_format.bits + ceil_log2(layer.in_features)
-            if depth > 1:
-                mems.append(Memory(layer.name, "weight ROM", pe * simd * layer.weight_format.bits, depth, True))
-            if nf > 1:
-                mems.append(Memory(layer.name, "bias ROM", pe * sum_bits, nf, True))
-    return mems
-
-
-def _dense_stream(layer):
-    shape = tuple(layer.in_stream) or tuple(layer.in_shape)
-    if len(shape) == 3:
-        return shape[1] * shape[2], shape[0]
-    return 1, shape[0]
-
-
-def _register_bits(model, mems) -> dict:
-    """Rough flip-flops per layer: the wide data registers of each block plus a control allowance.
-
-    Window unit: window register ``K_h·K_w·C·b`` + column FIFO ``fifo_depth·K_h·C·b``
-    (+ its line memory when that stays in logic); MAC array: the window copy ``K·K·C·b``,
-    products, adder tree and accumulators; dense: beat register and accumulator bank
-    plus the requantized outputs; pool reduce: one ``C·b`` level per tree level.
-    Rough: on the bundled digits model (Yosys 0.70) the flip-flops came within 1 %
-    of synthesis, the LUTs 40–70 % high (UP5K 7,744 vs 5,557; ECP5 6,899 vs 4,070).
-    """
-    logic_mem = {}
-    for mem in mems:
-        if mem.placement == "logic" and not mem.rom:
-            logic_mem[mem.layer] = logic_mem.get(mem.layer, 0) + mem.bits
-    regs = {}
-    for layer in model.layers:
-        bits = 0
-        if layer.type in ("conv2d", "maxpool2d", "avgpool2d"):
-            c = layer.in_shape[0]
-            b = layer.in_format.bits
-            g = layer_window_geometry(layer)
-            kh, kw = g.kernel
-            bits += kh * kw * c * b + g.fifo_depth * kh * c * b + logic_mem.get(layer.name, 0) + 150
-            if g.shift_register_lines:
-                bits += g.lines * g.cols * c * b
-            if layer.type == "conv2d":
-                a, wb = layer.in_format.bits, layer.weight_format.bits
-                lanes = layer.pe * layer.simd
-                bits += (layer.fan_in * a + layer.simd * a + lanes * (a + wb) * 2
-                         + layer.pe * (layer.acc_bits + layer.output.bits) * 2 + 150)
-                if layer.out_channels > layer.pe:
-                    bits += layer.out_channels * layer.output.bits
-            else:
-                levels = max(1, ceil_log2(kh * kw))
-                bits += c * b * (kh * kw // 2 + levels)
-        elif layer.type == "dense":
-            beats, codes = _dense_stream(layer)
-            a, wb = layer.in_format.bits, layer.weight_format.bits
-            lanes = layer.pe * layer.simd
-            bits += (codes * a + lanes * (a + wb) * 2 + layer.out_features * (layer.acc_bits + layer.output.bits)
-                     + 150)
-        elif layer.type == "argmax":
-            bits += int(layer.in_shape[0]) * (layer.in_format.bits + 8) + 50
-        regs[layer.name] = bits
-    return regs
-
-
 def soft_multiplier_luts(a_bits: int, b_bits: int) -> int:
     """Rough LUT4 count of an ``a×b`` signed multiplier built in logic (Booth, measured on iCE40)."""
     return int(round(1.85 * a_bits * b_bits))
@@ -271,8 +180,11 @@ def _dsps_per_product(a, b, device) -> int:
     return ceil(a / device.dsp_width) * ceil(b / device.dsp_width)
 
 
-def estimate_resources(model, device) -> dict:
+def estimate_resources(model, device, plan=None) -> dict:
     """Predicted block-RAM and DSP use of ``model`` on ``device`` (a name or :class:`Device`).
+
+    ``plan`` is the design plan (:func:`cnnforge.hw.plan.plan_design`, made
+    when not given).
 
     Returns a JSON-ready dict: ``device``, ``part``, ``memories`` (one entry per
     memory: layer, role, width, depth, placement, brams), per-layer
@@ -280,19 +192,22 @@ def estimate_resources(model, device) -> dict:
     totals ``brams``/``dsps`` with capacities, ``lut_multiplier_luts`` (rough LUTs
     of the multipliers left in logic), ``fits`` and ``problems`` (one line each).
     """
+    from .plan import plan_design
+    from .registry import hardware
     device = get_device(device) if isinstance(device, str) else device
-    mems = [_place(m, device) for m in _model_memories(model)]
-    # Multiplier candidates: (size, order, layer, a, b); DSP budget filled widest first.
-    candidates = []
-    rows = {}
+    plan = plan_design(model) if plan is None else plan
+    mems, regs, candidates, rows = [], {}, [], {}
     for order, layer in enumerate(model.layers):
-        rows[layer.name] = {"name": layer.name, "type": layer.type, "multipliers": 0, "dsp": 0,
-                            "lut_multipliers": 0, "brams": 0, "pe": None, "simd": None}
-        if layer.type in ("conv2d", "dense"):
-            a, b = layer.in_format.bits, layer.weight_format.bits
-            rows[layer.name].update(multipliers=layer.multipliers, pe=layer.pe, simd=layer.simd)
-            for _ in range(layer.multipliers):
-                candidates.append((a * b, order, layer.name, a, b))
+        resources = hardware(layer.type).resources(layer, plan.choice(layer))
+        placed = [_place(mem, device) for mem in resources.memories]
+        mems += placed
+        # memories that stay in flip-flops count as registers
+        regs[layer.name] = resources.registers + sum(m.bits for m in placed
+                                                     if m.placement == "logic" and not m.rom)
+        rows[layer.name] = {"name": layer.name, "type": layer.type, "multipliers": len(resources.products),
+                            "dsp": 0, "lut_multipliers": 0, "brams": 0, "pe": getattr(layer, "pe", None),
+                            "simd": getattr(layer, "simd", None)}
+        candidates += [(a * b, order, layer.name, a, b) for a, b in resources.products]
     budget = device.dsps
     soft_luts = 0
     for size, _, name, a, b in sorted(candidates, key=lambda c: (-c[0], c[1])):
@@ -307,7 +222,6 @@ def estimate_resources(model, device) -> dict:
         rows[mem.layer]["brams"] += mem.brams
     brams = sum(m.brams for m in mems)
     dsps = device.dsps - budget
-    regs = _register_bits(model, mems)
     for name, bits in regs.items():
         rows[name]["flip_flops"] = bits
     ffs = sum(regs.values()) + 60              # + UART wrapper and framer

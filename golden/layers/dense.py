@@ -1,0 +1,89 @@
+"""Layer kind ``dense``: fully connected, bias, requantization, activation (DESIGN §3, §4).
+
+Fields: ``out_features`` plus the weighted-layer keys; it needs a flat input
+(after ``flatten`` or another ``dense``).  Weight ``(out_features,
+in_features)`` in PyTorch's flatten order.  ``simd`` divides the values per
+incoming hardware beat (C after a flatten of ``(C, H, W)``; ``in_features``
+after another dense): the engine takes the stream beat by beat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..model import ParseContext
+from ..registry import register_kind
+from ._weighted import WeightedLayer
+
+__all__ = ["Dense", "dense_acc", "dense"]
+
+
+def dense_acc(x, weight, bias) -> np.ndarray:
+    """Accumulators ``x @ W.T + bias``: int64 ``(N, out_features)``."""
+    x = np.asarray(x, dtype=np.int64)
+    weight = np.asarray(weight, dtype=np.int64)
+    acc = x @ weight.T
+    return acc if bias is None else acc + np.asarray(bias, dtype=np.int64)[None, :]
+
+
+def dense(x, weight, bias, *, shift, out_format, rounding="half_up", overflow="saturate",
+          activation="none") -> np.ndarray:
+    """Fully connected layer, bias, requantization and activation (DESIGN §4) on plain arguments."""
+    from ..formats import requantize
+    return requantize(dense_acc(x, weight, bias), shift, out_format, rounding, overflow, activation)
+
+
+@register_kind
+@dataclass(kw_only=True, eq=False)
+class Dense(WeightedLayer):
+    """A resolved ``dense`` layer."""
+
+    type: ClassVar[str] = "dense"
+    REQUIRED: ClassVar[tuple] = ("out_features",) + WeightedLayer.REQUIRED
+
+    out_features: int
+
+    @property
+    def in_features(self) -> int:
+        return self.in_shape[0]
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_features
+
+    @property
+    def macs_per_frame(self) -> int:
+        return self.in_features * self.out_features
+
+    @classmethod
+    def parse(cls, ctx: ParseContext) -> "Dense":
+        if len(ctx.in_shape) != 1:
+            raise ctx.error(f"a dense layer needs a flat input, but its input is {ctx.in_shape}; "
+                            "add a flatten layer before it", "type")
+        in_features = ctx.in_shape[0]
+        out_features = ctx.integer("out_features", 1)
+        requant = cls.parse_requant(ctx, in_features)
+        pe, pe_given = ctx.fold("pe", out_features, "out_features")
+        stream = ctx.source.stream
+        what = "in_channels per incoming pixel" if len(stream) == 3 else "in_features"
+        simd, simd_given = ctx.fold("simd", stream[0], what)
+        tensors = cls.parse_tensors(ctx, (out_features, in_features), requant["weight_format"], in_features)
+        return cls(**ctx.common(), out_shape=(out_features,), out_format=requant["output"],
+                   out_features=out_features, pe=pe, simd=simd, pe_given=pe_given, simd_given=simd_given,
+                   **requant, **tensors)
+
+    def run(self, x) -> np.ndarray:
+        return self.requantize(dense_acc(x, self.weight, self.bias))
+
+    def run_float(self, x) -> np.ndarray:
+        weight, bias = self.real_weights()
+        return self.activate_float(x @ weight.T + bias[None, :])
+
+    def to_json(self) -> dict:
+        doc = super().to_json()
+        doc["out_features"] = self.out_features
+        doc.update(self._requant_json())
+        return doc

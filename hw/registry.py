@@ -1,0 +1,115 @@
+"""The hardware side of each layer kind, registered by name (DESIGN §1 "one place per idea").
+
+Each module of :mod:`cnnforge.hw.layers` defines, for its kinds, one
+:class:`LayerHardware`: the block builder, the block's timing twin (token
+models, DESIGN §6), the resource estimate and the choices the planner may make
+for it.  The network builder, the planner, the cycle predictions, ``info``,
+``report.json``, the device estimates and the synthesis fit checks ask this
+registry; nothing else names layer kinds.  The golden side of each kind is in
+:mod:`cnnforge.golden.registry`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+
+__all__ = ["LayerHardware", "LayerResources", "register_hardware", "hardware", "hardware_kinds"]
+
+
+@dataclass
+class LayerResources:
+    """What a layer's blocks hold, for the device estimates (:mod:`cnnforge.hw.devices`).
+
+    ``memories``: :class:`cnnforge.hw.devices.Memory` entries (line buffers,
+    ROMs); ``products``: the ``(a_bits, b_bits)`` of each data multiplier (DSP
+    candidates); ``registers``: rough flip-flops of the data registers plus a
+    control allowance (a memory that stays in flip-flops is added by the estimate).
+    """
+
+    memories: list = field(default_factory=list)
+    products: list = field(default_factory=list)
+    registers: int = 0
+
+
+class LayerHardware:
+    """The hardware of one layer kind.  Subclasses override what their kind has.
+
+    ``choice`` is the planner's decision for one layer (a dict, e.g.
+    ``{"window": "compact"}``); :meth:`choices` lists the candidates.
+    """
+
+    #: the kind(s) served, set by :func:`register_hardware`
+    kinds: tuple = ()
+
+    def choices(self, layer) -> tuple:
+        """Planner candidates for ``layer``, the preferred (smallest) first; ``()`` when none."""
+        return ()
+
+    def default_choice(self, layer) -> dict:
+        """The choice a layer gets without planning (always buildable if the layer is)."""
+        return {}
+
+    def build(self, layer, choice):
+        """The layer's block (a component with ``i``/``o`` streams), or None: no hardware."""
+        return None
+
+    def token_models(self, layer, choice) -> list:
+        """Fresh token models of the layer's blocks, in stream order (``[]``: a wire)."""
+        return []
+
+    def work(self, layer) -> int:
+        """Cycles per frame of the layer's slowest block, in closed form (bounds the planner's work)."""
+        return 0
+
+    def multipliers(self, layer, choice) -> int:
+        """Multipliers the layer's blocks hold (data products and constant dividers)."""
+        return 0
+
+    def line_buffer_bits(self, layer, choice) -> int:
+        return 0
+
+    def describe(self, layer, choice) -> dict:
+        """Extra per-layer figures for ``info`` and ``report.json`` (e.g. the window unit's structure)."""
+        return {}
+
+    def resources(self, layer, choice) -> LayerResources:
+        return LayerResources()
+
+
+_HARDWARE: dict = {}
+_loaded = False
+
+
+def register_hardware(*kinds: str):
+    """Class decorator: register a :class:`LayerHardware` subclass for the layer kinds ``kinds``."""
+    def decorate(cls):
+        instance = cls()
+        instance.kinds = kinds
+        for kind in kinds:
+            if kind in _HARDWARE:
+                raise ValueError(f"hardware for layer type {kind!r} is registered twice")
+            _HARDWARE[kind] = instance
+        return cls
+    return decorate
+
+
+def hardware_kinds() -> dict:
+    """``{type: LayerHardware}`` of every kind with a hardware module."""
+    global _loaded
+    if not _loaded:
+        from . import layers
+        for info in sorted(pkgutil.iter_modules(layers.__path__), key=lambda i: i.name):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{layers.__name__}.{info.name}")
+        _loaded = True
+    return dict(_HARDWARE)
+
+
+def hardware(kind: str) -> LayerHardware:
+    """The :class:`LayerHardware` of ``kind``; ``KeyError`` when the kind has no hardware module."""
+    kinds = hardware_kinds()
+    if kind not in kinds:
+        raise KeyError(f"no hardware for '{kind}' layers; add a module to cnnforge/hw/layers/")
+    return kinds[kind]
