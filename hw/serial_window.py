@@ -63,15 +63,24 @@ clock-to-out.  Both stages move on one enable ``en = ~o.valid | o.ready``
 
 Buffer size
 -----------
-The window spans ``span = ((K_h − 1)·W + K_w)·G`` words.  The buffer holds
-``D >= span + lookahead`` words with ``lookahead = (K_h − 1 + s_h)·W·G`` (the
-rule is :func:`serial_window_min_depth`; ``D`` is rounded up to a power of two
-where that costs little, :func:`serial_window_depth`).  The lookahead lets the
-writer run a frame's first rows in while the last windows of the previous
-frame are still read (a first window needs up to ``span`` new words), and run
-a row ahead of an input-bound reader (2×2/2 pools).  Then a frame takes
-``max(H·W·G, O_h·O_w·repeat·K_h·K_w·G)`` cycles stall-free (measured by
-:func:`serial_window_cycles`); the exceptions are noted there.
+A window spans ``span = ((K_h − 1)·W + K_w)·G`` words; the least legal depth
+is :attr:`SerialWindowGeometry.reach` (the span, or more where top padding
+keeps a row alive).  The default depth is the least for which frames run back
+to back at full rate, :func:`serial_window_min_depth`: in the stall-free
+steady state the busier side (reader or writer) works every cycle and the
+other as late (writer) or as early (reader) as it can; the depth is the most
+words the writer is then ahead of the base.  It is exact -- one word less and
+the frame interval grows (tested) -- and costs one pass over a few frames'
+beats.  Typical values: a 'same' 3×3 conv needs exactly the span; a 'valid'
+3×3 conv ``span + (K_h − 1)(W − K_w)·G + 1`` (the next frame's first window
+must be partly written while the last one of a frame is read); a 2×2/2 pool
+about a row more than the span (input and output run at the same rate, the
+reader a row behind).  :func:`serial_window_depth` then rounds up to a power
+of two where that is cheap (addresses become plain counters).  With that
+depth the stall-free frame interval is exactly
+``max(H·W·G, O_h·O_w·repeat·K_h·K_w·G)`` cycles on every geometry tried so far
+(hundreds of random small shapes with padding, stride, skipped rows, repeats;
+no exception found), and :func:`serial_window_cycles` gives it with the latency.
 
 Which ``simd`` (:func:`serial_window_simds`)
 --------------------------------------------
@@ -192,10 +201,13 @@ class SerialWindowGeometry:
     the buffer index moves by ``idx_step[L]``, the tap row by ``row_step[L]``,
     the tap column by ``col_step[L]``; index ``len(levels)`` is the step past a
     frame's last beat (every level wraps).  ``base_step[L]`` is the move of the
-    window base (the oldest word still needed) for the levels at which the
-    reader moves to the next window (0 for the others); the ``oy`` level's move
-    depends on the output row only within the top padding: ``base_step_row``
-    lists it per output row.
+    window base (a lower bound of every word a later read needs): 0 for the
+    levels inside a window, ``s_w·G`` for the ``ox`` step except in the output
+    rows marked ``frozen_rows`` (where the next row starts lower, e.g. top
+    padding re-reading row 0: there the base stays at the row's start), and
+    ``None`` for the ``oy`` and frame steps, which move it by
+    ``base_step_row[oy]``.  ``s_init``, ``r_init``, ``row_init``, ``col_init``
+    are the reset values of the relative counters and the tap position.
     """
 
     height: int
@@ -245,10 +257,6 @@ class SerialWindowGeometry:
     def pipeline_depth(self) -> int:
         """Registers from the read issue to ``o``: the memory's read register, plus ``out_reg``."""
         return 2 if self.out_reg else 1
-
-    @property
-    def word_bits_per_code(self) -> int:
-        return self.simd
 
     @property
     def row_checks(self) -> tuple:
