@@ -8,8 +8,8 @@ the window back ``simd`` values per beat, in the order its consumer reduces in.
 A window is never copied into registers; a conv whose MAC folds over output
 channels re-reads it ``repeat`` (= C_out/pe) times.
 
-Beats and buffer words (``simd`` divides ``C``, the case this unit serves)
---------------------------------------------------------------------------
+Beats and buffer words (``simd`` divides ``C``; wider ``simd`` below)
+--------------------------------------------------------------------
 A pixel of ``C`` channels arrives as ``G = C/simd`` consecutive input beats of
 ``in_lanes = simd`` channels (beat ``g`` holds channels ``g·simd ..
 g·simd + simd − 1``), pixels in raster order.  Every input beat is one buffer
@@ -33,7 +33,8 @@ position the beats are, with ``order``:
 Schedule: nested counters and one affine index
 ---------------------------------------------
 The reader runs six nested loop counters (``g, kx, ky, rep`` in the order
-above, then ``ox``, ``oy``; levels of size 1 vanish).  The buffer index of the
+above, then ``ox``, ``oy``; levels of size 1 vanish; ``kx`` counts chunks of
+``k`` pixels when ``simd = C·k``).  The buffer index of the
 current beat is affine in them,
 ``idx = f·F + (oy·s_h − p_top + ky)·W·G + (ox·s_w − p_left + kx)·G + g``,
 so each time a level steps (the levels inside it wrap) ``idx`` moves by one
@@ -44,7 +45,8 @@ The controller therefore holds, besides the loop counters, three
 *relative* counters that are compared by their sign bit only:
 
 - ``s = n_written − idx − 1``: the current tap is readable when ``s >= 0``
-  (or when it is a padding tap); ``+1`` per write, ``−idx_step`` per read;
+  (or when it is a padding tap); ``+1`` per write, ``−idx_step`` per read
+  (``− k`` instead of ``− 1`` for the wide case below);
 - ``r = n_written − base − D``: the writer may write while ``r < 0`` -- ``base``
   is the index of the current window's first real row at its left column, the
   oldest word any later read needs, so a write never overwrites a live word;
@@ -82,13 +84,22 @@ depth the stall-free frame interval is exactly
 (hundreds of random small shapes with padding, stride, skipped rows, repeats;
 no exception found), and :func:`serial_window_cycles` gives it with the latency.
 
-Which ``simd`` (:func:`serial_window_simds`)
---------------------------------------------
-This unit serves ``simd`` dividing ``C``, with ``in_lanes == simd``
-(:func:`serial_window_in_lanes`).  The wider serial cases of DESIGN §5
-(``simd = C·k``, ``k | K_w``, and ``K_w·C·j``, ``j | K_h``) need several buffer
-words per beat and are not built here: :func:`serial_window_in_lanes` rejects
-them and the planner uses the parallel window for them.
+Which ``simd`` (:func:`serial_window_simds`, :func:`serial_window_in_lanes`)
+------------------------------------------------------------------------------
+- ``simd`` dividing ``C`` (both orders): ``in_lanes = simd``, one buffer word
+  per beat, one memory -- everything above.
+- ``simd = C·k`` with ``k > 1`` dividing ``K_w`` (``order="window"``): a beat
+  is ``k`` consecutive pixels of one kernel row, all channels (``k = K_w``: a
+  whole kernel row, DESIGN §5's ``K_w·C·j`` with ``j = 1``).  ``in_lanes = C``
+  (whole pixels, ``G = 1``); the buffer is ``k`` banks (memories), pixel ``n``
+  in bank ``n mod k`` at ``n div k``, so the ``k`` pixels of a beat are in ``k``
+  different banks: bank ``b`` reads at ``q + (b < rm)`` where ``q, rm`` =
+  ``divmod(idx, k)`` are stepped like ``idx``, and the lanes are rotated by
+  ``rm``.  ``s = n_written − idx − k``; a beat is readable when its last real
+  pixel is written (right padding may cut the chunk short).
+- Not served: ``K_w·C·j`` with ``j > 1`` (several kernel rows per beat would
+  need banks by row as well); :func:`serial_window_in_lanes` rejects it and
+  the planner uses the parallel window there.
 """
 
 from __future__ import annotations
@@ -149,32 +160,38 @@ def _divisors(n):
 
 
 def serial_window_simds(channels: int, kernel, order: str = "window") -> list:
-    """The ``simd`` values the serial unit serves for ``channels`` and ``kernel``: the divisors of C.
+    """The ``simd`` values the serial unit serves, ascending.
 
-    (DESIGN §5 also names ``C·k``, ``k | K_w``, and ``K_w·C·j``, ``j | K_h``; this unit
-    does not build those, see the module docstring.)  ``kernel`` and ``order`` are
-    validated; the answer does not depend on them.
+    The divisors of ``C``; with ``order="window"`` also ``C·k`` for ``k > 1`` dividing
+    ``K_w`` (``k`` whole pixels of one kernel row per beat; ``k = K_w`` is DESIGN §5's
+    ``K_w·C·j`` with ``j = 1``).  Not served: ``K_w·C·j`` with ``j > 1`` (several
+    kernel rows per beat) -- the planner uses the parallel window there.
     """
     _positive("channels", channels)
-    _pair(kernel, "kernel")
+    _, kw = _pair(kernel, "kernel")
     if order not in SERIAL_WINDOW_ORDERS:
         raise ValueError(f"order must be one of {', '.join(map(repr, SERIAL_WINDOW_ORDERS))}, "
                          f"not {order!r}")
-    return _divisors(channels)
+    wide = [channels * k for k in _divisors(kw) if k > 1] if order == "window" else []
+    return _divisors(channels) + wide
 
 
 def serial_window_in_lanes(channels: int, simd: int, kernel=1, order: str = "window") -> int:
-    """Channels per input beat the serial unit needs for ``simd``: ``simd`` itself.
+    """Channels per input beat the serial unit needs for ``simd``.
 
-    The network builder puts a width converter in front when the producer's lanes
-    differ.  Raises ``ValueError`` naming the legal ``simd`` values when the serial
-    unit does not serve ``simd`` (then the planner uses the parallel window).
+    ``simd`` itself when it divides ``C`` (a beat is one buffer word); ``C`` (whole
+    pixels) when ``simd = C·k``.  The network builder puts a width converter in front
+    when the producer's lanes differ.  Raises ``ValueError`` naming the legal
+    ``simd`` values when the serial unit does not serve ``simd`` (then the planner
+    uses the parallel window).
     """
     legal = serial_window_simds(channels, kernel, order)
     if not _is_int(simd) or simd not in legal:
-        raise ValueError(f"simd must divide channels ({channels}) for the serial window unit; "
-                         f"valid values: {', '.join(map(str, legal))}; got {simd!r}")
-    return simd
+        raise ValueError(f"simd for the serial window unit ({order!r} order) must divide "
+                         f"channels ({channels})" + (" or be channels times a divisor of the "
+                                                     "kernel width" if order == "window" else "")
+                         + f"; valid values: {', '.join(map(str, legal))}; got {simd!r}")
+    return simd if channels % simd == 0 else channels
 
 
 def serial_window_depth(min_depth: int, word_bits: int) -> int:
@@ -222,10 +239,11 @@ class SerialWindowGeometry:
     repeat: int
     out_h: int
     out_w: int
-    groups: int             # G: buffer words per pixel
+    groups: int             # G: buffer words per pixel (1 when banks > 1)
+    banks: int              # k: buffer words (pixels) per output beat, one memory each
     span: int               # words from a window's first to past its last tap
     reach: int              # least legal depth: span, or more where rows are frozen
-    depth: int              # buffer words D
+    depth: int              # buffer words D (banks x words per bank)
     out_reg: bool           # output register after the padding mux (pipeline depth 2)
     levels: tuple
     sizes: tuple
@@ -250,8 +268,9 @@ class SerialWindowGeometry:
 
     @property
     def out_beats(self) -> int:
-        """Output beats per frame, ``O_h·O_w·repeat·K_h·K_w·G``."""
-        return self.out_h * self.out_w * self.repeat * self.kernel[0] * self.kernel[1] * self.groups
+        """Output beats per frame, ``O_h·O_w·repeat·K_h·K_w·C/simd``."""
+        return (self.out_h * self.out_w * self.repeat * self.kernel[0] * self.kernel[1]
+                * self.channels // self.simd)
 
     @property
     def pipeline_depth(self) -> int:
@@ -283,11 +302,14 @@ def serial_window_geometry(height, width, channels, kernel, stride=1, padding=0,
                   in_lanes)
     if not _is_int(bits) or not 2 <= bits <= 32:
         raise ValueError(f"bits must be an int in 2..32, not {bits!r}")
+    k = g.banks
     if depth is None:
-        depth = serial_window_depth(_min_depth(replace(g, out_reg=True)), simd * bits)
-    elif not _is_int(depth) or depth < g.reach:
+        least = -(-_min_depth(replace(g, out_reg=True)) // k)        # words per bank
+        depth = k * serial_window_depth(least, g.in_lanes * bits)
+    elif not _is_int(depth) or depth < g.reach or depth % k:
         raise ValueError(f"depth must be an int >= {g.reach} (the most words a window and the "
-                         f"rows it keeps alive span), not {depth!r}")
+                         f"rows it keeps alive span)" + (f" and a multiple of {k} (banks)" if k > 1
+                                                         else "") + f", not {depth!r}")
     (pt, _), (pl, _) = g.padding
     W, G = g.width, g.groups
     # Bounds of the relative counters (the tests check the token model stays inside):
@@ -296,7 +318,7 @@ def serial_window_geometry(height, width, channels, kernel, stride=1, padding=0,
     moves = [abs(v) for v in g.idx_step] + [g.span]
     base_moves = [abs(v) for v in g.base_step if v is not None] + \
         [abs(v) for v in g.base_step_row] + [0]
-    s_range = (-(g.span + max(moves) + max(base_moves) + 2), depth + (pt * W + pl) * G)
+    s_range = (-(g.span + max(moves) + max(base_moves) + 2 * k), depth + (pt * W + pl) * G)
     r_range = (-(depth + max(base_moves) + g.span + 2), 0)
     return replace(g, depth=depth, r_init=pl * G - depth, s_range=s_range, r_range=r_range)
 
@@ -327,19 +349,21 @@ def _schedule(height, width, channels, kernel, stride, padding, simd, order, rep
     need_lanes = serial_window_in_lanes(channels, simd, (kh, kw), order)
     if in_lanes is not None and in_lanes != need_lanes:
         raise ValueError(f"in_lanes must be {need_lanes} for simd {simd} (the serial window unit "
-                         f"takes simd channels per input beat), not {in_lanes!r}")
+                         f"takes {'simd channels' if need_lanes == simd else 'whole pixels'} per "
+                         f"input beat), not {in_lanes!r}")
     H, W, C = height, width, channels
     oh = (H + pt + pb - kh) // sh + 1
     ow = (W + pl + pr - kw) // sw + 1
     if oh < 1 or ow < 1:
         raise ValueError(f"kernel {kh}x{kw} is larger than the padded "
                          f"{H + pt + pb}x{W + pl + pr} image")
-    G = C // simd
+    k = simd // C if simd > C else 1           # pixels per beat (banks); k is not reused below
+    G = C // need_lanes
     F = H * W * G
     span = ((kh - 1) * W + kw) * G
 
     # Loop levels, inner first: (name, size, idx coefficient, row coefficient, col coefficient).
-    inner = {"window": [("g", G, 1, 0, 0), ("kx", kw, G, 0, 1), ("ky", kh, W * G, 1, 0),
+    inner = {"window": [("g", G, 1, 0, 0), ("kx", kw // k, k * G, 0, k), ("ky", kh, W * G, 1, 0),
                         ("rep", repeat, 0, 0, 0)],
              "channel": [("kx", kw, G, 0, 1), ("ky", kh, W * G, 1, 0), ("rep", repeat, 0, 0, 0),
                          ("g", G, 1, 0, 0)]}[order]
@@ -374,8 +398,8 @@ def _schedule(height, width, channels, kernel, stride, padding, simd, order, rep
     base_step_row = tuple(b_next(o) - b(o, 0 if frozen_rows[o] else ow - 1) for o in range(oh))
     window_level = next((k for k, n in enumerate(names) if n in ("ox", "oy")), len(names))
     base_step = []
-    for k, n in enumerate(names + ("frame",)):
-        if k < window_level:
+    for level, n in enumerate(names + ("frame",)):
+        if level < window_level:
             base_step.append(0)
         elif n == "ox":
             base_step.append(sw * G)        # 0 in frozen rows
@@ -392,17 +416,17 @@ def _schedule(height, width, channels, kernel, stride, padding, simd, order, rep
     return SerialWindowGeometry(
         height=H, width=W, channels=C, kernel=(kh, kw), stride=(sh, sw),
         padding=((pt, pb), (pl, pr)), simd=simd, in_lanes=need_lanes, order=order, repeat=repeat,
-        out_h=oh, out_w=ow, groups=G, span=span, reach=reach, depth=0, out_reg=out_reg,
+        out_h=oh, out_w=ow, groups=G, banks=k, span=span, reach=reach, depth=0, out_reg=out_reg,
         levels=names, sizes=sizes, idx_step=idx_step, row_step=row_step, col_step=col_step,
         base_step=tuple(base_step), base_step_row=base_step_row, frozen_rows=frozen_rows,
-        window_level=window_level, s_init=(pt * W + pl) * G - 1, r_init=0, row_init=-pt,
+        window_level=window_level, s_init=(pt * W + pl) * G - k, r_init=0, row_init=-pt,
         col_init=-pl, s_range=(0, 0), r_range=(0, 0))
 
 
 # --- buffer sizing -------------------------------------------------------------------------
 
 def _beats(g: SerialWindowGeometry, frames: int):
-    """Per output beat over ``frames`` frames: ``(index or None for padding, base after it)``.
+    """Per output beat over ``frames`` frames: ``(last word it reads or None, base after it)``.
 
     Stepped with the geometry's own level steps, as the RTL and the model step.
     """
@@ -415,8 +439,9 @@ def _beats(g: SerialWindowGeometry, frames: int):
     idx = (-pt * W - pl) * g.groups
     base = -pl * g.groups
     row, col = -pt, -pl
+    k = g.banks
     for _ in range(frames * g.out_beats):
-        real = 0 <= row < H and 0 <= col < W
+        real = 0 <= row < H and -k < col < W
         oy = count[oy_level] if oy_level >= 0 else 0
         level = 0
         while level < n and count[level] == last[level]:
@@ -430,7 +455,7 @@ def _beats(g: SerialWindowGeometry, frames: int):
         elif step and g.frozen_rows[oy]:
             step = 0
         base += step
-        yield (idx if real else None), base
+        yield (idx + min(k, W - col) - 1 if real else None), base
         idx += g.idx_step[level]
         row += g.row_step[level]
         col += g.col_step[level]
@@ -514,7 +539,7 @@ class SerialWindowModel(TokenModel):
     """
 
     __slots__ = ("g", "n", "sizes", "last", "idx_step", "row_step", "col_step", "base_step",
-                 "base_row", "frozen", "oy_level", "H", "W", "check_lo", "check_hi", "count", "s", "r", "row",
+                 "base_row", "frozen", "oy_level", "H", "W", "k", "count", "s", "r", "row",
                  "col", "v1", "v2", "two", "check", "s_lo", "s_hi", "r_lo")
 
     def __init__(self, geometry: SerialWindowGeometry, check_ranges: bool = False):
@@ -528,6 +553,7 @@ class SerialWindowModel(TokenModel):
         self.frozen = g.frozen_rows
         self.oy_level = g.levels.index("oy") if "oy" in g.levels else -1
         self.H, self.W = g.height, g.width
+        self.k = g.banks
         self.count = [0] * self.n
         self.s, self.r, self.row, self.col = g.s_init, g.r_init, g.row_init, g.col_init
         self.v1 = self.v2 = False
@@ -547,12 +573,20 @@ class SerialWindowModel(TokenModel):
     def in_ready(self, out_ready):
         return self.r < 0
 
+    def readable(self) -> bool:
+        """The current beat can be read: its last real word is written, or it is all padding."""
+        col, k = self.col, self.k
+        if k == 1:
+            return self.s >= 0 or not (0 <= self.row < self.H and 0 <= col < self.W)
+        return (self.s + max(0, col + k - self.W) >= 0
+                or not (0 <= self.row < self.H and -k < col < self.W))
+
     def clock(self, in_fire, out_fire):
         if self.two:
             en = out_fire or not self.v2
         else:
             en = out_fire or not self.v1
-        rd = en and (self.s >= 0 or not (0 <= self.row < self.H and 0 <= self.col < self.W))
+        rd = en and self.readable()
         if en:
             if self.two:
                 self.v2 = self.v1
@@ -600,7 +634,7 @@ def serial_window_cycles(height, width, channels, kernel, stride=1, padding=0, *
 
 # --- the component ---------------------------------------------------------------------------
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned   # noqa: E402
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned   # noqa: E402
 from amaranth.lib import stream, wiring                                 # noqa: E402
 from amaranth.lib.memory import Memory                                  # noqa: E402
 from amaranth.lib.wiring import In, Out                                 # noqa: E402
@@ -650,7 +684,8 @@ class SerialWindowUnit(wiring.Component):
     bits : int
         Width of one signed code (2..32).
     simd : int
-        Codes per output beat; a divisor of ``channels`` (:func:`serial_window_simds`).
+        Codes per output beat: a divisor of ``channels``, or (``order="window"``)
+        ``channels·k`` with ``k`` dividing the kernel width (:func:`serial_window_simds`).
     order : ``"window"`` or ``"channel"``
         Beat order: ``(ky, kx, c)`` chunks per window (conv), or per channel group all
         ``K_h·K_w`` taps (pools, depthwise).
@@ -661,7 +696,8 @@ class SerialWindowUnit(wiring.Component):
         Code of padding taps (0 for conv/avg-pool, the minimum code for max-pool, the
         input zero point for affine formats).
     in_lanes : int, optional
-        Channels per input beat; must be :func:`serial_window_in_lanes` (``simd``).
+        Channels per input beat; must be :func:`serial_window_in_lanes` (``simd``, or
+        ``channels`` when ``simd = channels·k``).
     depth : int, optional
         Buffer words; default :func:`serial_window_min_depth` rounded by
         :func:`serial_window_depth`.  At least :attr:`SerialWindowGeometry.reach`.
@@ -679,7 +715,7 @@ class SerialWindowUnit(wiring.Component):
     geometry : SerialWindowGeometry
         The static schedule (shared with :class:`SerialWindowModel`).
     buffer_bits : int
-        Bits of block RAM, ``depth·simd·bits``.
+        Bits of buffer memory, ``depth·in_lanes·bits``.
     """
 
     def __init__(self, height, width, channels, kernel, stride=1, padding=0, *, bits, simd=1,
@@ -699,7 +735,7 @@ class SerialWindowUnit(wiring.Component):
         self.simd, self.in_lanes, self.order, self.repeat = g.simd, g.in_lanes, g.order, g.repeat
         self.kernel, self.stride, self.padding = g.kernel, g.stride, g.padding
         self.out_h, self.out_w, self.depth = g.out_h, g.out_w, g.depth
-        self.buffer_bits = g.depth * g.simd * bits
+        self.buffer_bits = g.depth * g.in_lanes * bits
         super().__init__({
             "i": In(stream.Signature(pixel_layout(bits, g.in_lanes))),
             "o": Out(stream.Signature(pixel_layout(bits, g.simd))),
@@ -708,24 +744,18 @@ class SerialWindowUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self.geometry
-        D, n = g.depth, len(g.sizes)
-        word = g.simd * self.bits
-
-        m.submodules.buffer = mem = Memory(shape=unsigned(word), depth=D, init=[])
-        wp = mem.write_port()
-        rp = mem.read_port()
+        D, n, k = g.depth, len(g.sizes), g.banks
+        H, W = g.height, g.width
+        (pt, pb), (pl, pr) = g.padding
+        word = g.in_lanes * self.bits                           # one buffer word: one input beat
 
         # --- writer: every input beat is the next word ------------------------------------
         r = Signal(_signed_for(*g.r_range), init=g.r_init)      # n_written - base - D
-        wa = Signal(range(D), init=0)
         wr = Signal()
         m.d.comb += [
             self.i.ready.eq(r[-1]),                             # r < 0: a register bit
             wr.eq(self.i.valid & self.i.ready),
-            wp.addr.eq(wa), wp.en.eq(wr), wp.data.eq(self.i.payload.data.as_value()),
         ]
-        with m.If(wr):
-            m.d.sync += wa.eq(0 if D == 1 else Mux(wa == D - 1, 0, wa + 1))
 
         # --- reader: nested loop counters -------------------------------------------------
         count = [Signal(range(size), name=f"{name}_count") for name, size in zip(g.levels, g.sizes)]
@@ -736,87 +766,135 @@ class SerialWindowUnit(wiring.Component):
 
         def by_level(steps):
             """The constant ``steps[L]`` of the level that steps (``steps[n]``: frame step)."""
-            lo, hi = min(steps), max(steps)
-            value = Const(steps[0], _signed_for(lo, hi))
+            value = Const(steps[0], _signed_for(min(steps), max(steps)))
             for L in range(1, n + 1):
                 value = Mux(wrap[L - 1], steps[L], value)
             return value
 
         oy = count[g.levels.index("oy")] if "oy" in g.levels else Const(0, 1)
-        s = Signal(_signed_for(*g.s_range), init=g.s_init)      # n_written - idx - 1
-        pad = Signal()
+        s = Signal(_signed_for(*g.s_range), init=g.s_init)      # n_written - idx - k
         ok = Signal()
         en = Signal()
         rd = Signal()
-        m.d.comb += [ok.eq(pad | ~s[-1]), rd.eq(en & ok)]
-
+        m.d.comb += rd.eq(en & ok)
         with m.If(rd):
             for L in range(n):
                 with m.If(Const(1) if L == 0 else wrap[L - 1]):
                     m.d.sync += count[L].eq(Mux(at_max[L], 0, count[L] + 1))
-        idx_step = by_level(g.idx_step)
-        m.d.sync += s.eq(s + wr - Mux(rd, idx_step, 0))
+        m.d.sync += s.eq(s + wr - Mux(rd, by_level(g.idx_step), 0))
 
         # base moves (r): ox step (0 in frozen rows), oy and frame steps (per output row)
-        base_step = Const(0, 1)
-        if g.window_level < n + 1:
-            k = g.window_level
-            moves = []
-            for L in range(k, n + 1):
-                name = g.levels[L] if L < n else "frame"
-                if name == "ox":
-                    frozen = _by_row(oy, [int(f) for f in g.frozen_rows], g.out_h)
-                    moves.append(Mux(frozen, 0, g.base_step[L]))
-                else:
-                    moves.append(_by_row(oy, list(g.base_step_row), g.out_h))
-            value = moves[0]
-            for j, L in enumerate(range(k + 1, n + 1), start=1):
-                value = Mux(wrap[L - 1], moves[j], value)
-            base_step = Mux(wrap[k - 1] if k > 0 else Const(1), value, 0)
+        kw_ = g.window_level
+        moves = []
+        for L in range(kw_, n + 1):
+            if L < n and g.levels[L] == "ox":
+                frozen = _by_row(oy, [int(f) for f in g.frozen_rows], g.out_h)
+                moves.append(Mux(frozen, 0, g.base_step[L]))
+            else:
+                moves.append(_by_row(oy, list(g.base_step_row), g.out_h))
+        base_step = moves[0]
+        for j, L in enumerate(range(kw_ + 1, n + 1), start=1):
+            base_step = Mux(wrap[L - 1], moves[j], base_step)
+        if kw_ > 0:
+            base_step = Mux(wrap[kw_ - 1], base_step, 0)
         m.d.sync += r.eq(r + wr - Mux(rd, base_step, 0))
 
         # padding: the tap's row and column, tracked where that axis has padding
-        real = Const(1)
-        for (low, high), steps, init, size, name in (
-                (g.row_checks, g.row_step, g.row_init, g.height, "row"),
-                (g.col_checks, g.col_step, g.col_init, g.width, "col")):
-            if not (low or high):
-                continue
-            lo = init
-            hi = size - 1 + (g.padding[0][1] if name == "row" else g.padding[1][1])
+        def tracked(steps, init, lo, hi, name):
             pos = Signal(_signed_for(lo, hi), init=init, name=f"tap_{name}")
             with m.If(rd):
                 m.d.sync += pos.eq(pos + by_level(steps))
-            if low:
-                real = real & (pos >= 0)
-            if high:
-                real = real & (pos < size)
-        m.d.comb += pad.eq(~real)
-
-        # read address: idx mod D
-        if D & (D - 1) == 0:
-            m.d.comb += rp.addr.eq((wa - s - 1)[:max(0, (D - 1).bit_length())])
+            return pos
+        row_ok = Const(1)
+        if pt or pb:
+            row = tracked(g.row_step, g.row_init, -pt, H - 1 + pb, "row")
+            row_ok = (row >= 0 if pt else Const(1)) & (row < H if pb else Const(1))
+        lane_ok = [Const(1)] * k                                # lane j: column col + j real
+        some_real = row_ok
+        if pl or pr:
+            col = tracked(g.col_step, g.col_init, -pl, W - 1 + pr, "col")
+            lane_ok = [(col >= -j if pl else Const(1)) & (col < W - j if pr else Const(1))
+                       for j in range(k)]
+            some_real = row_ok & (col > -k if pl else Const(1)) & (col < W if pr else Const(1))
+        lane_pad = [~(row_ok & ok_j) for ok_j in lane_ok]
+        if k > 1 and pr:                # the chunk's last real pixel is col + k - 1 - excess
+            excess = Mux(col > W - k, col - (W - k), 0)
+            written = ~(s + excess)[-1]
         else:
-            ra = Signal(range(D), init=(-g.s_init - 1) % D)
-            delta = by_level([v % D for v in g.idx_step])
-            nxt = Signal(range(2 * D))
-            m.d.comb += nxt.eq(ra + delta)
+            written = ~s[-1]
+        m.d.comb += ok.eq(~some_real | written)
+
+        # --- storage: k banks of D/k words; word n in bank n mod k at n div k ----------------
+        depth = D // k
+        abits = max(0, (depth - 1).bit_length())
+        pow2 = depth & (depth - 1) == 0
+
+        def wrap_add(value, amount):
+            """``(value + amount) mod depth`` for ``value`` < depth, 0 <= amount <= depth."""
+            total = value + amount
+            return total[:abits] if pow2 else Mux(total >= depth, total - depth, total)
+
+        wa = Signal(range(depth))
+        wb = Signal(range(k))
+        with m.If(wr):
+            if k == 1:
+                m.d.sync += wa.eq(wrap_add(wa, 1))
+            else:
+                m.d.sync += wb.eq(Mux(wb == k - 1, 0, wb + 1))
+                with m.If(wb == k - 1):
+                    m.d.sync += wa.eq(wrap_add(wa, 1))
+        rdata, ports = [], []
+        for b in range(k):
+            mem = Memory(shape=unsigned(word), depth=depth, init=[])
+            m.submodules[f"buffer{b}" if k > 1 else "buffer"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.addr.eq(wa), wp.en.eq(wr & (wb == b)),
+                         wp.data.eq(self.i.payload.data.as_value()), rp.en.eq(en)]
+            ports.append(rp)
+            rdata.append(rp.data)
+
+        idx0 = -g.s_init - k                                    # first word at reset
+        if k == 1 and pow2:                                     # idx = n_written - s - 1
+            m.d.comb += ports[0].addr.eq((wa - s - 1)[:abits])
+            rot = Const(0, 1)
+        else:
+            # q = idx div k (mod depth), rm = idx mod k, both stepped with the level's move
+            q = Signal(range(depth), init=(idx0 // k) % depth)
+            rm = Signal(range(k), init=idx0 % k)
+            quot = by_level([(v // k) % depth for v in g.idx_step])
+            rest = by_level([v % k for v in g.idx_step])
             with m.If(rd):
-                m.d.sync += ra.eq(Mux(nxt >= D, nxt - D, nxt))
-            m.d.comb += rp.addr.eq(ra)
+                if k == 1:
+                    m.d.sync += q.eq(wrap_add(q, quot))
+                else:
+                    t = Signal(range(2 * k))
+                    carry = Signal()
+                    m.d.comb += [t.eq(rm + rest), carry.eq(t >= k)]
+                    m.d.sync += [rm.eq(Mux(carry, t - k, t)),
+                                 q.eq(wrap_add(q, quot + carry))]
+            for b, rp in enumerate(ports):                      # bank b: word idx + (b - rm) mod k
+                m.d.comb += rp.addr.eq(wrap_add(q, rm > b) if b < k - 1 else q)
+            rot = rm
 
         # --- output pipeline: read register (+ output register), one enable ---------------
-        pad_word = Const(self.pad_value, signed(self.bits)).as_unsigned().replicate(g.simd)
-        v1, pad1, last1 = Signal(), Signal(), Signal()
+        pad_word = Const(self.pad_value, signed(self.bits)).as_unsigned().replicate(g.in_lanes)
+        v1, last1 = Signal(), Signal()
+        pad1 = Signal(k)
+        rot1 = Signal.like(rot, name="rot1")
         frame_end = wrap[-1] if n else Const(1)
-        m.d.comb += rp.en.eq(en)
         with m.If(en):
-            m.d.sync += [v1.eq(rd), pad1.eq(pad), last1.eq(frame_end)]
-        data1 = Mux(pad1, pad_word, rp.data)
+            m.d.sync += [v1.eq(rd), pad1.eq(Cat(*lane_pad)), last1.eq(frame_end), rot1.eq(rot)]
+        lanes = []
+        for j in range(k):                                      # lane j: bank (rot + j) mod k
+            value = rdata[j]
+            for shift in range(1, k):
+                value = Mux(rot1 == shift, rdata[(shift + j) % k], value)
+            lanes.append(Mux(pad1[j], pad_word, value))
+        data1 = Cat(*lanes)
         stages = 1
         if g.out_reg:
             v2, last2 = Signal(), Signal()
-            data2 = Signal(word)
+            data2 = Signal(k * word)
             with m.If(en):
                 m.d.sync += [v2.eq(v1), last2.eq(last1), data2.eq(data1)]
             valid, last, data = v2, last2, data2

@@ -41,6 +41,12 @@ CASES = [
      lambda: SerialWindowUnit(6, 6, 8, 3, 1, 0, bits=8, simd=1, order="window", repeat=8)),
     ("serial window C8 6x6 k3 p0 b8 simd1 channel",
      lambda: SerialWindowUnit(6, 6, 8, 3, 1, 0, bits=8, simd=1, order="channel")),
+    ("serial window C8 6x6 k3 p0 b8 simd8 window",
+     lambda: SerialWindowUnit(6, 6, 8, 3, 1, 0, bits=8, simd=8, order="window")),
+    ("serial window C8 6x6 k3 p0 b8 simd24 window (kernel rows)",
+     lambda: SerialWindowUnit(6, 6, 8, 3, 1, 0, bits=8, simd=24, order="window")),
+    ("serial window C8 16x16 k3 p1 b8 simd1 window",
+     lambda: SerialWindowUnit(16, 16, 8, 3, 1, 1, bits=8, simd=1, order="window")),
 ]
 
 #: cell type -> column, per family

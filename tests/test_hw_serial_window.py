@@ -122,6 +122,14 @@ EDGE = [
     dict(height=5, width=6, channels=2, kernel=(3, 2), padding=1, simd=1, out_reg=False),
     dict(height=6, width=4, channels=2, kernel=2, stride=(2, 1), simd=2, order="channel",
          repeat=3),
+    # simd = C·k: k pixels of a kernel row per beat, k banks
+    dict(height=5, width=6, channels=1, kernel=3, padding=1, simd=3),         # whole kernel rows
+    dict(height=6, width=7, channels=2, kernel=(3, 4), stride=(1, 2), padding=((1, 2), (3, 1)),
+         simd=4, repeat=2, pad_value=-7),
+    dict(height=5, width=5, channels=3, kernel=3, stride=2, padding=((0, 1), (0, 2)), simd=9,
+         depth=81),                                                            # banks not 2^k
+    dict(height=3, width=1, channels=2, kernel=(1, 3), padding=(0, 1), simd=6, out_reg=False),
+    dict(height=4, width=2, channels=1, kernel=(2, 3), padding=((1, 0), (2, 2)), simd=3),
 ]
 
 
@@ -134,9 +142,10 @@ def test_edge_cases(cfg):
 
 # --- every (in_lanes, simd, order, repeat) for C = 1..4, on seeded random shapes ------------
 
-def _random_shape(rng):
+def _random_shape(rng, kw_multiple=1):
     while True:
-        kernel = rng.choice([1, 2, 3, (1, 3), (3, 2)])
+        kernel = rng.choice([k for k in (1, 2, 3, (1, 3), (3, 2))
+                             if (k if isinstance(k, int) else k[1]) % kw_multiple == 0])
         stride = rng.choice([1, 2, 3, (2, 1)])
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         h, w = rng.randint(1, 7), rng.randint(1, 7)
@@ -152,8 +161,10 @@ def _random_shape(rng):
         return dict(height=h, width=w, kernel=kernel, stride=stride, padding=padding)
 
 
-COMBOS = [(c, simd, order, repeat) for c in (1, 2, 3, 4) for simd in serial_window_simds(c, 3)
-          for order in ("window", "channel") for repeat in (1, 2, 3)]
+# kernel widths 1..3 allow simd = C·2 and C·3 besides the divisors of C (window order)
+COMBOS = [(c, simd, order, repeat) for c in (1, 2, 3, 4) for order in ("window", "channel")
+          for simd in sorted(set(serial_window_simds(c, 2, order) + serial_window_simds(c, 3, order)))
+          for repeat in (1, 2, 3)]
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "C{}-simd{}-{}-rep{}".format(*c))
@@ -161,10 +172,12 @@ def test_lanes_simd_order_repeat(combo):
     channels, simd, order, repeat = combo
     k = COMBOS.index(combo)
     rng = random.Random(1000 + k)
-    shape = _random_shape(rng)
-    assert serial_window_in_lanes(channels, simd, shape["kernel"], order) == simd
+    pixels = simd // channels if simd > channels else 1
+    shape = _random_shape(rng, kw_multiple=pixels)
+    lanes = serial_window_in_lanes(channels, simd, shape["kernel"], order)
+    assert lanes == (simd if pixels == 1 else channels)
     run_unit(**shape, channels=channels, simd=simd, order=order, repeat=repeat,
-             in_lanes=simd, pad_value=rng.choice([0, -8, 5]), pauses=[PAUSES[0], PAUSES[1 + k % 5]],
+             in_lanes=lanes, pad_value=rng.choice([0, -8, 5]), pauses=[PAUSES[0], PAUSES[1 + k % 5]],
              seed=k)
 
 
@@ -173,8 +186,9 @@ def test_lanes_simd_order_repeat(combo):
 @given(data=st.data())
 def test_random_geometries(data):
     channels = data.draw(st.sampled_from([1, 2, 3, 4]), "channels")
-    simd = data.draw(st.sampled_from(serial_window_simds(channels, 1)), "simd")
-    kh, kw = data.draw(st.integers(1, 3), "kh"), data.draw(st.integers(1, 3), "kw")
+    kh, kw = data.draw(st.integers(1, 3), "kh"), data.draw(st.integers(1, 4), "kw")
+    order = data.draw(st.sampled_from(["window", "channel"]), "order")
+    simd = data.draw(st.sampled_from(serial_window_simds(channels, (kh, kw), order)), "simd")
     h, w = data.draw(st.integers(1, 7), "h"), data.draw(st.integers(1, 7), "w")
     stride = (data.draw(st.integers(1, 3), "sh"), data.draw(st.integers(1, 3), "sw"))
     padding = ((data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kh - 1))),
@@ -182,8 +196,7 @@ def test_random_geometries(data):
     if (h + sum(padding[0]) < kh) or (w + sum(padding[1]) < kw):
         return
     pause = data.draw(st.sampled_from(PAUSES), "pause")
-    run_unit(h, w, channels, (kh, kw), stride, padding, simd=simd,
-             order=data.draw(st.sampled_from(["window", "channel"]), "order"),
+    run_unit(h, w, channels, (kh, kw), stride, padding, simd=simd, order=order,
              repeat=data.draw(st.integers(1, 3), "repeat"), out_reg=data.draw(st.booleans()),
              pauses=[pause], frames=2, seed=data.draw(st.integers(0, 99), "seed"))
 
@@ -205,6 +218,8 @@ NAMED = [
     ("C2 9x9 k3/2 p1 conv simd2", dict(height=9, width=9, channels=2, kernel=3, stride=2,
                                        padding=1, simd=2), 2, 225),
     ("C4 6x6 k1 simd4", dict(height=6, width=6, channels=4, kernel=1, simd=4), 3, 36),
+    ("C2 8x8 k3 same simd6 (kernel rows)", dict(height=8, width=8, channels=2, kernel=3,
+                                                padding=1, simd=6), 2, 192),
 ]
 
 
@@ -220,46 +235,48 @@ def test_named_cycles(name, params, latency, interval):
 # --- the schedule and the sizing, in pure Python (many more shapes) -------------------------
 
 def _reference_taps(g):
-    """Per output beat of one frame: (real, y, x, group), in the unit's order."""
+    """Per output beat of one frame, per lane (``banks`` pixels): (real, y, x, group)."""
     (kh, kw), (sh, sw), ((pt, _), (pl, _)) = g.kernel, g.stride, g.padding
+    k = g.banks
     out = []
     for oy in range(g.out_h):
         for ox in range(g.out_w):
             if g.order == "window":
-                seq = [(ky, kx, c) for _ in range(g.repeat) for ky in range(kh) for kx in range(kw)
-                       for c in range(g.groups)]
+                seq = [(ky, kx, c) for _ in range(g.repeat) for ky in range(kh)
+                       for kx in range(0, kw, k) for c in range(g.groups)]
             else:
                 seq = [(ky, kx, c) for c in range(g.groups) for _ in range(g.repeat)
                        for ky in range(kh) for kx in range(kw)]
             for ky, kx, c in seq:
                 y, x = oy * sh - pt + ky, ox * sw - pl + kx
-                out.append((0 <= y < g.height and 0 <= x < g.width, y, x, c))
+                out.append([(0 <= y < g.height and 0 <= x + j < g.width, y, x + j, c)
+                            for j in range(k)])
     return out
 
 
 def _check_schedule(g, pause_in, pause_out, seed, frames=3):
-    """Step the model; at every read the word it addresses is the right one, written, alive."""
+    """Step the model; at every read each real lane's word is the right one, written, alive."""
     model = SerialWindowModel(g, check_ranges=True)
     ref = _reference_taps(g)
     rin, rout = random.Random(seed), random.Random(seed + 1)
     written = k = cycle = 0
+    limit = 20 * frames * (len(ref) + g.in_beats) + 1000
     while k < frames * len(ref):
         cycle += 1
-        assert cycle < 100_000, "no progress"
+        assert cycle < limit, "no progress"
         ready = not (pause_out and rout.random() < pause_out)
         out_fire = model.out_valid() and ready
         in_fire = (written < frames * g.in_beats and model.in_ready(ready)
                    and not (pause_in and rin.random() < pause_in))
-        en = out_fire or not (model.v2 if model.two else model.v1)
-        pad = not (0 <= model.row < g.height and 0 <= model.col < g.width)
-        if en and (pad or model.s >= 0):
+        en = out_fire or not model.out_valid()
+        if en and model.readable():
             frame, j = divmod(k, len(ref))
-            real, y, x, c = ref[j]
-            assert pad == (not real)
-            if real:
-                idx = written - model.s - 1
-                assert idx == frame * g.in_beats + (y * g.width + x) * g.groups + c
-                assert written - g.depth <= idx < written, "word not written or overwritten"
+            first = written - model.s - g.banks                 # s = written - idx - banks
+            for lane, (real, y, x, c) in enumerate(ref[j]):
+                if real:
+                    idx = first + lane
+                    assert idx == frame * g.in_beats + (y * g.width + x) * g.groups + c
+                    assert written - g.depth <= idx < written, "word not written or overwritten"
             k += 1
         model.clock(in_fire, out_fire)
         written += in_fire
@@ -271,18 +288,20 @@ def test_schedule_reads_live_words():
     while done < 400:
         c = rng.choice([1, 2, 3, 4, 6])
         kh, kw = rng.randint(1, 4), rng.randint(1, 4)
+        order = rng.choice(["window", "channel"])
         try:
             g = serial_window_geometry(
                 rng.randint(1, 8), rng.randint(1, 8), c, (kh, kw), (rng.randint(1, 3), rng.randint(1, 3)),
                 ((rng.randint(0, kh - 1), rng.randint(0, kh - 1)),
                  (rng.randint(0, kw - 1), rng.randint(0, kw - 1))),
-                simd=rng.choice(serial_window_simds(c, 1)), order=rng.choice(["window", "channel"]),
+                simd=rng.choice(serial_window_simds(c, (kh, kw), order)), order=order,
                 repeat=rng.randint(1, 3), out_reg=rng.random() < 0.5)
         except ValueError:
             continue
         if rng.random() < 0.3:                                  # the least legal depth
             g = serial_window_geometry(g.height, g.width, g.channels, g.kernel, g.stride, g.padding,
-                                       simd=g.simd, order=g.order, repeat=g.repeat, depth=g.reach)
+                                       simd=g.simd, order=g.order, repeat=g.repeat,
+                                       depth=-(-g.reach // g.banks) * g.banks)
         for pause in (PAUSES[0], PAUSES[1], PAUSES[4], PAUSES[5]):
             _check_schedule(g, *pause, seed=done)
         done += 1
@@ -293,14 +312,15 @@ def _interval(g):
 
 
 def test_min_depth_is_exact():
-    # At the least depth the interval is max(in, out) beats; one word less and it is not.
+    # At the least depth the interval is max(in, out) beats; one word (bank row) less and it is not.
     rng = random.Random(9)
     done = 0
     while done < 300:
         c = rng.choice([1, 2, 3, 4])
-        kh, kw = rng.randint(1, 3), rng.randint(1, 3)
-        params = dict(simd=rng.choice(serial_window_simds(c, 1)),
-                      order=rng.choice(["window", "channel"]), repeat=rng.choice([1, 1, 2, 3]))
+        kh, kw = rng.randint(1, 3), rng.randint(1, 4)
+        order = rng.choice(["window", "channel"])
+        params = dict(simd=rng.choice(serial_window_simds(c, (kh, kw), order)), order=order,
+                      repeat=rng.choice([1, 1, 2, 3]))
         shape = (rng.randint(1, 8), rng.randint(1, 8), c, (kh, kw),
                  (rng.randint(1, 3), rng.randint(1, 3)),
                  ((rng.randint(0, kh - 1), rng.randint(0, kh - 1)),
@@ -309,10 +329,12 @@ def test_min_depth_is_exact():
             least = serial_window_min_depth(*shape, **params)
         except ValueError:
             continue
-        g = serial_window_geometry(*shape, **params, depth=least)
+        k = params["simd"] // c if params["simd"] > c else 1     # banks: depth in steps of k
+        depth = -(-least // k) * k
+        g = serial_window_geometry(*shape, **params, depth=depth)
         assert _interval(g) == max(g.in_beats, g.out_beats), (shape, params)
-        if least > g.reach:
-            g1 = serial_window_geometry(*shape, **params, depth=least - 1)
+        if depth - k >= g.reach:
+            g1 = serial_window_geometry(*shape, **params, depth=depth - k)
             assert _interval(g1) > max(g.in_beats, g.out_beats), (shape, params)
         done += 1
 
@@ -338,8 +360,12 @@ def test_model_is_fast():
 # --- parameters ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(simd=3), ValueError, r"simd must divide channels \(4\).*valid values: 1, 2, 4"),
-    (dict(simd=12), ValueError, r"simd must divide channels"),
+    (dict(simd=3), ValueError, r"must divide channels \(4\) or be channels times a divisor "
+                               r"of the kernel width; valid values: 1, 2, 4, 12; got 3"),
+    (dict(simd=8), ValueError, r"valid values: 1, 2, 4, 12"),
+    (dict(simd=12, order="channel"), ValueError, r"must divide channels \(4\); valid values: 1, 2, 4;"),
+    (dict(simd=12, depth=64), ValueError, r"and a multiple of 3 \(banks\)"),
+    (dict(simd=12, in_lanes=12), ValueError, r"in_lanes must be 4 for simd 12 .*whole pixels"),
     (dict(simd=2, in_lanes=4), ValueError, r"in_lanes must be 2"),
     (dict(order="rows"), ValueError, r"order must be one of 'window', 'channel'"),
     (dict(repeat=0), ValueError, r"repeat must be >= 1"),
@@ -362,7 +388,9 @@ def test_parameter_errors(kwargs, error, match):
 
 
 def test_in_lanes_rule():
-    assert serial_window_simds(6, 3) == [1, 2, 3, 6]
-    assert [serial_window_in_lanes(6, s, 3) for s in (1, 2, 3, 6)] == [1, 2, 3, 6]
-    with pytest.raises(ValueError, match="valid values: 1, 2, 3, 6"):
-        serial_window_in_lanes(6, 18, 3)        # C·K_w: served by the parallel window
+    assert serial_window_simds(6, 3) == [1, 2, 3, 6, 18]
+    assert serial_window_simds(6, (3, 4)) == [1, 2, 3, 6, 12, 24]
+    assert serial_window_simds(6, 3, "channel") == [1, 2, 3, 6]
+    assert [serial_window_in_lanes(6, s, 3) for s in (1, 2, 3, 6, 18)] == [1, 2, 3, 6, 6]
+    with pytest.raises(ValueError, match="valid values: 1, 2, 3, 6, 18"):
+        serial_window_in_lanes(6, 54, 3)        # K_w·C·j, j = 3 > 1: the parallel window
