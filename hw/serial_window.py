@@ -112,7 +112,7 @@ from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 __all__ = ["SERIAL_WINDOW_ORDERS", "serial_window_simds", "serial_window_in_lanes",
            "serial_window_min_depth", "serial_window_depth", "SerialWindowGeometry",
            "serial_window_geometry", "SerialWindowModel", "serial_window_cycles",
-           "serial_window_beats", "SerialWindowUnit"]
+           "SerialWindowUnit"]
 
 #: beat orders (:class:`SerialWindowUnit`'s ``order``)
 SERIAL_WINDOW_ORDERS = ("window", "channel")
@@ -276,17 +276,6 @@ class SerialWindowGeometry:
     def pipeline_depth(self) -> int:
         """Registers from the read issue to ``o``: the memory's read register, plus ``out_reg``."""
         return 2 if self.out_reg else 1
-
-    @property
-    def row_checks(self) -> tuple:
-        """``(tap row >= 0 needs checking, tap row < H needs checking)``: padding on that side."""
-        (pt, pb), _ = self.padding
-        return (pt > 0, pb > 0)
-
-    @property
-    def col_checks(self) -> tuple:
-        _, (pl, pr) = self.padding
-        return (pl > 0, pr > 0)
 
 
 def serial_window_geometry(height, width, channels, kernel, stride=1, padding=0, *, simd=1,
@@ -615,11 +604,6 @@ class SerialWindowModel(TokenModel):
         if self.check:
             assert self.s_lo <= self.s <= self.s_hi, f"s = {self.s} outside {self.g.s_range}"
             assert self.r_lo <= self.r <= 0, f"r = {self.r} outside {self.g.r_range}"
-
-
-def serial_window_beats(geometry: SerialWindowGeometry) -> tuple:
-    """``(input beats, output beats)`` per frame."""
-    return geometry.in_beats, geometry.out_beats
 
 
 def serial_window_cycles(height, width, channels, kernel, stride=1, padding=0, **params) -> Cycles:
