@@ -49,7 +49,7 @@ def _interpreter(path):
         num_threads=1)
 
 
-def run_reference(path, frames) -> tuple[list[OpOutput], np.ndarray]:
+def run_reference(path, frames, add_batch: bool = True) -> tuple[list[OpOutput], np.ndarray]:
     """Run ``frames`` (a batch of input codes in the model's input layout) one by one.
 
     Parameters
@@ -59,6 +59,10 @@ def run_reference(path, frames) -> tuple[list[OpOutput], np.ndarray]:
     frames : array, shape ``(N, *input_shape[1:])``
         Input codes (int8/int16) or floats for a float-input model, in TFLite's
         layout (NHWC or ``(N, F)``).
+    add_batch : bool
+        True: each frame lacks the tensor's batch axis of 1 (it is added).
+        False: each frame is the whole input tensor (a batched FULLY_CONNECTED
+        probe), and the results are concatenated along axis 0.
 
     Returns
     -------
@@ -79,7 +83,8 @@ def run_reference(path, frames) -> tuple[list[OpOutput], np.ndarray]:
     per_op = [[] for _ in ops]
     results = []
     for frame in frames:
-        interp.set_tensor(inp["index"], np.asarray(frame, dtype=inp["dtype"])[None])
+        frame = np.asarray(frame, dtype=inp["dtype"])
+        interp.set_tensor(inp["index"], frame[None] if add_batch else frame)
         interp.invoke()
         for k, op in enumerate(ops):
             per_op[k].append(np.array(interp.get_tensor(int(op["outputs"][0]))))
