@@ -96,5 +96,6 @@ def run_reference(path, frames, add_batch: bool = True) -> tuple[list[OpOutput],
                                 inputs=[int(i) for i in op["inputs"]],
                                 outputs=[int(i) for i in op["outputs"]],
                                 tensor_name=tensors[t]["name"],
-                                codes=np.concatenate(per_op[k], axis=0)))
+                                codes=(np.concatenate(per_op[k], axis=0) if per_op[k] and per_op[k][0].ndim
+                                       else np.stack(per_op[k]))))
     return listing, np.concatenate(results, axis=0)
