@@ -121,8 +121,8 @@ class _Graph:
         except TFLiteImportError:
             raise
         except Exception as exc:  # a truncated or corrupt flatbuffer
-            raise TFLiteImportError(f"{self.path}: the TFLite flatbuffer is damaged "
-                                    f"({type(exc).__name__}); convert the model again") from None
+            raise TFLiteImportError(f"{self.path}: the TFLite flatbuffer is damaged or truncated; "
+                                    "convert the model again") from None
 
     def _read(self, tflite, BuiltinOperator, TensorType):
         model = tflite.Model.GetRootAsModel(self.blob, 0)
