@@ -136,6 +136,10 @@ def _floor_mul_pow2(a, m, c, k):
     m = np.asarray(m, dtype=np.int64)
     c = np.asarray(c, dtype=np.int64)
     k = np.asarray(k, dtype=np.int64)
+    # fast path: the whole product fits in int64 (every int8 layer, every tflite_int16 product)
+    a_max = int(np.abs(a).max(initial=0))
+    if a_max * int(m.max(initial=0)) + int(np.abs(c).max(initial=0)) < (1 << 63):
+        return (a * m + c) >> k
     a_hi = a >> _LIMB                        # a = a_hi * 2**24 + a_lo
     a_lo = a & ((1 << _LIMB) - 1)            # 0 <= a_lo < 2**24
     x = a_hi * m                             # |x| < 2**62
@@ -161,15 +165,13 @@ def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     """
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
-    a, b = np.broadcast_arrays(a, b)
+    # C's truncation of (ab + 1 - 2**30) / 2**31 for ab < 0 equals floor((ab + 2**30) / 2**31),
+    # so one floor serves both signs (ties go toward +inf)
     flip = b < 0                               # make the multiplier non-negative
-    a2 = np.where(flip, -a, a)
-    b2 = np.where(flip, -b, b)                 # 0 <= b2 <= 2**31
-    negative = a2 < 0
-    pos = _floor_mul_pow2(a2, b2, 1 << 30, 31)
-    # ab < 0: C truncation of (ab + 1 - 2**30) / 2**31 = -floor((-ab - 1 + 2**30) / 2**31)
-    neg = -_floor_mul_pow2(-a2, b2, (1 << 30) - 1, 31)
-    out = np.where(negative, neg, pos)
+    if np.any(flip):
+        out = _floor_mul_pow2(np.where(flip, -a, a), np.where(flip, -b, b), 1 << 30, 31)
+    else:
+        out = _floor_mul_pow2(a, b, 1 << 30, 31)
     overflow = (a == INT32_MIN) & (b == INT32_MIN)
     return np.where(overflow, INT32_MAX, out)
 

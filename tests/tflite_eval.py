@@ -57,6 +57,14 @@ def _windows(x, k, stride, pads, fill):
     return np.stack(taps, -1), np.stack(mask, -1)
 
 
+def _exact_matmul(a, b):
+    """Integer ``a @ b`` through float64 BLAS when every partial sum is below 2**53 (exact), else int64."""
+    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).sum(axis=0).max(initial=0))
+    if bound < 2.0 ** 53:
+        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    return a @ b
+
+
 def _scale_array(value, tensors):
     return np.asarray(tensors[value] if isinstance(value, str) else value, dtype=np.float64)
 
@@ -100,13 +108,16 @@ def evaluate(doc, tensors, x) -> dict:
             k, stride = _pair(layer["kernel"]), _pair(layer.get("stride", 1))
             taps, _ = _windows(cur - _zp(fmt), k, stride, _pads(layer), 0)   # padding taps: real zero
             # taps (N, I, OH, OW, KH*KW) x weight (O, I, KH*KW) -> (N, O, OH, OW)
-            acc = np.einsum("nihwk,oik->nohw", taps, w.reshape(w.shape[0], w.shape[1], -1))
+            n, i, oh, ow, kk = taps.shape
+            cols = taps.transpose(0, 2, 3, 1, 4).reshape(n * oh * ow, i * kk)
+            acc = _exact_matmul(cols, w.reshape(w.shape[0], -1).T)
+            acc = acc.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
             if "bias" in layer:
                 acc = acc + tensors[layer["bias"]].reshape(1, -1, 1, 1)
             cur = _requant(acc, layer, fmt, tensors, (-1, 1, 1))
             fmt = layer["output"]
         elif kind == "dense":
-            acc = (cur - _zp(fmt)) @ tensors[layer["weight"]].T
+            acc = _exact_matmul(cur - _zp(fmt), tensors[layer["weight"]].T)
             if "bias" in layer:
                 acc = acc + tensors[layer["bias"]]
             cur = _requant(acc, layer, fmt, tensors, (-1,))
