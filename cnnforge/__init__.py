@@ -11,3 +11,11 @@ try:
     __version__ = _version("cnnforge")
 except PackageNotFoundError:        # a source tree that was never installed
     __version__ = "0+unknown"
+
+
+def __getattr__(name):
+    """``cnnforge.import_tflite`` (DESIGN §8), imported on first use (it needs the ``import`` extra)."""
+    if name == "import_tflite":
+        from cnnforge.tflite import import_tflite
+        return import_tflite
+    raise AttributeError(f"module 'cnnforge' has no attribute {name!r}")
