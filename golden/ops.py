@@ -11,31 +11,45 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["output_size", "windows", "batch_chunks"]
+__all__ = ["output_size", "pad_pairs", "windows", "batch_chunks"]
 
 # Frames per chunk when cutting windows, to bound the memory of the window view.
 _CHUNK_ELEMENTS = 1 << 24
 
 
-def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """``floor((size - kernel + 2 * padding) / stride) + 1`` (PyTorch's floor); may be < 1."""
-    return (size - kernel + 2 * padding) // stride + 1
+def output_size(size: int, kernel: int, stride: int, padding) -> int:
+    """``floor((size - kernel + P_before + P_after) / stride) + 1`` (PyTorch's floor); may be < 1.
+
+    ``padding`` is one int (both sides) or a ``(before, after)`` pair.
+    """
+    before, after = (padding, padding) if isinstance(padding, (int, np.integer)) else padding
+    return (size - kernel + before + after) // stride + 1
+
+
+def pad_pairs(padding) -> tuple:
+    """``((top, bottom), (left, right))`` from an int, an ``(h, w)`` pair or that form itself."""
+    if isinstance(padding, (int, np.integer)):
+        return ((int(padding),) * 2,) * 2
+    return tuple((int(p), int(p)) if isinstance(p, (int, np.integer)) else (int(p[0]), int(p[1]))
+                 for p in padding)
 
 
 def windows(x, kernel, stride, padding, pad_value=0, dtype=np.int64) -> np.ndarray:
     """Every window of ``x``: ``(N, C, O_h, O_w, K_h, K_w)`` of ``dtype`` (int64 codes by default).
 
-    Padding taps hold ``pad_value``; input rows and columns that no window
-    covers are ignored.  ``dtype=np.float64`` serves the float reference.
+    ``padding`` as :func:`pad_pairs` takes it (symmetric or per side).  Padding
+    taps hold ``pad_value``; input rows and columns that no window covers are
+    ignored.  ``dtype=np.float64`` serves the float reference.
     """
     x = np.asarray(x, dtype=dtype)
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    (kh, kw), (sh, sw) = kernel, stride
+    (pt, pb), (pl, pr) = pad_pairs(padding)
     n, c, h, w = x.shape
-    oh, ow = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    oh, ow = output_size(h, kh, sh, (pt, pb)), output_size(w, kw, sw, (pl, pr))
     if oh < 1 or ow < 1:
-        raise ValueError(f"kernel {kh}x{kw} is larger than the padded {h + 2 * ph}x{w + 2 * pw} input")
-    padded = np.full((n, c, h + 2 * ph, w + 2 * pw), pad_value, dtype=dtype)
-    padded[:, :, ph:ph + h, pw:pw + w] = x
+        raise ValueError(f"kernel {kh}x{kw} is larger than the padded {h + pt + pb}x{w + pl + pr} input")
+    padded = np.full((n, c, h + pt + pb, w + pl + pr), pad_value, dtype=dtype)
+    padded[:, :, pt:pt + h, pl:pl + w] = x
     view = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
     return view[:, :, 0:(oh - 1) * sh + 1:sh, 0:(ow - 1) * sw + 1:sw]
 

@@ -35,9 +35,16 @@ def pair(v):
     return (int(h), int(w))
 
 
-def out_size(size, kernel, stride, padding):
-    """``floor((W - K + 2P) / S) + 1`` for one axis (Python ints)."""
-    return (size - kernel + 2 * padding) // stride + 1
+def sides(v):
+    """``((top, bottom), (left, right))`` from an int, ``(h, w)`` or that form itself."""
+    if isinstance(v, (int, np.integer)):
+        return ((int(v), int(v)), (int(v), int(v)))
+    return tuple((int(a), int(a)) if isinstance(a, (int, np.integer)) else (int(a[0]), int(a[1])) for a in v)
+
+
+def out_size(size, kernel, stride, before, after):
+    """``floor((W - K + P_before + P_after) / S) + 1`` for one axis (Python ints)."""
+    return (size - kernel + before + after) // stride + 1
 
 
 # --- rounding, written from the definitions --------------------------------
@@ -128,12 +135,12 @@ def conv2d_acc(x, weight, bias, stride=1, padding=0):
     w = np.asarray(weight).tolist()
     b = np.asarray(bias).tolist() if bias is not None else [0] * len(w)
     sh, sw = pair(stride)
-    ph, pw = pair(padding)
+    (ph, pb), (pw, pr) = sides(padding)
     cout, cin, kh, kw = len(w), len(w[0]), len(w[0][0]), len(w[0][0][0])
     out = []
     for img in xs:
         h, wd = len(img[0]), len(img[0][0])
-        oh, ow = out_size(h, kh, sh, ph), out_size(wd, kw, sw, pw)
+        oh, ow = out_size(h, kh, sh, ph, pb), out_size(wd, kw, sw, pw, pr)
         frame = []
         for co in range(cout):
             plane = []
@@ -176,11 +183,11 @@ def _pool(x, kernel, stride, padding, reduce):
     xs = np.asarray(x).tolist()
     kh, kw = pair(kernel)
     sh, sw = pair(stride)
-    ph, pw = pair(padding)
+    (ph, pb), (pw, pr) = sides(padding)
     out = []
     for img in xs:
         h, wd = len(img[0]), len(img[0][0])
-        oh, ow = out_size(h, kh, sh, ph), out_size(wd, kw, sw, pw)
+        oh, ow = out_size(h, kh, sh, ph, pb), out_size(wd, kw, sw, pw, pr)
         frame = []
         for c in range(len(img)):
             plane = []

@@ -425,3 +425,16 @@ def test_dense_argmax_property(n, fin, fout, xbits, wbits, obits, shift, mode, o
 def test_flatten_property(n, c, h, w, seed):
     x = np.random.default_rng(seed).integers(-100, 100, size=(n, c, h, w))
     assert (flatten(x) == naive.flatten(x)).all()
+
+
+@pytest.mark.parametrize("padding", [((0, 1), (1, 0)), ((2, 0), (0, 2)), ((1, 2), (2, 1))])
+def test_asymmetric_padding_against_naive(padding):
+    """Per-side padding (TFLite SAME with an odd total) cut as the loop reference cuts it."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(-8, 8, (2, 2, 5, 6))
+    w = rng.integers(-4, 4, (3, 2, 3, 3))
+    b = rng.integers(-10, 10, 3)
+    assert (conv2d_acc(x, w, b, (2, 1), padding) == naive.conv2d_acc(x, w, b, (2, 1), padding)).all()
+    assert (maxpool2d(x, (3, 3), (2, 2), padding, -128) == naive.maxpool2d(x, 3, 2, padding, -128)).all()
+    assert (avgpool2d(x, (3, 3), (1, 2), padding, "half_even")
+            == naive.avgpool2d(x, 3, (1, 2), padding, "half_even")).all()

@@ -51,12 +51,12 @@ def test_design_example_resolves_defaults_and_shapes():
     assert model.input_shape == (1, 8, 8) and model.input_format == Format(8, 7)
     conv, pool, flat, fc, head = model.layers
     assert [l.name for l in model.layers] == ["conv1", "maxpool2d1", "flatten2", "fc", "argmax4"]
-    assert conv.out_shape == (8, 8, 8) and conv.kernel == (3, 3) and conv.padding == (1, 1)
+    assert conv.out_shape == (8, 8, 8) and conv.kernel == (3, 3) and conv.padding == ((1, 1), (1, 1))
     assert conv.fan_in == 9 and conv.acc_bits == 8 + 8 + 4 + 1 and conv.shift == 13 - 4
     assert conv.pe == 2 and conv.simd == 3 and conv.multipliers == 6
     assert conv.rounding == "half_up" and conv.overflow == "saturate" and conv.activation == "relu"
     assert conv.macs_per_frame == 8 * 8 * 9 * 8
-    assert pool.stride == (2, 2) and pool.padding == (0, 0) and pool.out_shape == (8, 4, 4)
+    assert pool.stride == (2, 2) and pool.padding == ((0, 0), (0, 0)) and pool.out_shape == (8, 4, 4)
     assert flat.out_shape == (128,)
     # dense defaults to one incoming pixel (8 channels) per clock: pe = 10, simd = 8
     assert fc.in_features == 128 and fc.out_shape == (10,) and fc.pe == 10 and fc.simd == 8
@@ -83,9 +83,9 @@ def test_kernel_stride_padding_forms():
                "w3": np.zeros((2, 2, 2, 2), np.int8)}
     conv_a, conv_b, conv_c, pool = parse(doc, tensors).layers
     # H: (9-3)//2+1 = 4; W: (12-5+4)//3+1 = 4 (one column uncovered)
-    assert conv_a.out_shape == (3, 4, 4) and conv_a.stride == (2, 3) and conv_a.padding == (0, 2)
-    assert conv_b.padding == (0, 1) and conv_b.out_shape == (2, 4, 4)
-    assert conv_c.padding == (0, 0) and conv_c.out_shape == (2, 3, 3)
+    assert conv_a.out_shape == (3, 4, 4) and conv_a.stride == (2, 3) and conv_a.padding == ((0, 0), (2, 2))
+    assert conv_b.padding == ((0, 0), (1, 1)) and conv_b.out_shape == (2, 4, 4)
+    assert conv_c.padding == ((0, 0), (0, 0)) and conv_c.out_shape == (2, 3, 3)
     assert pool.out_shape == (2, 4, 3) and pool.rounding == "half_even" and pool.stride == (1, 1)
     assert conv_a.shift == 7 + 2 - 3
     # an output frac above frac_acc (7 + 2) is a left shift
@@ -280,3 +280,36 @@ def test_file_errors(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ModelError, match="JSON object"):
         load_model(tmp_path / "list.json")
+
+
+@pytest.mark.parametrize("kind", ["conv2d", "maxpool2d", "avgpool2d"])
+def test_asymmetric_padding(kind):
+    """``[[top, bottom], [left, right]]`` (DESIGN §3.1): resolved per side; the output size uses both."""
+    doc = base_doc()
+    doc["input"]["shape"] = [1, 7, 8]
+    layer = doc["layers"][0] if kind == "conv2d" else {"type": kind, "kernel": 2, "stride": 2}
+    layer["padding"] = [[0, 1], [1, 0]]
+    doc["layers"] = [layer, {"type": "flatten"}]
+    tensors = {"conv1.w": np.zeros((8, 1, 3, 3), np.int8), "conv1.b": np.zeros(8, np.int32)}
+    parsed = parse(doc, tensors).layers[0]
+    assert parsed.padding == ((0, 1), (1, 0))
+    # conv 3x3 stride 1: H 7 + 1 - 3 + 1 = 6, W 8 + 1 - 3 + 1 = 7; pool 2/2: H (7+1-2)//2+1 = 4, W 4
+    assert parsed.out_shape[1:] == ((6, 7) if kind == "conv2d" else (4, 4))
+    assert parsed.to_json()["padding"] == [[0, 1], [1, 0]]
+
+
+@pytest.mark.parametrize("value, text", [
+    ([[0, 1], [1]], "[[top, bottom], [left, right]]"),
+    ([[0, -1], [1, 0]], ">= 0 on each side"),
+    ([[0, 1.5], [1, 0]], "[[top, bottom], [left, right]]"),
+])
+def test_bad_asymmetric_padding(value, text):
+    with pytest.raises(ModelError) as info:
+        parse(mutate(("layers", 0, "padding"), value))
+    assert info.value.field == "padding" and text in str(info.value)
+
+
+def test_pool_padding_beyond_half_the_kernel_on_one_side():
+    with pytest.raises(ModelError, match="exceeds half the kernel") as info:
+        parse(mutate(("layers", 1, "padding"), [[0, 2], [0, 0]]))
+    assert info.value.field == "padding"

@@ -31,8 +31,8 @@ SEEDS = range(100)
 
 def refused(model) -> bool:
     """A conv layer padded by a kernel size or more on an axis: the window unit refuses it."""
-    return any(layer.type == "conv2d" and (layer.padding[0] >= layer.kernel[0] or
-                                           layer.padding[1] >= layer.kernel[1])
+    return any(layer.type == "conv2d" and (layer.padding[0][0] >= layer.kernel[0] or
+                                           layer.padding[1][0] >= layer.kernel[1])
                for layer in model.layers)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..model import ParseContext
 from ..ops import batch_chunks, windows
 from ..registry import register_kind
-from ._spatial import window_output_shape
+from ._spatial import padding_json, parse_padding, window_output_shape
 from ._weighted import WeightedLayer
 
 __all__ = ["Conv2d", "conv2d_acc", "conv2d"]
@@ -50,19 +50,22 @@ def conv2d(x, weight, bias, *, stride, padding, shift, out_format, rounding="hal
 
 
 def _conv_padding(ctx, kernel, stride):
+    """``((top, bottom), (left, right))`` from an int, ``[h, w]``, per-side pairs, "valid" or "same"."""
     value = ctx.get("padding", 0)
     if value == "valid":
-        return (0, 0)
+        return ((0, 0), (0, 0))
     if value == "same":
         if stride != (1, 1):
             raise ctx.error(f"\"same\" needs stride 1, but stride is {list(stride)}", "padding")
         if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
             raise ctx.error(f"\"same\" needs an odd kernel, but kernel is {list(kernel)}; give the padding "
                             "as numbers", "padding")
-        return ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
+        ph, pw = (kernel[0] - 1) // 2, (kernel[1] - 1) // 2
+        return ((ph, ph), (pw, pw))
     if isinstance(value, str):
-        raise ctx.error(f"must be an integer, [h, w], \"valid\" or \"same\", not \"{value}\"", "padding")
-    return ctx.pair("padding", 0, value=value)
+        raise ctx.error(f"must be an integer, [h, w], [[top, bottom], [left, right]], \"valid\" or "
+                        f"\"same\", not \"{value}\"", "padding")
+    return parse_padding(ctx, value)
 
 
 def _json_pair(value):
@@ -81,7 +84,8 @@ class Conv2d(WeightedLayer):
     out_channels: int
     kernel: tuple
     stride: tuple = (1, 1)
-    padding: tuple = (0, 0)
+    #: ``((top, bottom), (left, right))``
+    padding: tuple = ((0, 0), (0, 0))
     padding_spec: object = 0
 
     @property
@@ -121,7 +125,7 @@ class Conv2d(WeightedLayer):
 
     def info(self) -> dict:
         return {**super().info(), "kernel": list(self.kernel), "stride": list(self.stride),
-                "padding": list(self.padding)}
+                "padding": padding_json(self.padding)}
 
     def run(self, x) -> np.ndarray:
         return self.requantize(conv2d_acc(x, self.weight, self.bias, self.stride, self.padding))

@@ -17,7 +17,7 @@ from ..formats import ROUNDING_MODES, round_divide
 from ..model import Layer, ParseContext
 from ..registry import register_kind
 from ..ops import windows
-from ._spatial import window_output_shape
+from ._spatial import padding_json, parse_padding, window_output_shape
 
 __all__ = ["MaxPool2d", "AvgPool2d", "maxpool2d", "avgpool2d"]
 
@@ -42,18 +42,20 @@ class _Pool2d(Layer):
 
     kernel: tuple
     stride: tuple
-    padding: tuple = (0, 0)
+    #: ``((top, bottom), (left, right))``
+    padding: tuple = ((0, 0), (0, 0))
 
     @classmethod
     def _geometry(cls, ctx: ParseContext) -> dict:
         in_shape = ctx.spatial(cls.type)
         kernel = ctx.pair("kernel", 1)
         stride = ctx.pair("stride", 1) if ctx.has("stride") else kernel
-        padding = ctx.pair("padding", 0, 0)
-        for axis, (k, p) in enumerate(zip(kernel, padding)):
-            if 2 * p > k:
-                raise ctx.error(f"padding {p} on the {'hw'[axis]} axis exceeds half the kernel ({k}); "
-                                "pool padding must be <= kernel/2", "padding")
+        padding = parse_padding(ctx, ctx.get("padding", 0))
+        for axis, (k, sides) in enumerate(zip(kernel, padding)):
+            for p in sides:
+                if 2 * p > k:
+                    raise ctx.error(f"padding {p} on the {'hw'[axis]} axis exceeds half the kernel ({k}); "
+                                    "pool padding must be <= kernel/2", "padding")
         out_shape = window_output_shape(ctx, in_shape, kernel, stride, padding, in_shape[0])
         return dict(**ctx.common(), out_shape=out_shape, out_format=ctx.in_format,
                     kernel=kernel, stride=stride, padding=padding)
@@ -65,7 +67,7 @@ class _Pool2d(Layer):
     def to_json(self) -> dict:
         doc = super().to_json()
         doc.update({"kernel": list(self.kernel), "stride": list(self.stride),
-                    "padding": list(self.padding)})
+                    "padding": padding_json(self.padding)})
         return doc
 
 

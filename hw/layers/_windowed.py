@@ -6,7 +6,17 @@ from ..devices import Memory
 from ..registry import LayerHardware
 from ..window import window_unit_geometry, window_unit_line_buffer_bits, windows_tile
 
-__all__ = ["WindowedHardware"]
+__all__ = ["WindowedHardware", "symmetric_padding"]
+
+
+def symmetric_padding(layer) -> tuple:
+    """The layer's padding as ``(h, w)`` for :class:`cnnforge.hw.window.WindowUnit`; ValueError when
+    the two sides of an axis differ (that unit pads both sides of an axis alike)."""
+    (pt, pb), (pl, pr) = layer.padding
+    if pt != pb or pl != pr:
+        raise ValueError(f"padding [[{pt}, {pb}], [{pl}, {pr}]] differs between the two sides of an axis; "
+                         "the window unit pads both sides alike (use symmetric padding)")
+    return (pt, pl)
 
 
 class WindowedHardware(LayerHardware):
@@ -17,7 +27,8 @@ class WindowedHardware(LayerHardware):
     """
 
     def choices(self, layer) -> tuple:
-        tiles = windows_tile(layer.kernel, layer.stride, layer.padding)
+        (pt, pb), (pl, pr) = layer.padding
+        tiles = (pt, pb, pl, pr) == (0, 0, 0, 0) and windows_tile(layer.kernel, layer.stride, 0)
         return (({"window": "tiled"},) if tiles else ()) + ({"window": "compact"},)
 
     def default_choice(self, layer) -> dict:
@@ -25,7 +36,8 @@ class WindowedHardware(LayerHardware):
 
     def geometry(self, layer, choice):
         _, h, w = layer.in_shape
-        return window_unit_geometry(h, w, layer.kernel, layer.stride, layer.padding, choice["window"])
+        return window_unit_geometry(h, w, layer.kernel, layer.stride, symmetric_padding(layer),
+                                    choice["window"])
 
     def work(self, layer) -> int:
         """A window per output pixel, a pixel in per clock."""
@@ -38,7 +50,7 @@ class WindowedHardware(LayerHardware):
     def line_buffer_bits(self, layer, choice) -> int:
         c, _, w = layer.in_shape
         return window_unit_line_buffer_bits(w, c, layer.in_format.bits, layer.kernel, layer.stride,
-                                            layer.padding, choice["window"])
+                                            symmetric_padding(layer), choice["window"])
 
     def describe(self, layer, choice) -> dict:
         try:

@@ -25,7 +25,7 @@ from ..mac import MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_or
 from ..registry import LayerResources, register_hardware
 from ..unused import silence_if_invalid
 from ..window import WindowUnit, window_unit_geometry, window_unit_model
-from ._windowed import WindowedHardware
+from ._windowed import WindowedHardware, symmetric_padding
 
 __all__ = ["Conv2dLayer", "Conv2dHardware", "conv2d_token_models", "conv2d_cycles"]
 
@@ -129,7 +129,7 @@ class Conv2dLayer(wiring.Component):
     def from_layer(cls, layer, window_fifo="full"):
         """Build from a resolved ``conv2d`` layer, with the planned window unit ``window_fifo``."""
         return cls(layer.in_shape, layer.in_format, layer.weight, layer.bias,
-                   stride=layer.stride, padding=layer.padding, weight_format=layer.weight_format,
+                   stride=layer.stride, padding=symmetric_padding(layer), weight_format=layer.weight_format,
                    out_format=layer.output, rounding=layer.rounding, overflow=layer.overflow,
                    activation=layer.activation, pe=layer.pe, simd=layer.simd,
                    window_fifo=window_fifo)

@@ -24,7 +24,7 @@ from ..layouts import pixel_layout, window_layout
 from ..pipe import Pipe, PipelineModel
 from ..registry import LayerResources, register_hardware
 from ..window import WindowUnit, window_unit_geometry, window_unit_model
-from ._windowed import WindowedHardware
+from ._windowed import WindowedHardware, symmetric_padding
 
 __all__ = ["MaxPoolReduce", "AvgPoolReduce", "Pool2dLayer", "Pool2dHardware", "pool_reduce_depth",
            "pool_reduce_cycles", "pool2d_cycles"]
@@ -270,7 +270,7 @@ class Pool2dLayer(wiring.Component):
     def from_layer(cls, layer, window_fifo="full"):
         """Build from a resolved ``maxpool2d`` / ``avgpool2d`` layer, with the planned window unit."""
         return cls(layer.type, layer.in_shape, layer.in_format.bits, layer.kernel, layer.stride,
-                   layer.padding, getattr(layer, "rounding", "half_up"), window_fifo)
+                   symmetric_padding(layer), getattr(layer, "rounding", "half_up"), window_fifo)
 
     def elaborate(self, platform):
         m = Module()
