@@ -20,10 +20,7 @@ from cnnforge.golden.network import run
 from cnnforge.sim.runner import lint_verilog, run_harness
 from cnnforge.sim.vectors import input_words, output_stream, unpack_outputs
 
-try:
-    from modelgen import conv, with_weights
-except ImportError:  # tests/ made a package
-    from tests.modelgen import conv, with_weights
+from tests.modelgen import conv, with_weights
 
 needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog is not installed")
 

@@ -13,10 +13,7 @@ import pytest
 from cnnforge.golden.formats import (Format, ROUNDING_MODES, OVERFLOW_MODES, ACTIVATIONS, acc_bits,
                             ceil_log2, relu, requantize, round_divide, saturate, wrap)
 
-try:
-    import naive
-except ImportError:  # tests/ made a package
-    from tests import naive
+from tests import naive
 
 
 def test_mode_lists():

@@ -18,10 +18,7 @@ from cnnforge.golden.layers.flatten import flatten
 from cnnforge.golden.layers.pool2d import avgpool2d, maxpool2d
 from cnnforge.golden.formats import Format, ROUNDING_MODES, OVERFLOW_MODES, ACTIVATIONS, ceil_log2
 
-try:
-    import naive
-except ImportError:  # tests/ made a package
-    from tests import naive
+from tests import naive
 
 
 def frame(*planes):

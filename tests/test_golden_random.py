@@ -14,10 +14,7 @@ from cnnforge.golden.formats import Format, ROUNDING_MODES, OVERFLOW_MODES, ceil
 from cnnforge.golden.model import load_model, parse_model, save_model
 from cnnforge.golden.network import run, run_with_taps
 
-try:
-    import naive
-except ImportError:  # tests/ made a package
-    from tests import naive
+from tests import naive
 
 SEEDS = range(100)
 

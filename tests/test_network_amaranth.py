@@ -8,10 +8,7 @@ from cnnforge.hw.network import NetworkTop
 from cnnforge.sim.amaranth_backend import run_top_amaranth
 from cnnforge.sim.vectors import input_words, output_stream, unpack_outputs
 
-try:
-    from modelgen import conv, with_weights
-except ImportError:  # tests/ made a package
-    from tests.modelgen import conv, with_weights
+from tests.modelgen import conv, with_weights
 
 
 NETWORKS = [

@@ -19,12 +19,8 @@ from cnnforge.hw.unused import silence
 from cnnforge.sim.amaranth_backend import run_top_amaranth
 from cnnforge.sim.vectors import input_words, output_stream, unpack_outputs
 
-try:
-    import naive
-    from test_golden_random import random_model
-except ImportError:  # tests/ made a package
-    from tests import naive
-    from tests.test_golden_random import random_model
+from tests import naive
+from tests.test_golden_random import random_model
 
 SEEDS = range(100)
 

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("tflite")
 
 from cnnforge.tflite import TFLiteImportError, import_tflite, import_tflite_with_table, model_name  # noqa: E402
-from tflite_eval import evaluate  # noqa: E402
-from tflite_writer import build_model  # noqa: E402
+from tests.tflite_eval import evaluate  # noqa: E402
+from tests.tflite_writer import build_model  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "tflite"
 MANIFEST = json.loads((DATA / "MANIFEST.json").read_text())["models"]
@@ -32,7 +32,7 @@ def _frames(shape, bits, rng, extra=24):
 
 def _interpreter_codes(path, doc, x):
     from ai_edge_litert import interpreter as litert
-    from tflite_reference import run_reference
+    from tests.tflite_reference import run_reference
     xt = x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
     interp = litert.Interpreter(model_path=str(path))
     if interp.get_input_details()[0]["dtype"] == np.float32:     # QUANTIZE at the input: exact codes
@@ -99,7 +99,7 @@ def test_kws_document():
 
 
 def test_weight_layouts_follow_pytorch():
-    from tflite_reference import _interpreter
+    from tests.tflite_reference import _interpreter
     path = DATA / "conv_same_relu.tflite"
     doc, tensors = import_tflite(path)
     interp = _interpreter(path)

@@ -18,7 +18,7 @@ pytest.importorskip("ai_edge_litert")
 
 from cnnforge.golden import intmath as im  # noqa: E402
 from cnnforge.tflite import ROUNDING  # noqa: E402
-from tflite_reference import interpreter_version, run_reference  # noqa: E402
+from tests.tflite_reference import interpreter_version, run_reference  # noqa: E402
 
 PROBES = Path(__file__).parent / "data" / "tflite" / "probe"
 PINNED = "2.3.0"

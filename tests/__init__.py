@@ -1,0 +1,1 @@
+"""The cnnforge test suite: a package, so shared helpers import as ``tests.<module>``."""
