@@ -441,6 +441,11 @@ def prepare_waves(path):
     path = Path(path).resolve()
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a waveform file", str(path))
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
     path.parent.mkdir(parents=True, exist_ok=True)
     for target in (path.parent, path):
         if target.exists() and not os.access(target, os.W_OK):
