@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -42,7 +43,7 @@ def write_files(directory, files) -> list[Path]:
     fresh private folder inside ``directory`` and then renamed over its name,
     so a planted symlink is replaced, never written through, and a failure or
     an interrupt while writing leaves the old files as they were and no
-    temporary behind.  SIGINT and SIGTERM are held back for the few renames
+    temporary (nor a folder this call created) behind.  SIGINT and SIGTERM are held back for the few renames
     (delivered right after), so an interrupt cannot leave half a set.  A
     folder in the place of one of the names is refused (``IsADirectoryError``)
     before anything changes.  Returns the paths in the order of ``files``.
@@ -54,10 +55,15 @@ def write_files(directory, files) -> list[Path]:
     targets = [directory / name for name in files]
     for target in targets:
         if target.is_dir() and not target.is_symlink():
-            raise IsADirectoryError(21, "is a folder, not a file", str(target))
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(target))
+    top_created = directory       # the outermost folder this call creates, if any
+    while not top_created.parent.exists():
+        top_created = top_created.parent
+    top_created = None if directory.exists() else top_created
     directory.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory, prefix=".cnnforge-", suffix=".tmp"))
+    staging, complete = None, False
     try:
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=".cnnforge-", suffix=".tmp"))
         umask = os.umask(0)
         os.umask(umask)
         for name, data in files.items():
@@ -67,8 +73,14 @@ def write_files(directory, files) -> list[Path]:
         with _signals_held():
             for name, target in zip(files, targets):
                 os.replace(staging / name, target)
+            complete = True         # a signal held back is raised only after this
+    except BaseException:
+        if top_created is not None and not complete:
+            shutil.rmtree(top_created, ignore_errors=True)
+        raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return targets
 
 
