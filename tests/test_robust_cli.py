@@ -101,6 +101,14 @@ def tagged(tag):
     return found
 
 
+def survivors(tag, within=2.0):
+    """:func:`tagged` after giving processes killed a moment ago ``within`` seconds to go."""
+    deadline = time.monotonic() + within
+    while (found := tagged(tag)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 @pytest.fixture
 def tiny(tmp_path):
     folder = tmp_path / "model"
@@ -140,8 +148,8 @@ def _signal_mid_run(tmp_path, tiny, argv, wait_for, sig, *, frames=None):
     finally:
         if proc.poll() is None:
             proc.kill()
-    survivors = tagged(tag)
-    assert survivors == [], f"children outlived the command: {survivors}"
+    left = survivors(tag)
+    assert left == [], f"children outlived the command: {left}"
     return proc.returncode, out, err, cache, seen
 
 
@@ -267,7 +275,7 @@ def test_interrupt_ends_the_whole_process_group(monkeypatch, script):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert time.monotonic() - start < 5
-    assert tagged(tag) == []
+    assert survivors(tag) == []
 
 
 # --------------------------------------------------------------------------- run folders
