@@ -263,7 +263,10 @@ def test_interrupt_ends_the_whole_process_group(monkeypatch, script):
     tag = uuid.uuid4().hex
     env = dict(os.environ, CNNFORGE_TEST_TAG=tag)
 
+    seen = []
+
     def alarm(signum, frame):
+        seen.extend(name for _, name in tagged(tag))
         raise KeyboardInterrupt
     previous = signal.signal(signal.SIGALRM, alarm)
     signal.setitimer(signal.ITIMER_REAL, 0.5)
@@ -275,6 +278,7 @@ def test_interrupt_ends_the_whole_process_group(monkeypatch, script):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert time.monotonic() - start < 5
+    assert seen.count("sleep") == script.count("sleep 30")     # all running when interrupted
     assert survivors(tag) == []
 
 
