@@ -217,7 +217,10 @@ def synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, place
             shutil.rmtree(out, ignore_errors=True)
         elif out.is_dir():
             for path in set(out.iterdir()) - before:
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
         raise
 
 
