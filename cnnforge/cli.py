@@ -24,6 +24,7 @@ DEVICE_NAMES = ", ".join(DEVICES)      # the --device choices, for help texts
 __all__ = ["main", "CliError"]
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_TOOL = 0, 1, 2, 3
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143     # 128 + the signal's number, as shells report it
 
 
 class CliError(Exception):
@@ -141,7 +142,7 @@ def cmd_info(args) -> int:
           f"{_count(summary['predicted_frame_interval_cycles'])} cycles")
     if device:
         from cnnforge.hw.devices import format_estimate
-        print(format_estimate(device))
+        print(format_estimate(dict(device, problems=[])))   # the fit warnings went to stderr, once
     return EXIT_OK
 
 
@@ -237,18 +238,30 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
+def _check_stall_options(stall, seed):
+    """``--stall P`` in [0, 1) and ``--seed S`` in 1 .. 2**32 - 1."""
+    import math
+    if not (math.isfinite(stall) and 0.0 <= stall < 1.0):
+        raise CliError(f"--stall must be a probability with 0 <= P < 1, not {stall!r}")
+    if not 0 < seed < 1 << 32:
+        raise CliError(f"--seed must be an integer from 1 to {(1 << 32) - 1}, not {seed}")
+    return stall, seed
+
+
 def cmd_verify(args) -> int:
     from .flow import describe_mismatch, verify
     model = _load_model(args.model)
     simulator = _check_simulator_option(args.simulator)
+    stall, seed = _check_stall_options(args.stall, args.seed)
     x = _load_input(model, args.input)
     design = _design(model)
-    report = _flow_call(verify, design, x, simulator)
+    report = _flow_call(verify, design, x, simulator, stall=stall, seed=seed)
     if args.json:
         print(json.dumps(report))
     else:
         verdict = "MATCH" if report["match"] else "MISMATCH"
-        print(f"{verdict}: {report['frames']} frame(s) on {simulator}, {report['mismatches']} differing; "
+        stalls = f" with stalls {stall:g} (seed {seed})" if stall else ""
+        print(f"{verdict}: {report['frames']} frame(s) on {simulator}{stalls}, {report['mismatches']} differing; "
               f"latency {report['first_output_latency_cycles']} (predicted "
               f"{report['predicted_latency_cycles']}), frame interval {report['frame_interval_cycles']} "
               f"(predicted {report['predicted_frame_interval_cycles']}) cycles; {report['sim_cycles']:,} "
@@ -381,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_argument(verify)
     _input_argument(verify)
     _simulator_argument(verify)
+    verify.add_argument("--stall", type=float, default=0.0, metavar="P",
+                        help="random valid/ready stalls: each cycle the input idles and the output "
+                             "is not ready with probability P (0 <= P < 1; default 0)")
+    verify.add_argument("--seed", type=int, default=1, metavar="S",
+                        help="seed of the stall generators (1 .. 2**32-1; default 1)")
     verify.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     verify.set_defaults(func=cmd_verify)
 
@@ -433,7 +451,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so the same clean-up runs."""
+
+
+def _on_signal(signum, frame):
+    import signal
+    # Once: a second Ctrl-C or SIGTERM must not cut the clean-up short (SIGKILL still works).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 def main(argv=None) -> int:
+    """Run one command.  SIGINT and SIGTERM end it the same way: partial outputs and
+    temporaries removed, child processes ended, one line ``cnnforge: interrupted``,
+    exit 130 (SIGINT) or 143 (SIGTERM), i.e. 128 + the signal's number."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -448,9 +494,9 @@ def main(argv=None) -> int:
         # The reader (e.g. `| head`) went away: not an error of ours.
         sys.stderr.close()
         return EXIT_OK
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("cnnforge: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
     except OSError as exc:
         print(f"cnnforge: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

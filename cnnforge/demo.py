@@ -10,6 +10,7 @@ cycles, and where the time went (simulator build vs. simulation).
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,23 @@ def _load_inputs(model_path, inputs_path, labels_path):
                             f"not {labels.dtype} {labels.shape}")
         labels = labels.astype(np.int64)
     return model, x, labels, bundled
+
+
+def _make_out_dir(out_dir: Path) -> bool:
+    """Create ``--out`` before any work or progress line; True if it was created here.
+
+    A path that cannot be a folder (a file, a file among its parents, no
+    permission) is refused with one line.
+    """
+    if out_dir.is_dir():
+        return False
+    if out_dir.exists():
+        raise DemoError(f"--out {out_dir} is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise DemoError(f"--out {out_dir} cannot be created: {exc.strerror or exc}") from None
+    return True
 
 
 #: The run is split into about this many harness runs, for the progress bar.
@@ -155,11 +173,17 @@ def run_demo(*, model_path=None, inputs_path=None, labels_path=None, out_dir=Non
         x = x[:limit]
         labels = labels[:limit] if labels is not None else None
     out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT
+    created = _make_out_dir(out_dir)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
 
     say(f"[1/4] generating Verilog for '{model.name}' into {out_dir}/")
-    design = build_design(model)
-    write_design(design, out_dir)
+    try:
+        design = build_design(model)
+        write_design(design, out_dir)
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     say(f"[2/4] golden model on {x.shape[0]} image(s)")
     expected = run(model, x)
     say(f"[3/4] {simulator}: simulating {x.shape[0]} image(s) (the first run builds the simulator "

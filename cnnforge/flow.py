@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnforge.golden.fileio import atomic_write, dumps_json
+from cnnforge.golden.fileio import atomic_write, dumps_json, write_files
 from cnnforge.golden.model import Model, model_hash
 from cnnforge.golden.network import run_with_taps
 from cnnforge.sim.runner import HarnessResult
@@ -113,25 +113,23 @@ def cached_verilog(design: Design, cache_dir: Path | None = None) -> Path:
 
 
 def write_design(design: Design, out_dir, testbench_x=None) -> list[Path]:
-    """Write ``<name>.v`` and ``report.json`` (and a self-checking testbench) into ``out_dir``."""
-    from cnnforge.sim.harness import write_testbench
+    """Write ``<name>.v`` and ``report.json`` (and a self-checking testbench) into ``out_dir``.
+
+    One set (:func:`cnnforge.golden.fileio.write_files`): never through a planted
+    symlink, and an interrupt leaves the old files or the whole new set.
+    """
+    from cnnforge.sim.harness import testbench_files
     from cnnforge.sim.vectors import input_words, output_words
     out_dir = Path(out_dir)
-    written = []
-    testbench = None
+    verilog_name = f"{design.model.name}.v"
+    files = {verilog_name: design.verilog.encode(), "report.json": dumps_json(design.report).encode()}
     if testbench_x is not None:
         y = run_with_taps(design.model, testbench_x)[0]
-        testbench = (input_words(design.model, testbench_x), output_words(design.model, y))
-    verilog_path = out_dir / f"{design.model.name}.v"
-    atomic_write(verilog_path, lambda h: h.write(design.verilog.encode()))
-    written.append(verilog_path)
-    atomic_write(out_dir / "report.json", lambda h: h.write(dumps_json(design.report).encode()))
-    written.append(out_dir / "report.json")
-    if testbench is not None:
-        path = write_testbench(out_dir, design.model.name, design.top.in_width, design.top.out_width,
-                               testbench[0], testbench[1], top_file=verilog_path.name)
-        written.append(Path(path))
-    design.verilog_path = verilog_path
+        files.update(testbench_files(design.model.name, design.top.in_width, design.top.out_width,
+                                     input_words(design.model, testbench_x), output_words(design.model, y),
+                                     top_file=verilog_name))
+    written = write_files(out_dir, files)
+    design.verilog_path = out_dir / verilog_name
     return written
 
 
@@ -293,6 +291,8 @@ def verify(design: Design, x: np.ndarray, simulator: str = "verilator", *, cache
         "predicted_latency_cycles": design.report["network"]["predicted_latency_cycles"],
         "predicted_frame_interval_cycles": design.report["network"]["predicted_frame_interval_cycles"],
         "simulator": simulator,
+        "stall": stall,
+        "seed": seed,
         "sim_cycles": run.sim_cycles,
         "sim_seconds": round(run.sim_seconds, 3),
         "build_seconds": round(run.build_seconds, 3),

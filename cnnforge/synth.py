@@ -179,7 +179,7 @@ def _fit_problem(used, device, multipliers, model) -> str | None:
                 f"{worst.multipliers} multipliers, {soft_by_layer[worst.name]} of them in LUTs)")
     elif worst is not None:
         hint = (f"; every multiplier is in a DSP, the logic is mostly window units, line buffers and "
-                f"accumulators (see yosys.log), so folding further (largest: layer {worst.name}, pe "
+                f"accumulators, so folding further (largest: layer {worst.name}, pe "
                 f"{worst.pe}, simd {worst.simd}) saves little: choose a larger device")
     over = [f"{label} needed {used[key]}, capacity {cap}"
             for key, label, cap in (("luts", "LUTs", device.luts), ("ffs", "flip-flops", device.ffs),
@@ -197,6 +197,45 @@ PLACERS = ("heap", "sa")
 
 def synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, placer="heap",
                progress=True) -> dict:
+    """:func:`_synthesize`, leaving nothing behind when it fails.
+
+    A refusal (:class:`FlowError`: bad option, design does not fit) or an
+    interrupt removes what the run wrote into ``out_dir`` (the folder itself if
+    the run created it); a failing tool (:class:`ToolError`) keeps it, since the
+    error names the tool's log there.  Missing tools are found before anything
+    is written or printed.
+    """
+    out = Path(out_dir)
+    created = not out.exists()
+    before = set(out.iterdir()) if out.is_dir() else set()
+    try:
+        return _synthesize(model, device_name, out_dir, freq_mhz=freq_mhz, seed=seed, placer=placer,
+                           progress=progress)
+    except ToolError:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        elif out.is_dir():
+            for path in set(out.iterdir()) - before:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        raise
+
+
+def _require_tool(tool: str) -> None:
+    """:class:`ToolError` unless ``tool`` resolves to a command that exists."""
+    command = find_tool(tool)
+    if shutil.which(command) is None:
+        raise ToolError(f"{tool} not found: {command} is not an executable ({TOOLS[tool][0]} or PATH)")
+
+
+def _synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, placer="heap",
+                progress=True) -> dict:
     """Synthesize and place-and-route ``model`` for ``device_name``; the JSON-ready report.
 
     ``placer``: ``"heap"`` (default) or ``"sa"``, slower, which on ECP5 puts
@@ -214,7 +253,6 @@ def synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, place
     if not freq > 0:
         raise FlowError(f"--freq must be a positive frequency in MHz, not {freq_mhz!r}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     seconds = {}
     from cnnforge.hw.plan import plan_design
@@ -222,9 +260,12 @@ def synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, place
     estimate = estimate_resources(model, device, plan)
     if estimate["brams"] > device.brams:
         raise FlowError(f"{model.name} does not fit {device.name}: {estimate['problems'][0]}")
+    for tool in ("yosys", f"nextpnr-{device.nextpnr}"):
+        _require_tool(tool)
 
-    _progress(f"generating {model.name} inside the UART wrapper", progress)
     top, text = _uart_verilog(model, plan)
+    _progress(f"generated {model.name} inside the UART wrapper", progress)
+    out.mkdir(parents=True, exist_ok=True)
     (out / f"{TOP}.v").write_text(text)
     seconds["generate"] = time.perf_counter() - start
 

@@ -61,7 +61,7 @@ Output pipeline: the memory's registered read port is stage 1; with
 ``out_reg`` (default) the padding substitution and an output register make
 stage 2, so the consumer sees flip-flops, not the block RAM's slow
 clock-to-out.  Both stages move on one enable ``en = ~o.valid | o.ready``
-(stall-all pipeline, as :class:`golden.cycles.PipelineModel`).
+(stall-all pipeline, as :class:`cnnforge.hw.pipe.PipelineModel`).
 
 Buffer size
 -----------

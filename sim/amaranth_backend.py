@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from amaranth.hdl import Cat, Value
 from amaranth.sim import Simulator
 
-from .runner import HarnessResult
+from .runner import HarnessResult, prepare_waves
 from .streams import StreamSink, StreamSource
 
 __all__ = ["run_top_amaranth"]
@@ -27,7 +27,11 @@ def run_top_amaranth(top, in_words, n_out, *, stall_in=0.0, stall_out=0.0, seed=
     payload bits of every handshake on them are returned in ``result.probes``.
 
     Returns a :class:`sim.runner.HarnessResult`, as the HDL harness does.
+    An unwritable ``waves`` path raises :class:`OSError` before anything runs.
     """
+    # The waves file is opened before any testbench coroutine exists: a failure
+    # here is one OSError, not a traceback plus 'never awaited' warnings.
+    vcd = open(prepare_waves(waves), "w") if waves else None
     s_axis = SimpleNamespace(valid=top.s_axis_tvalid, ready=top.s_axis_tready,
                              payload=Cat(top.s_axis_tdata, top.s_axis_tlast))
     m_axis = SimpleNamespace(valid=top.m_axis_tvalid, ready=top.m_axis_tready,
@@ -64,11 +68,15 @@ def run_top_amaranth(top, in_words, n_out, *, stall_in=0.0, stall_out=0.0, seed=
     sim.add_testbench(source.run, background=True)
     sim.add_testbench(bench)
     start = time.perf_counter()
-    if waves:
-        with sim.write_vcd(str(waves)):
+    try:
+        if vcd is not None:
+            with sim.write_vcd(vcd):
+                sim.run()
+        else:
             sim.run()
-    else:
-        sim.run()
+    finally:
+        if vcd is not None:
+            vcd.close()
     seconds = time.perf_counter() - start
     mask = (1 << top.out_width) - 1
     result = HarnessResult(

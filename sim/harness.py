@@ -35,11 +35,9 @@ The end line's ``<cycles>`` counts cycles simulated after reset.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 __all__ = [
-    "HARNESS_MODULE", "harness_verilog", "write_words", "read_words",
-    "pack_word", "write_testbench", "demo_top_verilog",
+    "HARNESS_MODULE", "harness_verilog", "write_words", "words_text", "read_words",
+    "pack_word", "write_testbench", "testbench_files", "demo_top_verilog",
 ]
 
 HARNESS_MODULE = "cnnforge_harness"
@@ -291,11 +289,17 @@ def pack_word(tdata, tlast, width):
     return (int(bool(tlast)) << width) | tdata
 
 
-def write_words(path, words, width):
-    """Write ``(tdata, tlast)`` pairs as ``$readmemh`` lines ``{tlast, tdata}``."""
+def words_text(words, width):
+    """``(tdata, tlast)`` pairs as ``$readmemh`` lines ``{tlast, tdata}``."""
     digits = (width + 1 + 3) // 4
+    return "".join(f"{pack_word(d, l, width):0{digits}x}\n" for d, l in words)
+
+
+def write_words(path, words, width):
+    """Write ``(tdata, tlast)`` pairs as ``$readmemh`` lines ``{tlast, tdata}``
+    (into a fresh run folder; user-facing vectors go through :func:`write_testbench`)."""
     with open(path, "w") as f:
-        f.write("".join(f"{pack_word(d, l, width):0{digits}x}\n" for d, l in words))
+        f.write(words_text(words, width))
 
 
 def read_words(path, width):
@@ -314,19 +318,10 @@ def write_testbench(directory, top_name, in_w, out_w, in_words, expected_words, 
                     top_file=None, timeout_cycles=None):
     """Write a self-checking testbench: ``tb_<top>.v``, ``stim.hex``, ``expect.hex``.
 
-    Parameters
-    ----------
-    directory : path
-        Created if missing.
-    top_name : str
-        Module name of the top; its Verilog is expected as ``<top_name>.v``
-        (or ``top_file``) next to the testbench.
-    in_w, out_w : int
-        ``s_axis_tdata`` / ``m_axis_tdata`` widths.
-    in_words, expected_words : list of (int, bool)
-        Input beats and expected output beats as ``(tdata, tlast)``.
-    timeout_cycles : int, optional
-        Default: 1,000,000 + 1000 cycles per beat.
+    The three files are written as one set (:func:`cnnforge.golden.fileio.write_files`):
+    never through a planted symlink, and an interrupt leaves the old set or
+    the whole new one.  Arguments as :func:`testbench_files`, plus
+    ``directory`` (created if missing).
 
     Returns
     -------
@@ -336,8 +331,31 @@ def write_testbench(directory, top_name, in_w, out_w, in_words, expected_words, 
         exact commands, also for Verilator, are in the file's header); it prints
         one line, ``PASS: <n> beats`` or ``FAIL: ...``.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    from cnnforge.golden.fileio import write_files
+    files = testbench_files(top_name, in_w, out_w, in_words, expected_words, top_file=top_file,
+                            timeout_cycles=timeout_cycles)
+    return write_files(directory, files)[0]
+
+
+def testbench_files(top_name, in_w, out_w, in_words, expected_words, *, top_file=None,
+                    timeout_cycles=None):
+    """The self-checking testbench as ``{file name: bytes}``: ``tb_<top>.v`` first,
+    then ``stim.hex`` and ``expect.hex``.
+
+    Parameters
+    ----------
+    top_name : str
+        Module name of the top; its Verilog is expected as ``<top_name>.v``
+        (or ``top_file``) next to the testbench.
+    in_w, out_w : int
+        ``s_axis_tdata`` / ``m_axis_tdata`` widths.
+    in_words, expected_words : list of (int, bool)
+        Input beats and expected output beats as ``(tdata, tlast)``.
+    top_file : str, optional
+        The top's file name the header's commands use (default ``<top_name>.v``).
+    timeout_cycles : int, optional
+        Default: 1,000,000 + 1000 cycles per beat.
+    """
     in_words, expected_words = list(in_words), list(expected_words)
     top_file = top_file or f"{top_name}.v"
     tb_name = f"tb_{top_name}.v"
@@ -365,11 +383,8 @@ def write_testbench(directory, top_name, in_w, out_w, in_words, expected_words, 
         expect_depth=max(1, len(expected_words)), header=header, selfcheck=True,
         defaults={"stim": "stim.hex", "expect": "expect.hex", "n_in": len(in_words),
                   "n_out": len(expected_words), "timeout": timeout_cycles})
-    write_words(directory / "stim.hex", in_words, in_w)
-    write_words(directory / "expect.hex", expected_words, out_w)
-    path = directory / tb_name
-    path.write_text(text)
-    return path
+    return {tb_name: text.encode(), "stim.hex": words_text(in_words, in_w).encode(),
+            "expect.hex": words_text(expected_words, out_w).encode()}
 
 
 def demo_top_verilog(name="demo", in_w=8, out_w=8, *, latency=3, frame=4, add=1):

@@ -8,18 +8,35 @@ logs itself, and the cocotb test (:mod:`sim.cocotb_bench`) just waits for it.
 
 :func:`lint_verilog` runs ``verilator --lint-only -Wall`` and drops the warning
 kinds that Amaranth's Verilog always produces (:data:`LINT_ALLOWLIST`).
+
+Interrupts and failures leave nothing behind:
+
+- a build runs in a temporary folder ``.<key>.<random>.tmp`` beside its cache
+  entry and is renamed into place only when complete, so a build that fails,
+  is interrupted (SIGINT, or SIGTERM turned into an exception by the CLI) or
+  killed never leaves a partial entry; a later build of the same key removes
+  the temporaries of a killed one and builds again;
+- every tool (``make``, the compiler, the simulator) runs in a process group of
+  its own, and the whole group is ended (SIGTERM, then SIGKILL after
+  :data:`CHILD_GRACE_SECONDS`) when the caller is interrupted;
+- each run's folder ``runs/run-*`` (stimulus, logs) is removed when the run
+  ends, whatever the outcome; error messages quote the log lines that matter.
+  ``keep_run_dir=True`` or the environment variable ``CNNFORGE_KEEP_RUNS=1``
+  keeps it for debugging (the error then names it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -30,11 +47,13 @@ from .harness import HARNESS_MODULE, harness_verilog, write_words
 __all__ = [
     "SimulatorError", "SimulatorNotFound", "SimulationTimeout", "HarnessResult",
     "run_harness", "lint_verilog", "LINT_ALLOWLIST", "SIMULATORS", "default_cache_dir",
+    "prepare_waves",
 ]
 
 SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")
 MIN_DEPTH = 1 << 16  # stimulus words per build; longer runs get a bigger build
+CHILD_GRACE_SECONDS = 5.0  # after SIGTERM, a tool's process group gets this long before SIGKILL
 
 # Verilator's default-on warnings that Amaranth's Verilog triggers by design
 # (the harness itself builds clean): silenced by name, everything else stays
@@ -275,12 +294,57 @@ def _verilated_mk_fixes():
     return fixes
 
 
+def _end_group(proc):
+    """End the process group led by ``proc``: SIGTERM, then SIGKILL to stragglers."""
+    def kill(sig):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    kill(signal.SIGTERM)
+    try:
+        proc.wait(timeout=CHILD_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    # Members that outlive the leader (a compiler under make) get no grace.
+    kill(signal.SIGKILL)
+    proc.wait()
+
+
+def _run_in_group(cmd, *, cwd, env, stdout=None):
+    """Run ``cmd`` in a process group of its own; return its exit status.
+
+    Any exception while waiting (KeyboardInterrupt, the CLI's SIGTERM) ends the
+    whole group before it propagates, so no ``make``, compiler or simulator
+    outlives the caller.  The group also keeps a terminal's Ctrl-C away from
+    the tools: the caller decides how they end.
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=None if stdout is None else subprocess.STDOUT,
+                            process_group=0)
+    try:
+        return proc.wait()
+    except BaseException:
+        _end_group(proc)
+        raise
+
+
 def _get_runner(simulator):
     from cocotb_tools.runner import get_runner
     try:
-        return get_runner(simulator)
+        runner = get_runner(simulator)
     except SystemExit as exc:  # cocotb's "executable not found"
         raise SimulatorNotFound(f"simulator {simulator!r}: {exc}") from None
+
+    def _execute_cmds(cmds, cwd, stdout=None):
+        # cocotb's own version uses subprocess.run, which on an interrupt kills
+        # only its direct child (make) and leaves make's compilers running.
+        for cmd in cmds:
+            code = _run_in_group(cmd, cwd=cwd, env=runner.env, stdout=stdout)
+            if code != 0:
+                raise RuntimeError(f"Command failed with return code: {code}")
+    runner._execute_cmds = _execute_cmds
+    return runner
 
 
 def _ensure_build(sources, top_name, harness_text, simulator, waves_kind, cache_dir):
@@ -294,61 +358,100 @@ def _ensure_build(sources, top_name, harness_text, simulator, waves_kind, cache_
     for src in sources:
         h.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
     key = f"{simulator}-{top_name}-{h.hexdigest()[:16]}"
-    bdir = Path(cache_dir) / key
+    cache_dir = Path(cache_dir)
+    bdir = cache_dir / key
     marker = bdir / "cnnforge_build.json"
     if marker.is_file():
         return bdir, 0.0
-    with _locked(Path(cache_dir) / f"{key}.lock"):
+    with _locked(cache_dir / f"{key}.lock"):
         if marker.is_file():  # another worker built it while we waited
             return bdir, 0.0
+        # Leftovers of a build that was killed (SIGKILL, power loss): with the
+        # lock held nobody else is building this key.
+        for stale in cache_dir.glob(f".{key}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
         if bdir.exists():
-            shutil.rmtree(bdir)  # a half-finished build
-        srcdir = bdir / "src"
-        srcdir.mkdir(parents=True)
-        (srcdir / "cnnforge_harness.v").write_text(harness_text)
-        copies = [srcdir / "cnnforge_harness.v"]
-        for i, src in enumerate(sources):
-            dst = srcdir / f"{i:02d}_{src.name}"
-            shutil.copyfile(src, dst)
-            copies.append(dst)
-        build_args = ["-DCNNFORGE_COCOTB"]
-        if simulator == "verilator":
-            build_args = ["--timing", *VERILATOR_BUILD_FLAGS, "-DCNNFORGE_COCOTB"]
-            if waves_kind == "fst":
-                build_args.append("--trace-fst")
-        log = bdir / "build.log"
-        runner = _get_runner(simulator)
-        if simulator == "verilator":
-            fixes = _verilated_mk_fixes()
-            orig = runner._build_command
-
-            def _build_command():
-                # cocotb makes every signal public (--public-flat-rw), which
-                # halves Verilator's speed; the harness marks `done` public itself.
-                return [cmd + fixes if cmd and cmd[0] == "make"
-                        else [a for a in cmd if a != "--public-flat-rw"] for cmd in orig()]
-            runner._build_command = _build_command
-        start = time.perf_counter()
+            shutil.rmtree(bdir)  # an entry without its marker (older cnnforge)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=cache_dir))
         try:
-            runner.build(sources=copies, hdl_toplevel=HARNESS_MODULE, build_dir=bdir,
-                         build_args=build_args, timescale=TIMESCALE, always=True,
-                         waves=bool(waves_kind) and simulator == "verilator",
-                         log_file=log)
-        except (RuntimeError, SystemExit, subprocess.CalledProcessError) as exc:
-            text = log.read_text(errors="replace") if log.exists() else str(exc)
-            if waves_kind == "fst" and "lz4.h" in text:
-                raise SimulatorNotFound(
-                    "verilator FST waves need the LZ4 headers (`apt-get install liblz4-dev`);"
-                    " or ask for a .vcd file") from None
-            raise SimulatorError(
-                f"{simulator} build of {top_name} failed (log: {log}):\n"
-                f"{_log_excerpt(text)}") from None
-        seconds = time.perf_counter() - start
-        marker.write_text(json.dumps({"build_seconds": seconds, "top": top_name}))
+            seconds = _build(tmp, sources, top_name, harness_text, simulator, waves_kind)
+            (tmp / "cnnforge_build.json").write_text(
+                json.dumps({"build_seconds": seconds, "top": top_name}))
+            os.rename(tmp, bdir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return bdir, seconds
 
 
+def _build(bdir, sources, top_name, harness_text, simulator, waves_kind):
+    """Build the harness around the sources in ``bdir``; return the build time."""
+    srcdir = bdir / "src"
+    srcdir.mkdir(parents=True)
+    (srcdir / "cnnforge_harness.v").write_text(harness_text)
+    copies = [srcdir / "cnnforge_harness.v"]
+    for i, src in enumerate(sources):
+        dst = srcdir / f"{i:02d}_{src.name}"
+        shutil.copyfile(src, dst)
+        copies.append(dst)
+    build_args = ["-DCNNFORGE_COCOTB"]
+    if simulator == "verilator":
+        build_args = ["--timing", *VERILATOR_BUILD_FLAGS, "-DCNNFORGE_COCOTB"]
+        if waves_kind == "fst":
+            build_args.append("--trace-fst")
+    log = bdir / "build.log"
+    runner = _get_runner(simulator)
+    if simulator == "verilator":
+        fixes = _verilated_mk_fixes()
+        orig = runner._build_command
+
+        def _build_command():
+            # cocotb makes every signal public (--public-flat-rw), which
+            # halves Verilator's speed; the harness marks `done` public itself.
+            return [cmd + fixes if cmd and cmd[0] == "make"
+                    else [a for a in cmd if a != "--public-flat-rw"] for cmd in orig()]
+        runner._build_command = _build_command
+    start = time.perf_counter()
+    try:
+        runner.build(sources=copies, hdl_toplevel=HARNESS_MODULE, build_dir=bdir,
+                     build_args=build_args, timescale=TIMESCALE, always=True,
+                     waves=bool(waves_kind) and simulator == "verilator",
+                     log_file=log)
+    except (RuntimeError, SystemExit, subprocess.CalledProcessError) as exc:
+        text = log.read_text(errors="replace") if log.exists() else str(exc)
+        if waves_kind == "fst" and "lz4.h" in text:
+            raise SimulatorNotFound(
+                "verilator FST waves need the LZ4 headers (`apt-get install liblz4-dev`);"
+                " or ask for a .vcd file") from None
+        # The failed build's folder is removed: the message carries the log's key lines.
+        raise SimulatorError(
+            f"{simulator} build of {top_name} failed:\n{_log_excerpt(text)}") from None
+    return time.perf_counter() - start
+
+
 # --- running --------------------------------------------------------------
+
+def prepare_waves(path):
+    """Resolve a waveform path and check that it can be written, before any build or run.
+
+    Missing parent folders are created (as for every output file); a folder in
+    the file's place, or a parent that cannot be created or written, raises
+    :class:`OSError` naming the path.
+    """
+    path = Path(path).resolve()
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a waveform file", str(path))
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target in (path.parent, path):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
+    return path
+
 
 def _probability(value, name):
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
@@ -393,7 +496,8 @@ def run_harness(verilog_files, top_name, in_w, out_w, in_words, n_out, *,
         Give up after this many cycles (default: 1,000,000 + 1000 per beat,
         scaled up for stalls).
     keep_run_dir : bool
-        Keep the run directory (stimulus, logs) instead of deleting it.
+        Keep the run directory (stimulus, logs) instead of deleting it when
+        the run ends (also: environment variable ``CNNFORGE_KEEP_RUNS=1``).
 
     Returns
     -------
@@ -430,7 +534,7 @@ def run_harness(verilog_files, top_name, in_w, out_w, in_words, n_out, *,
             raise ValueError(f"verilog_files: {src} does not exist")
     waves_kind = None
     if waves is not None:
-        waves = Path(waves).resolve()
+        waves = prepare_waves(waves)  # before a (tracing) build that would be in vain
         waves_kind = "fst" if waves.suffix == ".fst" else "vcd"
 
     depth = max(MIN_DEPTH, _next_pow2(len(in_words)))
@@ -441,13 +545,25 @@ def run_harness(verilog_files, top_name, in_w, out_w, in_words, n_out, *,
 
     (bdir / "runs").mkdir(exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=bdir / "runs"))
+    keep = keep_run_dir or os.environ.get("CNNFORGE_KEEP_RUNS", "") not in ("", "0")
+    try:
+        return _run(run_dir, keep, simulator, top_name, bdir, build_seconds, in_words, in_w,
+                    n_out, timeout_cycles, p_in, p_out, seed, waves, waves_kind)
+    finally:
+        if not keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _run(run_dir, keep, simulator, top_name, bdir, build_seconds, in_words, in_w, n_out,
+         timeout_cycles, p_in, p_out, seed, waves, waves_kind):
+    """One harness run in ``run_dir`` (see :func:`run_harness`)."""
+    where = f" (run dir {run_dir})" if keep else ""
     write_words(run_dir / "stim.hex", in_words, in_w)
     plusargs = [f"+stim={run_dir / 'stim.hex'}", f"+n_in={len(in_words)}", f"+n_out={n_out}",
                 f"+timeout={timeout_cycles}", f"+stall_in={p_in}", f"+stall_out={p_out}",
                 f"+seed={seed}", f"+out={run_dir / 'out.txt'}", f"+in={run_dir / 'in.txt'}",
                 f"+end={run_dir / 'end.txt'}"]
     if waves is not None:
-        waves.parent.mkdir(parents=True, exist_ok=True)
         plusargs.append(f"+waves={waves}")
 
     runner = _get_runner(simulator)
@@ -474,7 +590,7 @@ def run_harness(verilog_files, top_name, in_w, out_w, in_words, n_out, *,
 
     def fail(what):
         text = log.read_text(errors="replace") if log.exists() else ""
-        return SimulatorError(f"{simulator} run of {top_name} {what} (run dir {run_dir}):\n"
+        return SimulatorError(f"{simulator} run of {top_name} {what}{where}:\n"
                               f"{_log_excerpt(text)}")
 
     end = run_dir / "end.txt"
@@ -500,11 +616,9 @@ def run_harness(verilog_files, top_name, in_w, out_w, in_words, n_out, *,
         raise SimulationTimeout(
             f"{simulator} run of {top_name} timed out after {cycles} cycles with "
             f"{len(out_words)} of {n_out} output beats and {len(in_cycles)} of "
-            f"{len(in_words)} input beats taken (run dir {run_dir})", result)
+            f"{len(in_words)} input beats taken{where}", result)
     if len(out_words) != n_out:
         raise fail(f"captured {len(out_words)} output beats, expected {n_out}")
-    if not keep_run_dir:
-        shutil.rmtree(run_dir, ignore_errors=True)
     return result
 
 

@@ -106,7 +106,7 @@ def test_invalid_parameters(features, bits, beats, match):
 @pytest.mark.parametrize("shape,pause", [((10,), 0.4), ((1,), 0.3), ((3, 2, 3), 0.4), ((1, 4, 1), 0.3),
                                          ((5, 1, 2), 0.0)])
 def test_token_model_matches_simulation(shape, pause):
-    """golden.cycles.ArgmaxHeadModel reproduces every handshake cycle, with stalls on both sides."""
+    """ArgmaxHeadModel reproduces every handshake cycle, with stalls on both sides."""
     from cnnforge.hw.layers.argmax import ArgmaxHeadModel
     from cnnforge.golden.tokens import chain_stamps, model_cycles
     count = 7
