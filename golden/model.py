@@ -505,9 +505,6 @@ def _parse_inputs(raw, where, arity, name, sources, previous):
     if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
         raise ModelError(f"must be a non-empty list of layer names (or \"{INPUT}\"), not {_show(value)}",
                          layer=where, field="inputs")
-    if len(value) != arity:
-        raise ModelError(f"lists {len(value)} inputs, but this layer type reads {arity}",
-                         layer=where, field="inputs")
     for k, read in enumerate(value):
         if read in value[:k]:
             raise ModelError(f"lists '{read}' twice", layer=where, field="inputs")
@@ -516,6 +513,9 @@ def _parse_inputs(raw, where, arity, name, sources, previous):
         if read not in sources:
             raise ModelError(f"no layer named '{read}' comes before this one (layers read only earlier "
                              f"layers, or \"{INPUT}\")", layer=where, field="inputs")
+    if len(value) != arity:
+        raise ModelError(f"lists {len(value)} inputs, but this layer type reads {arity}",
+                         layer=where, field="inputs")
     return tuple(value)
 
 

@@ -8,8 +8,9 @@ hardware (:mod:`cnnforge.hw.registry`) with the plan's choice for it
 (:mod:`cnnforge.hw.plan`), or is absent when the kind needs no hardware
 (``flatten``: the next block consumes the pixel stream directly).  A register
 slice follows the framer and every block, so no combinational ready path
-crosses a layer boundary; its token twin is
-:func:`cnnforge.hw.plan.network_token_models`.
+crosses a layer boundary; a stream that several layers read gets a
+:class:`cnnforge.hw.fork.StreamFork`.  Its token twin is
+:func:`cnnforge.hw.plan.network_token_models`, which walks the graph the same way.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from amaranth.lib.wiring import In, Out
 from cnnforge.golden.model import INPUT, Model
 
 from .axis import AxisFramer, AxisPacker
+from .fork import StreamFork
 from .layouts import pixel_layout
-from .plan import DesignPlan, StalePlanError, plan_design
+from .plan import DesignPlan, StalePlanError, plan_design, stream_readers
 from .registry import hardware
 from .slice import RegisterSlice
 from .unused import silence
@@ -73,13 +75,6 @@ class NetworkTop(wiring.Component):
                 silence(self)               # never elaborated: no "unused" warnings
                 raise BuildError(f"layer {layer.label}: {exc}") from None
             self.blocks.append((layer, block))
-        for name in [INPUT] + [layer.name for layer in model.layers]:
-            readers = model.consumers(name)
-            if len(readers) > 1:
-                silence(self)
-                raise BuildError(f"layer '{name}' is read by {len(readers)} layers "
-                                 f"({', '.join(r.name for r in readers)}); streams that fork need a fork "
-                                 "block, which comes with the add layer kind")
         c, h, w = model.input_shape
         self._framer = AxisFramer(pixel_layout(model.input_format.bits, c), h * w)
         layouts = {INPUT: self._framer.o.payload.shape()}
@@ -121,16 +116,30 @@ class NetworkTop(wiring.Component):
         skid = self.plan.register_slices == "skid"
         m.submodules.slice_in = first = RegisterSlice(framer.o.payload.shape())
         wiring.connect(m, framer.o, first.i)
-        streams = {INPUT: first.o}
+        readers = stream_readers(self.model)
+        outlets = {}                                # stream name -> its unused outputs, one per reader
+
+        def offer(name, source):
+            """Give stream ``name`` to its readers: a fork when more than one reads it."""
+            if readers[name] > 1:
+                m.submodules[f"{name}_fork"] = fork = StreamFork(source.payload.shape(), readers[name])
+                wiring.connect(m, source, fork.i)
+                outlets[name] = fork.outputs()
+            else:
+                outlets[name] = [source]
+
+        offer(INPUT, first.o)
         for layer, block in self.blocks:            # topological order
-            upstream = streams[layer.inputs[0]]
-            if block is None:
-                streams[layer.name] = upstream
+            upstream = [outlets[name].pop(0) for name in layer.inputs]
+            if block is None:                       # no hardware: the stream passes on
+                offer(layer.name, upstream[0])
                 continue
             m.submodules[layer.name] = block
-            wiring.connect(m, upstream, block.i)
+            ports = [block.i] if len(upstream) == 1 else [getattr(block, f"i{k}") for k in range(len(upstream))]
+            for source, port in zip(upstream, ports):
+                wiring.connect(m, source, port)
             m.submodules[f"{layer.name}_slice"] = cut = RegisterSlice(block.o.payload.shape(), skid)
             wiring.connect(m, block.o, cut.i)
-            streams[layer.name] = cut.o
-        wiring.connect(m, streams[self.model.layers[-1].name], packer.i)
+            offer(layer.name, cut.o)
+        wiring.connect(m, outlets[self.model.layers[-1].name].pop(0), packer.i)
         return m

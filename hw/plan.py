@@ -38,7 +38,7 @@ from .registry import hardware
 from .slice import RegisterSliceModel
 
 __all__ = ["DesignPlan", "StalePlanError", "PLAN_WORK_LIMIT", "REGISTER_SLICES", "plan_design",
-           "default_plan", "make_plan", "layer_token_models", "layer_cycles", "network_token_models",
+           "default_plan", "make_plan", "stream_readers", "layer_token_models", "layer_cycles", "network_token_models",
            "network_beats", "network_cycles"]
 
 #: planning steps the token models several times; above this many cycles per frame
@@ -119,8 +119,31 @@ def layer_cycles(layer, choice=None) -> Cycles:
     (``flatten``) is a wire: latency 0, one frame per frame of beats.
     """
     choice = hardware(layer.type).default_choice(layer) if choice is None else choice
-    return model_cycles(lambda: layer_token_models(layer, choice), stream_beats(layer.in_stream),
-                        stream_beats(layer.out_stream))
+    beats_in, beats_out = stream_beats(layer.in_stream), stream_beats(layer.out_stream)
+    if layer.ARITY == 1:
+        return model_cycles(lambda: layer_token_models(layer, choice), beats_in, beats_out)
+
+    def make():                                 # one source feeds every input through a fork
+        from .fork import ForkModel
+        graph = TokenGraph()
+        fork = graph.add(ForkModel(layer.ARITY), [graph.SOURCE])
+        models = layer_token_models(layer, choice)
+        node = graph.add(models[0], [(fork, k) for k in range(layer.ARITY)])
+        for block in models[1:]:
+            node = graph.add(block, [node])
+        graph.output = node
+        return graph
+    return graph_cycles(make, beats_in, beats_out)
+
+
+def stream_readers(model: Model) -> dict:
+    """How many blocks read each stream (``"input"`` and every layer's; the last layer's: the output port)."""
+    readers = {INPUT: 0, **{layer.name: 0 for layer in model.layers}}
+    for layer in model.layers:
+        for name in layer.inputs:
+            readers[name] += 1
+    readers[model.layers[-1].name] += 1
+    return readers
 
 
 def network_token_models(model: Model, plan: DesignPlan) -> TokenGraph:
@@ -128,24 +151,36 @@ def network_token_models(model: Model, plan: DesignPlan) -> TokenGraph:
 
     The AXI framer and packer are combinational pass-throughs and add no
     model; the top puts a register slice after the framer (a skid buffer) and
-    after every block that has hardware (``plan.register_slices``).  A layer
-    without hardware passes its input's stream on.
+    after every block that has hardware (``plan.register_slices``), and a fork
+    on every stream read by more than one layer.  A layer without hardware
+    passes its input's stream on.
     """
+    from .fork import ForkModel
     plan.check(model)
     graph = TokenGraph()
     skid = plan.register_slices == "skid"
-    streams = {INPUT: graph.add(RegisterSliceModel(), [graph.SOURCE])}
+    readers = stream_readers(model)
+    outlets = {}
+
+    def offer(name, stream):
+        if readers[name] > 1:
+            fork = graph.add(ForkModel(readers[name]), [stream])
+            outlets[name] = [(fork, k) for k in range(readers[name])]
+        else:
+            outlets[name] = [stream]
+
+    offer(INPUT, graph.add(RegisterSliceModel(), [graph.SOURCE]))
     for layer in model.layers:
-        upstream = [streams[name] for name in layer.inputs]
+        upstream = [outlets[name].pop(0) for name in layer.inputs]
         models = layer_token_models(layer, plan.choice(layer))
         if not models:
-            streams[layer.name] = upstream[0]
+            offer(layer.name, upstream[0])
             continue
         node = graph.add(models[0], upstream)
         for block in models[1:]:
             node = graph.add(block, [node])
-        streams[layer.name] = graph.add(RegisterSliceModel(skid), [node])
-    graph.output = streams[model.layers[-1].name]
+        offer(layer.name, graph.add(RegisterSliceModel(skid), [node]))
+    graph.output = outlets[model.layers[-1].name].pop(0)
     return graph
 
 

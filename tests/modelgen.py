@@ -254,12 +254,15 @@ def random_model(seed):
     return doc, net.tensors, frames
 
 
-def model_with(kind, seed=0):
-    """A small valid random model that contains a layer of ``kind`` (the registry's contract test)."""
+def model_with(kind, accept=lambda model: True, seed=0):
+    """The first random model (parsed), tensors and frames that contain a layer of ``kind``
+    and that ``accept(model)`` takes (the registry's contract test)."""
     for attempt in range(200):
         doc, tensors, frames = random_model(seed * 1000 + attempt)
         if any(layer["type"] == kind for layer in doc["layers"]):
-            return doc, tensors, frames
+            model = parse_model(doc, tensors=tensors)
+            if accept(model):
+                return model, frames
     raise AssertionError(f"no random model with a {kind} layer in 200 seeds")
 
 

@@ -29,7 +29,8 @@ from cnnforge.hw.plan import (StalePlanError, layer_cycles, layer_token_models, 
 from cnnforge.hw.slice import RegisterSliceModel
 from cnnforge.hw.window import (WindowUnit, WindowUnitModel, window_unit_cycles, window_unit_geometry,
                                 window_unit_model)
-from cnnforge.sim.streams import raw, run_streams
+from cnnforge.sim.streams import frame_beats, raw, run_streams
+from tests.modelgen import conv as _conv, dense, with_weights
 
 FRAMES = 3
 STALL = 0.3
@@ -60,10 +61,9 @@ def check(dut, make_models, beats, n_out, pauses=(0.0,), seed=0):
 
 
 def pixel_beats(rng, frames, channels, height, width, bits=4):
+    """Beats of ``frames`` random frames of ``bits``-bit codes (sim.streams.frame_beats)."""
     lo, hi = -(1 << (bits - 1)), 1 << (bits - 1)
-    return [{"data": rng.integers(lo, hi, channels).tolist(),
-             "last": int(k % (height * width) == height * width - 1)}
-            for k in range(frames * height * width)]
+    return frame_beats(rng.integers(lo, hi, (frames, channels, height, width)))
 
 
 # --- window unit ------------------------------------------------------------------------------
@@ -278,33 +278,12 @@ def test_argmax_head(in_stream):
 # --- layers of a model and whole networks -------------------------------------------------------
 
 def conv(out_channels, kernel, stride=1, padding=0, **extra):
-    return {"type": "conv2d", "out_channels": out_channels, "kernel": kernel, "stride": stride,
-            "padding": padding, "weight_format": {"bits": 6, "frac": 4},
-            "output": {"bits": 8, "frac": 3}, **extra}
+    return _conv(out_channels, kernel, stride=stride, padding=padding, **extra)
 
 
 def build(layers, shape, seed=0):
-    """A resolved model with random weights for every conv/dense layer."""
-    rng = np.random.default_rng(seed)
-    doc = {"format": "cnnforge-model/1", "name": "net", "weights": "net.npz",
-           "input": {"shape": list(shape), "bits": 8, "frac": 5}, "layers": []}
-    tensors, features, channels = {}, None, shape[0]
-    for k, layer in enumerate(layers):
-        layer = dict(layer)
-        if layer["type"] == "conv2d":
-            kh, kw = (layer["kernel"],) * 2 if isinstance(layer["kernel"], int) else layer["kernel"]
-            layer["weight"] = f"w{k}"
-            tensors[f"w{k}"] = rng.integers(-32, 32, (layer["out_channels"], channels, kh, kw))
-            channels = layer["out_channels"]
-        elif layer["type"] == "dense":
-            layer["weight"] = f"w{k}"
-            tensors[f"w{k}"] = rng.integers(-32, 32, (layer["out_features"], features))
-            features = layer["out_features"]
-        doc["layers"].append(layer)
-        if layer["type"] == "flatten":            # resolve the prefix to learn the flat size
-            features = parse_model(dict(doc, layers=list(doc["layers"])),
-                                   tensors=tensors).layers[-1].out_shape[0]
-    return parse_model(doc, tensors=tensors)
+    """A resolved model with random weights for every conv/dense layer (no biases: timing only)."""
+    return with_weights("net", shape, layers, np.random.default_rng(seed), frac=5, bias=0)
 
 
 NETWORKS = [
@@ -334,8 +313,7 @@ def test_layer_models_compose():
     assert network_beats(model) == (36, 9)
 
 
-DENSE = {"type": "dense", "out_features": 3, "weight_format": {"bits": 6, "frac": 4},
-         "output": {"bits": 8, "frac": 3}}
+DENSE = dense(3)
 NETWORKS += [
     ([conv(2, 3, stride=2, padding=1), {"type": "flatten"}, DENSE, {"type": "argmax"}], (1, 5, 6)),
     ([{"type": "maxpool2d", "kernel": 2}, {"type": "flatten"}, {"type": "argmax"}], (2, 4, 4)),
@@ -366,8 +344,7 @@ def test_network_top(index):
 def test_network_with_dense_and_argmax_models():
     """flatten adds no model; dense consumes the pixel stream; argmax is a pipe (model only)."""
     model = build([conv(2, 3, padding=1), {"type": "flatten"},
-                   {"type": "dense", "out_features": 5, "weight_format": {"bits": 6, "frac": 4},
-                    "output": {"bits": 8, "frac": 3}},
+                   dense(5),
                    {"type": "argmax"}], (1, 4, 4))
     graph = network_token_models(model, plan_design(model))
     assert graph.chain() is not None
@@ -395,14 +372,13 @@ def test_conv_dense_argmax_chain():
     from cnnforge.hw.layers.conv2d import Conv2dLayer
     from cnnforge.hw.layers.dense import DenseEngine
     model = build([conv(2, 3, stride=2, padding=1, pe=1, simd=3), {"type": "flatten"},
-                   {"type": "dense", "out_features": 4, "weight_format": {"bits": 6, "frac": 4},
-                    "output": {"bits": 8, "frac": 3}},
+                   dense(4),
                    {"type": "argmax"}], (1, 5, 6))
     plan = plan_design(model)
-    conv_layer, _, dense, head = model.layers
+    conv_layer, _, fc, head = model.layers
     make = lambda: Chain(Conv2dLayer.from_layer(conv_layer, plan.choice(conv_layer)["window"]),
-                         DenseEngine.from_layer(dense, in_shape=conv_layer.out_shape),
-                         ArgmaxHead(dense.out_features, dense.out_format.bits))
+                         DenseEngine.from_layer(fc, in_shape=conv_layer.out_shape),
+                         ArgmaxHead(fc.out_features, fc.out_format.bits))
     beats = pixel_beats(np.random.default_rng(9), FRAMES, 1, 5, 6, bits=8)
     blocks = lambda: [m for layer in model.layers for m in layer_token_models(layer, plan.choice(layer))]
     ins, outs = check(make, blocks, beats, FRAMES, pauses=(0.0, STALL, BACKPRESSURE))

@@ -5,28 +5,23 @@ import numpy as np
 import pytest
 
 from cnnforge.hw.layers.conv2d import conv2d_cycles
-from cnnforge.golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format, ceil_log2
+from cnnforge.golden.formats import Format
 from cnnforge.golden.layers.conv2d import conv2d
 from cnnforge.hw.layers.conv2d import Conv2dLayer
-from cnnforge.sim.streams import run_streams
+from cnnforge.sim.streams import frame_beats, run_streams
+from tests.modelgen import requant_case
 
 
 def make_layer(seed, in_shape, out_channels, kernel, stride, padding, pe=None, simd=None):
-    rng = np.random.default_rng(seed)
     c_in = in_shape[0]
-    in_fmt = Format(int(rng.integers(4, 10)), int(rng.integers(0, 7)))
-    w_fmt = Format(int(rng.integers(4, 10)), int(rng.integers(0, 7)))
     window_len = kernel[0] * kernel[1] * c_in
-    out_bits = int(rng.integers(4, 11))
-    shift = in_fmt.bits + w_fmt.bits - 2 + ceil_log2(window_len) // 2 - out_bits + int(rng.integers(-1, 2))
-    out_fmt = Format(out_bits, max(0, in_fmt.frac + w_fmt.frac - shift))
-    shift = in_fmt.frac + w_fmt.frac - out_fmt.frac
-    sum_bits = in_fmt.bits + w_fmt.bits + ceil_log2(window_len)
-    weight = rng.integers(w_fmt.min_code, w_fmt.max_code + 1, (out_channels, c_in) + tuple(kernel))
-    bias = rng.integers(-(1 << (sum_bits - 1)), 1 << (sum_bits - 1), out_channels) >> (ceil_log2(window_len) + 1)
-    params = dict(weight_format=w_fmt, out_format=out_fmt, stride=stride, padding=padding,
-                  rounding=ROUNDING_MODES[seed % 4], overflow=OVERFLOW_MODES[seed % 2],
-                  activation=("none", "relu")[(seed // 2) % 2])
+    case = requant_case(seed, window_len, out_channels, bits=(4, 10), frac=lambda b: (0, 7),
+                        shift_jitter=(-1, 2), bias_shift=1)
+    rng, in_fmt, w_fmt, shift = case["rng"], case["in_format"], case["weight_format"], case["shift"]
+    weight = case["weights"].reshape(out_channels, kernel[0], kernel[1], c_in).transpose(0, 3, 1, 2)
+    bias = case["bias"]
+    params = dict(weight_format=w_fmt, out_format=case["out_format"], stride=stride, padding=padding,
+                  rounding=case["rounding"], overflow=case["overflow"], activation=case["activation"])
     dut = Conv2dLayer(in_shape, in_fmt, weight, bias, pe=pe, simd=simd, **params)
     params.pop("weight_format")
     want = lambda x: conv2d(x, weight, bias, stride=_pair(stride), padding=_pair(padding),
@@ -43,8 +38,7 @@ def run(dut, in_fmt, want, rng, frames, pause_in=0.0, pause_out=0.0, seed=0):
     c, h, w = dut.in_shape
     x = rng.integers(in_fmt.min_code, in_fmt.max_code + 1, (frames, c, h, w))
     x[0, :, 0, :] = in_fmt.max_code
-    beats = [{"data": x[n, :, y, xx].tolist(), "last": int(y == h - 1 and xx == w - 1)}
-             for n in range(frames) for y in range(h) for xx in range(w)]
+    beats = frame_beats(x)
     c_out, oh, ow = dut.out_shape
     result = run_streams(dut, beats, frames * oh * ow, pause_in=pause_in, pause_out=pause_out, seed=seed)
     y = want(x)                                           # (N, C_out, Oh, Ow)

@@ -7,32 +7,21 @@ import pytest
 from cnnforge.golden.layers.dense import dense
 from cnnforge.golden.layers.flatten import flatten
 from cnnforge.hw.layers.dense import dense_cycles, dense_default_fold
-from cnnforge.golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format, ceil_log2
+from cnnforge.golden.formats import OVERFLOW_MODES, ROUNDING_MODES, Format
 from cnnforge.hw.layers.dense import DenseEngine, dense_weights_to_stream_order
 from cnnforge.sim.streams import frame_beats, run_streams
+from tests.modelgen import requant_case
 
 
 def make_case(seed, in_shape, out_features, frames, **kwargs):
     """Random formats 4..12 bits, weights, bias and frames; returns (DenseEngine kwargs, frames)."""
-    rng = np.random.default_rng(seed)
     features = int(np.prod(in_shape))
-    in_bits, w_bits = (int(v) for v in rng.integers(4, 13, 2))
-    # fraction bits large enough that the shift below needs no negative output fraction
-    in_fmt = Format(in_bits, int(rng.integers(in_bits // 2, in_bits)))
-    w_fmt = Format(w_bits, int(rng.integers(w_bits // 2, w_bits)))
-    out_bits = int(rng.integers(4, 13))
-    sum_bits = in_fmt.bits + w_fmt.bits + ceil_log2(features)
-    # a shift mapping typical sums onto the output range, so rounding (not only saturation) is hit
-    shift = in_fmt.bits + w_fmt.bits - 2 + ceil_log2(features) // 2 - out_bits + int(rng.integers(0, 3))
-    out_fmt = Format(out_bits, max(0, in_fmt.frac + w_fmt.frac - shift))
-    params = dict(
-        in_shape=in_shape, in_format=in_fmt,
-        weight=rng.integers(w_fmt.min_code, w_fmt.max_code + 1, (out_features, features)),
-        bias=rng.integers(-(1 << (sum_bits - 1)), 1 << (sum_bits - 1), out_features)
-        >> (ceil_log2(features) + int(rng.integers(1, 4))),
-        weight_format=w_fmt, out_format=out_fmt,
-        rounding=ROUNDING_MODES[seed % 4], overflow=OVERFLOW_MODES[seed % 2],
-        activation=("none", "relu")[(seed // 2) % 2])
+    # fraction bits large enough that the shift needs no negative output fraction
+    case = requant_case(seed, features, out_features, frac=lambda b: (b // 2, b), shift_jitter=(0, 3))
+    rng, in_fmt = case["rng"], case["in_format"]
+    params = dict(in_shape=in_shape, in_format=in_fmt, weight=case["weights"],
+                  **{k: case[k] for k in ("bias", "weight_format", "out_format", "rounding", "overflow",
+                                          "activation")})
     params.update(kwargs)
     x = rng.integers(in_fmt.min_code, in_fmt.max_code + 1, (frames, *in_shape))
     x[0] = in_fmt.max_code                      # extremes exercise the accumulator width

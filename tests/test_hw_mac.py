@@ -5,32 +5,21 @@ import numpy as np
 import pytest
 
 from cnnforge.hw.mac import mac_array_cycles
-from cnnforge.golden.formats import (OVERFLOW_MODES, ROUNDING_MODES, Format, acc_bits, ceil_log2,
+from cnnforge.golden.formats import (OVERFLOW_MODES, ROUNDING_MODES, Format, acc_bits,
                             requantize)
 from cnnforge.hw.mac import MacArray, conv_weights_to_window_order
 from cnnforge.sim.streams import run_streams
+from tests.modelgen import requant_case
 
 
 def make_case(seed, window_len, out_channels, **kwargs):
-    """Random formats 4..12 bits, weights, bias, windows; returns (MacArray kwargs, windows)."""
-    rng = np.random.default_rng(seed)
-    in_fmt = Format(int(rng.integers(4, 13)), int(rng.integers(0, 8)))
-    w_fmt = Format(int(rng.integers(4, 13)), int(rng.integers(0, 8)))
-    out_bits = int(rng.integers(4, 13))
-    sum_bits = in_fmt.bits + w_fmt.bits + ceil_log2(window_len)
-    # a shift that maps typical sums onto the output range, so rounding (not only saturation) is hit
-    shift = in_fmt.bits + w_fmt.bits - 2 + ceil_log2(window_len) // 2 - out_bits + int(rng.integers(-1, 3))
-    out_fmt = Format(out_bits, max(0, in_fmt.frac + w_fmt.frac - shift))
-    params = dict(
-        window_len=window_len, in_bits=in_fmt.bits,
-        weights=rng.integers(w_fmt.min_code, w_fmt.max_code + 1, (out_channels, window_len)),
-        bias=rng.integers(-(1 << (sum_bits - 1)), 1 << (sum_bits - 1), out_channels)
-        >> (ceil_log2(window_len) + int(rng.integers(1, 4))),
-        weight_format=w_fmt, out_format=out_fmt, shift=shift,
-        rounding=ROUNDING_MODES[seed % 4], overflow=OVERFLOW_MODES[seed % 2],
-        activation=("none", "relu")[(seed // 2) % 2])
+    """Random formats 4..12 bits, weights, bias (tests.modelgen.requant_case); (MacArray kwargs, in format)."""
+    case = requant_case(seed, window_len, out_channels)
+    params = dict(window_len=window_len, in_bits=case["in_format"].bits,
+                  **{k: case[k] for k in ("weights", "bias", "weight_format", "out_format", "shift",
+                                          "rounding", "overflow", "activation")})
     params.update(kwargs)
-    return params, in_fmt
+    return params, case["in_format"]
 
 
 def golden(params, windows):
@@ -121,7 +110,7 @@ def test_conv_weights_to_window_order():
     (dict(pe=0), "pe must divide"),
     (dict(simd=5), r"simd must divide window_len \(12\); valid values: 1, 2, 3, 4, 6, 12"),
     (dict(simd=24), "simd must divide"),
-    (dict(weights=np.full((4, 12), 200)), "weights must be integer codes"),
+    (dict(weights=np.full((4, 12), 200), weight_format=Format(8, 4)), r"weights must be integer codes in -128\.\.127"),
     (dict(weights=np.zeros((4, 11), int)), "weights must have shape"),
     (dict(bias=np.full(4, 1 << 30)), "bias codes must fit"),
     (dict(bias=np.zeros(3, int)), "bias must be"),

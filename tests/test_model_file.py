@@ -313,3 +313,67 @@ def test_pool_padding_beyond_half_the_kernel_on_one_side():
     with pytest.raises(ModelError, match="exceeds half the kernel") as info:
         parse(mutate(("layers", 1, "padding"), [[0, 2], [0, 0]]))
     assert info.value.field == "padding"
+
+
+# --- the graph: "inputs" (DESIGN §3.1) ----------------------------------------------------------
+
+def test_inputs_default_to_the_layer_before():
+    model = parse()
+    assert [layer.inputs for layer in model.layers] == [
+        ("input",), ("conv1",), ("maxpool2d1",), ("flatten2",), ("fc",)]
+    assert all("inputs" not in entry for entry in model.to_json()["layers"])
+    assert [layer.name for layer in model.consumers("conv1")] == ["maxpool2d1"]
+
+
+def test_explicit_inputs_equal_to_the_default_change_nothing():
+    doc = base_doc()
+    doc["layers"][0]["inputs"] = ["input"]
+    doc["layers"][1]["inputs"] = ["conv1"]
+    model = parse(doc)
+    assert model.to_json() == parse().to_json()
+
+
+@pytest.mark.parametrize("index, value, text", [
+    (1, ["nothing"], "no layer named 'nothing' comes before this one"),
+    (1, ["fc"], "no layer named 'fc' comes before this one"),              # a forward reference
+    (1, ["maxpool2d1"], "cannot read itself"),
+    (1, ["conv1", "conv1"], "lists 'conv1' twice"),
+    (1, ["conv1", "input"], "lists 2 inputs, but this layer type reads 1"),
+    (1, [], "non-empty list of layer names"),
+    (1, "conv1", "non-empty list of layer names"),
+    (1, [3], "non-empty list of layer names"),
+])
+def test_bad_inputs(index, value, text):
+    with pytest.raises(ModelError) as info:
+        parse(mutate(("layers", index, "inputs"), value))
+    assert info.value.field == "inputs" and text in str(info.value), str(info.value)
+    assert info.value.layer == f"{index} 'maxpool2d1'"
+
+
+def test_a_layer_nobody_reads():
+    """Only the last layer may be unread: pool b reads the input, so pool a is a dead end."""
+    doc = base_doc()
+    doc["layers"] = [{"type": "maxpool2d", "name": "a", "kernel": 2},
+                     {"type": "maxpool2d", "name": "b", "kernel": 2, "inputs": ["input"]},
+                     {"type": "flatten"}]
+    with pytest.raises(ModelError, match="no layer reads this layer's output") as info:
+        parse(doc, {})
+    assert (info.value.layer, info.value.field) == ("0 'a'", "inputs")
+
+
+def test_input_is_a_reserved_name():
+    with pytest.raises(ModelError, match="'input' is reserved") as info:
+        parse(mutate(("layers", 0, "name"), "input"))
+    assert info.value.field == "name"
+
+
+def test_a_layer_may_read_the_input_or_skip_layers():
+    """inputs may name any earlier layer: pool -> conv on the network input, flatten skipping nothing."""
+    doc = base_doc()
+    doc["layers"] = [
+        {"type": "maxpool2d", "name": "pool", "kernel": 2, "inputs": ["input"]},
+        {"type": "flatten", "name": "flat", "inputs": ["pool"]},
+    ]
+    model = parse(doc, {})
+    assert model.layer("flat").inputs == ("pool",) and model.output_shape == (16,)
+    assert [("inputs" in entry) for entry in model.to_json()["layers"]] == [False, False]

@@ -20,7 +20,7 @@ from cnnforge.sim.amaranth_backend import run_top_amaranth
 from cnnforge.sim.vectors import input_words, output_stream, unpack_outputs
 
 from tests import naive
-from tests.test_golden_random import random_model
+from tests.modelgen import random_model
 
 SEEDS = range(100)
 

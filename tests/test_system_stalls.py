@@ -36,7 +36,7 @@ from cnnforge.sim.runner import run_harness
 from cnnforge.sim.vectors import input_words, output_stream, unpack_outputs
 
 from tests.modelgen import conv, with_weights
-from tests.test_golden_random import random_model
+from tests.modelgen import random_model
 
 #: random models (tests/test_golden_random.py) that the hardware takes:
 #: 10: conv, maxpool, conv, flatten, dense, dense; 3: maxpool, conv, flatten, dense
