@@ -13,33 +13,55 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-__all__ = ["register_kind", "layer_kinds", "layer_kind"]
+__all__ = ["Registry", "register_kind", "layer_kinds", "layer_kind"]
 
-_KINDS: dict = {}
-_loaded = False
+
+class Registry:
+    """Entries by layer type, filled by the modules of one package, which are imported on first use.
+
+    Parameters
+    ----------
+    package : str
+        Dotted name of the package whose public modules register entries when imported.
+    what : str
+        What an entry is, for error messages.
+    """
+
+    def __init__(self, package: str, what: str):
+        self.package, self.what = package, what
+        self.entries: dict = {}
+        self._loaded = False
+
+    def add(self, kind: str, entry) -> None:
+        if not kind or not isinstance(kind, str):
+            raise TypeError(f"{entry!r} has no layer type name")
+        if kind in self.entries and self.entries[kind] is not entry:
+            raise ValueError(f"{self.what} of layer type {kind!r} is registered twice")
+        self.entries[kind] = entry
+
+    def all(self) -> dict:
+        """``{type: entry}``, every module of the package imported (in name order)."""
+        if not self._loaded:
+            package = importlib.import_module(self.package)
+            for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+                if not info.name.startswith("_"):
+                    importlib.import_module(f"{self.package}.{info.name}")
+            self._loaded = True
+        return dict(self.entries)
+
+
+KINDS = Registry("cnnforge.golden.layers", "the golden layer class")
 
 
 def register_kind(cls):
     """Class decorator: register a :class:`Layer` subclass under its ``type``."""
-    kind = cls.type
-    if not kind or not isinstance(kind, str):
-        raise TypeError(f"{cls.__name__} has no layer type name")
-    if kind in _KINDS and _KINDS[kind] is not cls:
-        raise ValueError(f"layer type {kind!r} is registered twice ({_KINDS[kind].__name__}, {cls.__name__})")
-    _KINDS[kind] = cls
+    KINDS.add(cls.type, cls)
     return cls
 
 
 def layer_kinds() -> dict:
     """``{type: Layer subclass}`` of every kind, in registration order (module name order)."""
-    global _loaded
-    if not _loaded:
-        from . import layers
-        for info in sorted(pkgutil.iter_modules(layers.__path__), key=lambda i: i.name):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{layers.__name__}.{info.name}")
-        _loaded = True
-    return dict(_KINDS)
+    return KINDS.all()
 
 
 def layer_kind(kind: str):

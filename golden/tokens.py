@@ -93,6 +93,27 @@ def chain_stamps(models, input_beats: int, output_beats: int, max_cycles: int = 
     fires = [False] * (n + 1)       # fires[k]: handshake into stage k (fires[n]: the sink)
     back = range(n - 1, -1, -1)
     fwd = range(n)
+
+    def step(ready, offer):
+        for k in back:              # resolve ready back to front
+            fires[k + 1] = out_valid[k]() and ready
+            ready = in_ready[k](ready)
+        fires[0] = fire_in = offer and ready
+        for k in fwd:
+            clock[k](fires[k], fires[k + 1])
+        return fire_in, fires[n]
+
+    return _drive(step, input_beats, output_beats, max_cycles, source_pause, source_seed,
+                  sink_pause, sink_seed, idle_limit)
+
+
+def _drive(step, input_beats, output_beats, max_cycles, source_pause, source_seed, sink_pause,
+           sink_seed, idle_limit):
+    """The stimulus of :func:`chain_stamps` and :func:`graph_stamps` around one clock ``step``.
+
+    ``step(sink_ready, offer)`` runs one clock of the network and returns its
+    ``(input handshake, output handshake)``.
+    """
     src_rng, sink_rng = random.Random(source_seed), random.Random(sink_seed)
 
     def gap():                      # StreamSource: idle cycles drawn before offering each beat
@@ -107,25 +128,20 @@ def chain_stamps(models, input_beats: int, output_beats: int, max_cycles: int = 
     cycle = idle = 0
     while n_out < output_beats or (n_in < input_beats and idle < idle_limit):
         if cycle >= max_cycles:
-            raise RuntimeError(f"chain model produced {n_out} of {output_beats} beats "
+            raise RuntimeError(f"token model produced {n_out} of {output_beats} beats "
                                f"in {max_cycles} cycles")
         if n_out < output_beats:
             ready = not (sink_pause and sink_rng.random() < sink_pause)
         else:
             ready, idle = False, idle + 1   # the sink has all its beats and stops taking
-        for k in back:              # resolve ready back to front
-            fires[k + 1] = out_valid[k]() and ready
-            ready = in_ready[k](ready)
-        fires[0] = fire_in = n_in < input_beats and cycle >= offer_at and ready
-        for k in fwd:
-            clock[k](fires[k], fires[k + 1])
+        fire_in, fire_out = step(ready, n_in < input_beats and cycle >= offer_at)
         if fire_in:
             in_stamps.append(cycle)
             n_in += 1
             idle = 0
             if n_in < input_beats:
                 offer_at = cycle + 1 + gap()
-        if fires[n]:
+        if fire_out:
             out_stamps.append(cycle)
             n_out += 1
         cycle += 1
@@ -228,28 +244,12 @@ def graph_stamps(graph: TokenGraph, input_beats: int, output_beats: int, max_cyc
     if TokenGraph.SOURCE not in readers:
         raise ValueError("no node reads the network input")
     n = len(graph.models)
-    src_rng, sink_rng = random.Random(source_seed), random.Random(sink_seed)
-
-    def gap():
-        idle = 0
-        while source_pause and src_rng.random() < source_pause:
-            idle += 1
-        return idle
-
     output = TokenGraph._stream(graph.output)
+    source_node, source_port = readers[TokenGraph.SOURCE]
     fire = {}                                   # stream -> handshake this cycle
-    in_stamps, out_stamps = [], []
-    n_in = n_out = 0
-    offer_at = gap() if input_beats else 0
-    cycle = idle = 0
     ready_in = [None] * n                       # per node: tuple of input-port readies
-    while n_out < output_beats or (n_in < input_beats and idle < idle_limit):
-        if cycle >= max_cycles:
-            raise RuntimeError(f"token graph produced {n_out} of {output_beats} beats in {max_cycles} cycles")
-        if n_out < output_beats:
-            sink_ready = not (sink_pause and sink_rng.random() < sink_pause)
-        else:
-            sink_ready, idle = False, idle + 1
+
+    def step(sink_ready, offer):
         valids = [m.out_valid() for m in graph.models]
         for node in range(n - 1, -1, -1):       # readers come after their producers
             model = graph.models[node]
@@ -257,39 +257,27 @@ def graph_stamps(graph: TokenGraph, input_beats: int, output_beats: int, max_cyc
             for port in range(model.OUTPUTS):
                 reader = readers.get((node, port))
                 if reader is None:
-                    ready = sink_ready if (node, port) == output else False
+                    outs.append(sink_ready if (node, port) == output else False)
                 else:
-                    ready = ready_in[reader[0]][reader[1]]
-                outs.append(ready)
+                    outs.append(ready_in[reader[0]][reader[1]])
             if model.OUTPUTS == 1:
                 ready = model.in_ready(outs[0])
-                ready_in[node] = (ready,) if model.INPUTS == 1 else tuple(ready)
-                valid = valids[node] if model.OUTPUTS == 1 else valids[node][0]
-                fire[(node, 0)] = valid and outs[0]
+                fire[(node, 0)] = valids[node] and outs[0]
             else:
-                ready_in[node] = tuple(model.in_ready(tuple(outs))) if model.INPUTS != 1 else \
-                    (model.in_ready(tuple(outs)),)
+                ready = model.in_ready(tuple(outs))
                 for port in range(model.OUTPUTS):
                     fire[(node, port)] = valids[node][port] and outs[port]
-        source_node, source_port = readers[TokenGraph.SOURCE]
-        fire_in = n_in < input_beats and cycle >= offer_at and ready_in[source_node][source_port]
-        fire[TokenGraph.SOURCE] = fire_in
+            ready_in[node] = (ready,) if model.INPUTS == 1 else tuple(ready)
+        fire[TokenGraph.SOURCE] = fire_in = offer and ready_in[source_node][source_port]
         for node, model in enumerate(graph.models):
             ins = [fire[stream] for stream in graph.inputs[node]]
             outs = [fire[(node, port)] for port in range(model.OUTPUTS)]
             model.clock(ins[0] if model.INPUTS == 1 else tuple(ins),
                         outs[0] if model.OUTPUTS == 1 else tuple(outs))
-        if fire_in:
-            in_stamps.append(cycle)
-            n_in += 1
-            idle = 0
-            if n_in < input_beats:
-                offer_at = cycle + 1 + gap()
-        if fire[output]:
-            out_stamps.append(cycle)
-            n_out += 1
-        cycle += 1
-    return in_stamps, out_stamps
+        return fire_in, fire[output]
+
+    return _drive(step, input_beats, output_beats, max_cycles, source_pause, source_seed,
+                  sink_pause, sink_seed, idle_limit)
 
 
 def graph_cycles(make_graph, in_beats_per_frame: int, out_beats_per_frame: int,

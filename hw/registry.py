@@ -11,11 +11,11 @@ registry; nothing else names layer kinds.  The golden side of each kind is in
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 
-__all__ = ["LayerHardware", "LayerResources", "register_hardware", "hardware", "hardware_kinds"]
+from cnnforge.golden.registry import Registry
+
+__all__ = ["LayerHardware", "LayerResources", "HARDWARE", "register_hardware", "hardware", "hardware_kinds"]
 
 
 @dataclass
@@ -78,8 +78,7 @@ class LayerHardware:
         return LayerResources()
 
 
-_HARDWARE: dict = {}
-_loaded = False
+HARDWARE = Registry("cnnforge.hw.layers", "hardware")
 
 
 def register_hardware(*kinds: str):
@@ -88,23 +87,14 @@ def register_hardware(*kinds: str):
         instance = cls()
         instance.kinds = kinds
         for kind in kinds:
-            if kind in _HARDWARE:
-                raise ValueError(f"hardware for layer type {kind!r} is registered twice")
-            _HARDWARE[kind] = instance
+            HARDWARE.add(kind, instance)
         return cls
     return decorate
 
 
 def hardware_kinds() -> dict:
     """``{type: LayerHardware}`` of every kind with a hardware module."""
-    global _loaded
-    if not _loaded:
-        from . import layers
-        for info in sorted(pkgutil.iter_modules(layers.__path__), key=lambda i: i.name):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{layers.__name__}.{info.name}")
-        _loaded = True
-    return dict(_HARDWARE)
+    return HARDWARE.all()
 
 
 def hardware(kind: str) -> LayerHardware:

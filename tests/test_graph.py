@@ -138,13 +138,13 @@ def sum2_kind():
     """``sum2`` in both registries for this module only."""
     golden_registry.layer_kinds()
     hw_registry.hardware_kinds()
-    golden_registry._KINDS["sum2"] = Sum2
+    golden_registry.KINDS.add("sum2", Sum2)
     instance = Sum2Hardware()
     instance.kinds = ("sum2",)
-    hw_registry._HARDWARE["sum2"] = instance
+    hw_registry.HARDWARE.add("sum2", instance)
     yield
-    del golden_registry._KINDS["sum2"]
-    del hw_registry._HARDWARE["sum2"]
+    del golden_registry.KINDS.entries["sum2"]
+    del hw_registry.HARDWARE.entries["sum2"]
 
 
 def _conv(name, out_channels, kernel, inputs=None, **extra):
