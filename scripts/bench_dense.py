@@ -1,7 +1,7 @@
 """Measure the dense engine's MAC utilization and frame interval in the Amaranth simulator.
 
 Streams three stall-free frames (input offered every cycle, output always
-ready) through ``hw.dense.DenseEngine`` for a few configurations, checks the
+ready) through ``cnnforge.hw.layers.dense.DenseEngine`` for a few configurations, checks the
 results against ``golden.ops.dense`` on the PyTorch-flattened frames, and
 prints latency, frame interval (measured and modelled) and MAC utilization =
 in·out / (multipliers × frame interval).  Includes the 32×32×3 → 3072 → 10

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""hw.argmax.ArgmaxHead against golden.ops.argmax: ties, negatives, stalls, exact cycles."""
+"""cnnforge.hw.layers.argmax.ArgmaxHead against the golden argmax: ties, negatives, stalls, exact cycles."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""hw.conv.Conv2dLayer against golden.ops.conv2d: stalls, back-to-back frames, exact cycle counts."""
+"""cnnforge.hw.layers.conv2d.Conv2dLayer against the golden conv2d: stalls, back-to-back frames, exact cycle counts."""
 
 import numpy as np
 import pytest

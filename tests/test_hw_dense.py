@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""hw.dense.DenseEngine against golden.ops.dense on PyTorch-flattened frames, with stalls and exact cycles."""
+"""cnnforge.hw.layers.dense.DenseEngine against the golden dense on PyTorch-flattened frames, with stalls and exact cycles."""
 
 import numpy as np
 import pytest

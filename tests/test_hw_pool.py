@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Stream tests of hw.pool.MaxPoolReduce / AvgPoolReduce against the golden pool semantics."""
+"""Stream tests of MaxPoolReduce / AvgPoolReduce (hw/layers/pool2d.py) against the golden pool semantics."""
 
 import numpy as np
 import pytest

@@ -38,7 +38,7 @@ def _pool_taps(kernel) -> int:
 
 
 def pool_reduce_depth(kind: str, kernel) -> int:
-    """Pipeline depth (cycles) of ``hw.pool.MaxPoolReduce`` / ``AvgPoolReduce``.
+    """Pipeline depth (cycles) of :class:`MaxPoolReduce` / :class:`AvgPoolReduce`.
 
     ``kind`` is ``"max"`` / ``"maxpool2d"`` or ``"avg"`` / ``"avgpool2d"``;
     ``kernel`` an int or ``(kh, kw)``.  Max: ``ceil(log2(kh·kw))`` comparator
@@ -71,7 +71,7 @@ def pool_reduce_cycles(kind: str, kernel, windows_per_frame: int = 1) -> Cycles:
 
 def pool2d_cycles(kind: str, height, width, channels, kernel, stride=None, padding=0,
                   fifo="full") -> Cycles:
-    """Latency and frame interval of a whole pool layer alone (``hw.pool.Pool2dLayer``).
+    """Latency and frame interval of a whole pool layer alone (:class:`Pool2dLayer`).
 
     The window unit's token model chained into the reducer's :class:`PipelineModel`
     (the pad value changes no timing, nor does ``channels``, validated only).
