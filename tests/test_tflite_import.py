@@ -1,4 +1,11 @@
-"""cnnforge.tflite.import_tflite: every test model equals the interpreter at every layer; refusals."""
+"""cnnforge.tflite.import_tflite: golden equals the interpreter at every layer of every test model; refusals.
+
+The imported document is parsed by the golden model's own parser
+(``parse_model``) and run with ``run_with_taps``; each layer's codes are
+compared with the LiteRT interpreter's tensor (reference kernels, every
+tensor preserved), NCHW against NHWC, on inputs whose union covers every
+input code.
+"""
 
 import json
 from pathlib import Path
@@ -9,7 +16,8 @@ import pytest
 pytest.importorskip("tflite")
 
 from cnnforge.tflite import TFLiteImportError, import_tflite, import_tflite_with_table, model_name  # noqa: E402
-from tflite_eval import evaluate  # noqa: E402
+from cnnforge.golden.model import parse_model  # noqa: E402
+from cnnforge.golden.network import run_with_taps  # noqa: E402
 from tflite_writer import build_model  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "tflite"
@@ -47,7 +55,7 @@ def test_every_layer_equals_the_interpreter(name):
     path = DATA / f"{name}.tflite"
     doc, tensors = import_tflite(path)
     x = _frames(doc["input"]["shape"], doc["input"]["bits"], np.random.default_rng(11))
-    ours = evaluate(doc, tensors, x)
+    _, ours = run_with_taps(parse_model(doc, tensors=tensors), x)
     ref = _interpreter_codes(path, doc, x)
     checked = 0
     prev_shape = None
