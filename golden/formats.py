@@ -353,7 +353,8 @@ def _check_activation(activation) -> None:
 
 
 def requantize(acc, shift, out_format: Format, rounding: str = "half_up", overflow: str = "saturate",
-               activation="none", *, multiplier=None, effective_scale=None) -> np.ndarray:
+               activation="none", *, multiplier=None, effective_scale=None, acc_max=None,
+               out=None) -> np.ndarray:
     """The one requantizer: DESIGN §4 steps 2–3, or §4.1's multiplier modes.
 
     A §4 rounding mode (:data:`SHIFT_ROUNDING`): ``shift = frac_acc - f_out``;
@@ -368,7 +369,9 @@ def requantize(acc, shift, out_format: Format, rounding: str = "half_up", overfl
     by ``M·2**(shift−31)`` as :func:`cnnforge.golden.intmath.requantize_multiplier`
     defines them, ``float64`` rounds ``double(acc)·effective_scale`` (``s_x·s_w/s_y``);
     then ``+ z_out`` and the clamp of the activation, else the output range
-    (``overflow`` must be ``saturate``).
+    (``overflow`` must be ``saturate``).  ``acc_max``, a bound of ``|acc|``
+    (the layer's accumulator width), saves computing it; ``out`` (int64,
+    ``acc``'s shape, may be ``acc``) is where a multiplier mode may compute.
 
     ``activation``: ``none``, ``relu`` (from the zero point up), ``relu6``
     (``frac`` formats) or a :class:`Clamp` in output codes.
@@ -383,9 +386,9 @@ def requantize(acc, shift, out_format: Format, rounding: str = "half_up", overfl
             raise ValueError(f"rounding {rounding} saturates; overflow 'wrap' is not defined for it")
         if rounding != "float64" and multiplier is None:
             raise ValueError(f"rounding {rounding} needs the requant multiplier and shift")
-        scaled = intmath.requantize_multiplier(acc, multiplier, shift, rounding, effective_scale)
         lo, hi = activation_bounds(activation, out_format)
-        return intmath.finish(scaled, out_format.zero_point, lo, hi)
+        return intmath.requantize_finish(acc, multiplier, shift, rounding, out_format.zero_point, lo, hi,
+                                         effective_scale, acc_max, out)
     acc = _as_int64(acc)
     if shift > 0:
         scaled = round_divide(acc, 1 << shift, rounding)

@@ -145,9 +145,10 @@ class WeightedLayer(Layer):
         """``float64`` mode: ``double(s_x)·double(s_w)/double(s_y)`` per output channel."""
         return fc_effective_scale(self.in_format.scales, self.weight_format.scales, self.output.scales)
 
-    def requantize(self, acc, channel_shape=(-1,)) -> np.ndarray:
+    def requantize(self, acc, channel_shape=(-1,), acc_max=None, out=None) -> np.ndarray:
         """DESIGN §4 steps 2–3 (or §4.1's requant) on this layer's accumulators; per-channel
-        values are reshaped to ``channel_shape`` to broadcast against ``acc``."""
+        values are reshaped to ``channel_shape`` to broadcast against ``acc``; ``acc_max`` bounds ``|acc|``;
+        ``out`` as :func:`cnnforge.golden.formats.requantize` takes it."""
         if not self.uses_requant:
             return requantize(acc, self.shift, self.output, self.rounding, self.overflow, self.activation)
         scale = None
@@ -155,7 +156,7 @@ class WeightedLayer(Layer):
             scale = np.broadcast_to(self._effective_scale, self.requant_shift.shape).reshape(channel_shape)
         return requantize(acc, self.requant_shift.reshape(channel_shape), self.output, self.rounding,
                           self.overflow, self.activation, multiplier=self.requant_multiplier.reshape(channel_shape),
-                          effective_scale=scale)
+                          effective_scale=scale, acc_max=acc_max, out=out)
 
     # ------------------------------------------------------------------ float reference
 

@@ -10,6 +10,7 @@ input's zero point), so they add nothing to ``Σ (x − z_x)·w``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -66,6 +67,44 @@ def conv2d(x, weight, bias, *, stride, padding, shift, out_format, rounding="hal
     from ..formats import requantize
     acc = conv2d_acc(x, weight, bias, stride, padding)
     return requantize(acc, shift, out_format, rounding, overflow, activation)
+
+
+#: output pixels per block of :meth:`Conv2d.run` (taps, products and requantization stay in the cache)
+_BLOCK_PIXELS = 2048
+
+
+def _matmul_dtype(bound: float):
+    """The dtype in which :func:`exact_matmul` multiplies for ``bound``."""
+    return np.float32 if bound < 2.0 ** 24 else np.float64 if bound < 2.0 ** 53 else np.int64
+
+
+def _padded(x, padding, zero_point, dtype) -> np.ndarray:
+    """``x − z`` (NCHW) with the padding taps around it holding 0 (real zeros), as ``dtype``."""
+    n, c, h, w = x.shape
+    (pt, pb), (pl, pr) = padding
+    padded = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=dtype)
+    inner = padded[:, :, pt:pt + h, pl:pl + w]
+    inner[...] = x
+    if zero_point:
+        inner -= zero_point
+    return padded
+
+
+def _im2col_t(padded, kernel, stride, out_hw, buffer=None) -> np.ndarray:
+    """Every window of a padded NCHW block as a column: ``(kh·kw·C, N·O_h·O_w)``, taps in
+    ``(kh, kw, C)`` order, output pixels in ``(N, O_h, O_w)`` order (in ``buffer``, a flat array
+    of at least that size, when given)."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    n, c = padded.shape[:2]
+    shape = (kh, kw, c, n, oh, ow)
+    if buffer is None:
+        taps = np.empty(shape, dtype=padded.dtype)
+    else:
+        taps = buffer[:int(np.prod(shape))].reshape(shape)
+    for i in range(kh):
+        for j in range(kw):
+            taps[i, j] = padded[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw].transpose(1, 0, 2, 3)
+    return taps.reshape(kh * kw * c, n * oh * ow)
 
 
 def _conv_padding(ctx, kernel, stride):
@@ -146,12 +185,44 @@ class Conv2d(WeightedLayer):
         return {**super().info(), "kernel": list(self.kernel), "stride": list(self.stride),
                 "padding": padding_json(self.padding)}
 
+    @cached_property
+    def _tap_weights(self) -> np.ndarray:
+        """Weights as the ``(C_out, kh·kw·C_in)`` matrix of :func:`_im2col_t`'s tap order, in the
+        dtype :func:`exact_matmul` picks for the layer's bound."""
+        return self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, -1).astype(
+            _matmul_dtype(self._matmul_bound))
+
     def run(self, x) -> np.ndarray:
-        # accumulate and requantize channels-last (per-channel values broadcast on the last axis)
-        acc = _acc_nhwc(x, self.weight, self.stride, self.padding, self.in_format.zero_point,
-                        self._matmul_bound)
-        acc += self.bias
-        return self.requantize(acc).transpose(0, 3, 1, 2)
+        """In blocks of output pixels that stay in the cache, channels first: the taps of a block
+        as columns (:func:`_im2col_t`), their exact product with the weights (in the dtype
+        :func:`exact_matmul` picks for the layer's bound), bias, requantization (per-channel
+        values broadcast along the rows), in buffers reused from block to block."""
+        x = np.asarray(x, dtype=np.int64)
+        n = x.shape[0]
+        weights = self._tap_weights
+        padded = _padded(x, self.padding, self.in_format.zero_point, weights.dtype)
+        c_out, oh, ow = self.out_shape
+        out = np.empty((n, c_out, oh, ow), dtype=np.int64)
+        step = max(1, _BLOCK_PIXELS // (oh * ow))
+        rows = min(step, n) * oh * ow
+        taps_buffer = np.empty(weights.shape[1] * rows, dtype=weights.dtype)
+        product_buffer = np.empty(c_out * rows, dtype=weights.dtype)
+        acc_buffer = np.empty(c_out * rows, dtype=np.int64)
+        acc_max = 1 << (self.acc_bits - 1)
+        bias = self.bias[:, None]
+        for start in range(0, n, step):
+            taps = _im2col_t(padded[start:start + step], self.kernel, self.stride, (oh, ow), taps_buffer)
+            acc = acc_buffer[:c_out * taps.shape[1]].reshape(c_out, -1)
+            if weights.dtype == np.int64:
+                np.matmul(weights, taps, out=acc)
+            else:                                   # exact: see exact_matmul
+                product = product_buffer[:acc.size].reshape(acc.shape)
+                np.matmul(weights, taps, out=product)
+                np.copyto(acc, product, casting="unsafe")
+            acc += bias
+            y = self.requantize(acc, (-1, 1), acc_max=acc_max, out=acc)
+            out[start:start + step] = y.reshape(c_out, -1, oh, ow).transpose(1, 0, 2, 3)
+        return out
 
     def run_float(self, x) -> np.ndarray:
         weight, bias = self.real_weights()
