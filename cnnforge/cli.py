@@ -365,7 +365,6 @@ def cmd_import(args) -> int:
     if out.suffix != ".json":
         raise CliError(f"-o {args.output}: give the model file's name ending in .json (the tensors go "
                        f"beside it as {out.stem or 'OUT'}.npz)")
-    print(f"importing {args.model}", file=sys.stderr)
     try:
         from cnnforge.tflite import TFLiteImportError, import_tflite_with_table
     except ImportError as exc:          # pragma: no cover - the package is broken
