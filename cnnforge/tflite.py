@@ -56,7 +56,7 @@ import numpy as np
 from cnnforge.golden import intmath
 from cnnforge.golden.formats import MAX_AFFINE_ACC_BITS, acc_range_bits
 
-__all__ = ["ROUNDING", "TFLiteImportError", "import_tflite", "import_tflite_with_table",
+__all__ = ["ROUNDING", "TFLiteImportError", "import_tflite", "import_tflite_with_table", "import_model",
            "model_name"]
 
 #: The §4.1 rounding mode the importer writes for each (op, activation type), i.e. what the
@@ -715,3 +715,17 @@ def import_tflite(path, argmax: bool = False):
     """Import a ``.tflite`` file: ``(doc, tensors)``; see :func:`import_tflite_with_table`."""
     doc, tensors, _ = import_tflite_with_table(path, argmax)
     return doc, tensors
+
+
+def import_model(path, argmax: bool = False):
+    """Import a ``.tflite`` file as a validated :class:`cnnforge.golden.model.Model` (DESIGN §8's
+    ``cnnforge.import_tflite(path)``).
+
+    The document of :func:`import_tflite_with_table` parsed by the golden
+    model's own parser; ``model.metadata["tflite"]["table"]`` is the op table.
+    ``save_model(model, "OUT.json")`` writes it (``OUT.json`` + ``<name>.npz``).
+    Raises :class:`TFLiteImportError` (one line naming the op and its index).
+    """
+    from cnnforge.golden.model import parse_model
+    doc, tensors, _ = import_tflite_with_table(path, argmax)
+    return parse_model(doc, tensors=tensors, source=str(path))

@@ -179,3 +179,14 @@ def test_v1_models_have_no_refusal():
     assert unsupported_feature(load_model(EXAMPLE / "tiny.json")) is None
     from cnnforge import flow
     assert unsupported_feature(load_model(Path(flow.__file__).parent / "data" / "digits.json")) is None
+
+
+def test_python_api_returns_a_validated_model(tmp_path):
+    import cnnforge
+    from cnnforge.golden.model import save_model
+    model = cnnforge.import_tflite(DATA / "conv_same_relu.tflite", argmax=True)
+    assert [layer.type for layer in model.layers] == ["conv2d", "flatten", "dense", "argmax"]
+    assert model.metadata["tflite"]["table"][0]["op"] == "input"
+    save_model(model, tmp_path / "m.json")
+    x = np.random.default_rng(2).integers(-128, 128, (3, 1, 8, 8))
+    assert np.array_equal(run(load_model(tmp_path / "m.json"), x), run(model, x))
