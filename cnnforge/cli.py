@@ -150,13 +150,19 @@ def cmd_info(args) -> int:
     rows = layer_rows(model, plan)
     network = network_figures(model, rows, plan)
     from cnnforge.hw.registry import unsupported_feature
+    refusal = unsupported_feature(model)
     summary = {
-        "name": model.name, "hardware_unsupported": unsupported_feature(model),
+        "name": model.name, "hardware_unsupported": refusal,
         "input_shape": list(model.input_shape), "input_format": model.input_format.to_json(),
         "output_shape": list(model.output_shape),
         **network,
     }
-    device = _device_estimate(model, args.device, plan) if getattr(args, "device", None) else None
+    device = None
+    if getattr(args, "device", None) and refusal:
+        # no estimate of blocks that do not exist yet
+        print(f"cnnforge: warning: no {args.device} estimate: {refusal}", file=sys.stderr)
+    elif getattr(args, "device", None):
+        device = _device_estimate(model, args.device, plan)
     if args.json:
         print(dumps_json({"model": summary, "layers": rows, **({"device": device} if device else {})}), end="")
         return EXIT_OK
@@ -181,8 +187,6 @@ def cmd_info(args) -> int:
         print("  ".join(cell.ljust(widths[i]) if i < 3 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
         if n == 0:
             print("  ".join("-" * w for w in widths))
-    from cnnforge.hw.registry import unsupported_feature
-    refusal = unsupported_feature(model)
     if refusal:
         print(f"hardware: not yet: {refusal}")
     print(f"network: {summary['macs_per_frame']:,} MACs/frame, {summary['multipliers']} multipliers, "

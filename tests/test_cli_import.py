@@ -190,3 +190,12 @@ def test_python_api_returns_a_validated_model(tmp_path):
     save_model(model, tmp_path / "m.json")
     x = np.random.default_rng(2).integers(-128, 128, (3, 1, 8, 8))
     assert np.array_equal(run(load_model(tmp_path / "m.json"), x), run(model, x))
+
+
+def test_info_with_a_device_skips_the_estimate_of_refused_hardware(tmp_path, capsys):
+    assert cli(capsys, "import", DATA / "kws_49x10.tflite", "-o", tmp_path / "kws.json")[0] == 0
+    code, out, err = cli(capsys, "info", tmp_path / "kws.json", "--device", "ecp5-25k")
+    assert code == 0 and out.splitlines()[0].startswith("model kws_49x10")
+    assert err == ["cnnforge: warning: no ecp5-25k estimate: layer 0 'conv2d_0': the hardware does not support "
+                   "affine formats (the input format a8(z=-1,s=0.007843) has a zero point and a scale) yet; "
+                   "'cnnforge golden' and 'cnnforge info' take this model"]
