@@ -1,6 +1,9 @@
 """The model file, format ``cnnforge-model/1`` (DESIGN §3): load, validate, save.
 
-A model is a JSON file plus a ``.npz`` of integer tensors.  :func:`load_model`
+A model is a JSON file plus a ``.npz`` of integer tensors (and, for DESIGN
+§3.1's per-channel weight scales, float tensors named by a format's
+``scale``).  Formats are ``{"bits", "frac"}`` or affine ``{"bits",
+"zero_point", "scale"}``; the input is ``[C, H, W]`` or flat ``[F]``.  :func:`load_model`
 checks every key, value, tensor and constraint and reports the first problem as
 one :class:`ModelError` naming the layer and the field; it plans no hardware
 (that is a step of building it, ``cnnforge.hw.plan``).  The result is a

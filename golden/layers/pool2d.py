@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..formats import (REQUANT_MODES, SHIFT_ROUNDING, Format, activate_real, activation_bounds,
+from ..formats import (REQUANT_MODES, SHIFT_ROUNDING, activate_real, activation_bounds,
                        activation_json, requantize, round_divide)
 from ..model import Layer, ParseContext
 from ..ops import real_tap_counts, windows
