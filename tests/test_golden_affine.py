@@ -411,6 +411,11 @@ BAD = [
     ({**pool_doc({"type": "avgpool2d", "kernel": "global", "output": {"bits": 8, "zero_point": 0, "scale": 1.0},
                   "requant": {"multiplier": "rq.m", "shift": "rq.s"}, "rounding": "float64"}), "weights": "m.npz"},
      requant_tensors(1), "0 'avgpool2d0'", "rounding", "tflite_double, tflite_single, tflite_int16"),
+    ({**pool_doc({"type": "avgpool2d", "kernel": "global", "output": {"bits": 16, "zero_point": 0, "scale": 1.0},
+                  "requant": {"multiplier": "rq.m", "shift": "rq.s"}, "rounding": "tflite_int16"}), "weights": "m.npz"},
+     requant_tensors(1, s=9), "0 'avgpool2d0'", "requant.shift", "[-31, 7]"),
+    ({**_conv_doc(), "layers": [{k: v for k, v in conv_layer().items() if k != "rounding"}]},
+     None, "0 'conv'", "rounding", "needs its multiplier mode"),
     # a conv after a flat input
     (doc_of([conv_layer()], shape=[9]), None, "0 'conv'", "type", "(C, H, W) input"),
 ]

@@ -49,12 +49,12 @@ def _interpreter_codes(path, doc, x):
     return {o.tensor_name: o.codes for o in ops}
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_every_layer_equals_the_interpreter(name):
+def _compare_every_layer(path, seed=11):
+    """Golden (the imported document parsed by parse_model) against the interpreter, layer by layer."""
     pytest.importorskip("ai_edge_litert")
-    path = DATA / f"{name}.tflite"
+    name = path.stem
     doc, tensors = import_tflite(path)
-    x = _frames(doc["input"]["shape"], doc["input"]["bits"], np.random.default_rng(11))
+    x = _frames(doc["input"]["shape"], doc["input"]["bits"], np.random.default_rng(seed))
     _, ours = run_with_taps(parse_model(doc, tensors=tensors), x)
     ref = _interpreter_codes(path, doc, x)
     checked = 0
@@ -76,6 +76,20 @@ def test_every_layer_equals_the_interpreter(name):
     assert checked == len(doc["metadata"]["tflite"]["tensors"])
     assert all(layer["name"] in doc["metadata"]["tflite"]["tensors"] for layer in doc["layers"]
                if layer["type"] not in ("argmax", "flatten"))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_layer_equals_the_interpreter(name):
+    _compare_every_layer(DATA / f"{name}.tflite")
+
+
+#: the probe models (tests/test_tflite_probe.py) with a batch-1 input: the FC probes feed a batch
+PROBES = sorted(p.stem for p in (DATA / "probe").glob("*.tflite") if not p.stem.startswith("fc_"))
+
+
+@pytest.mark.parametrize("name", PROBES)
+def test_every_layer_of_the_probe_models_equals_the_interpreter(name):
+    _compare_every_layer(DATA / "probe" / f"{name}.tflite", seed=3)
 
 
 # ------------------------------------------------------------------ what the document says
