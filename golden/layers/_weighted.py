@@ -11,7 +11,6 @@ and shift with one of the four multiplier modes, ``+ z_out``, clamped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -128,19 +127,19 @@ class WeightedLayer(Layer):
 
     # ------------------------------------------------------------------ golden
 
-    @cached_property
+    @property
     def _x_bound(self) -> int:
         """Largest ``|x − z_x|`` of the input format."""
         fmt = self.in_format
         return max(fmt.zero_point - fmt.min_code, fmt.max_code - fmt.zero_point)
 
-    @cached_property
+    @property
     def _matmul_bound(self) -> float:
         """Bound of every partial sum of the products (:func:`cnnforge.golden.ops.exact_matmul`)."""
         rows = np.abs(self.weight.reshape(self.weight.shape[0], -1)).sum(axis=1)
         return float(self._x_bound) * float(rows.max(initial=0))
 
-    @cached_property
+    @property
     def _effective_scale(self):
         """``float64`` mode: ``double(s_x)·double(s_w)/double(s_y)`` per output channel."""
         return fc_effective_scale(self.in_format.scales, self.weight_format.scales, self.output.scales)

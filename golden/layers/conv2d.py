@@ -10,7 +10,6 @@ input's zero point), so they add nothing to ``Σ (x − z_x)·w``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -185,12 +184,11 @@ class Conv2d(WeightedLayer):
         return {**super().info(), "kernel": list(self.kernel), "stride": list(self.stride),
                 "padding": padding_json(self.padding)}
 
-    @cached_property
-    def _tap_weights(self) -> np.ndarray:
+    def _tap_weights(self, bound) -> np.ndarray:
         """Weights as the ``(C_out, kh·kw·C_in)`` matrix of :func:`_im2col_t`'s tap order, in the
-        dtype :func:`exact_matmul` picks for the layer's bound."""
-        return self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, -1).astype(
-            _matmul_dtype(self._matmul_bound))
+        dtype :func:`exact_matmul` picks for ``bound`` (computed at each run: a layer's arrays may
+        be changed after parsing)."""
+        return self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, -1).astype(_matmul_dtype(bound))
 
     def run(self, x) -> np.ndarray:
         """In blocks of output pixels that stay in the cache, channels first: the taps of a block
@@ -199,7 +197,8 @@ class Conv2d(WeightedLayer):
         values broadcast along the rows), in buffers reused from block to block."""
         x = np.asarray(x, dtype=np.int64)
         n = x.shape[0]
-        weights = self._tap_weights
+        bound = self._matmul_bound
+        weights = self._tap_weights(bound)
         padded = _padded(x, self.padding, self.in_format.zero_point, weights.dtype)
         c_out, oh, ow = self.out_shape
         out = np.empty((n, c_out, oh, ow), dtype=np.int64)
