@@ -437,9 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     golden = commands.add_parser(
         "golden", help="run the bit-exact golden model on input codes",
         description="Run the NumPy golden model. X.npy holds integer codes in the model's input format, "
-                    "shape (N, C, H, W) or (C, H, W) ((N, F) or (F,) for a flat input); Y.npy gets int64 outputs "
-                    "with a batch axis: "
-                    "(N, C, H, W), (N, F) after flatten/dense, (N,) after argmax.")
+                    "shape (N, C, H, W) or (C, H, W); Y.npy gets int64 outputs with a batch axis: "
+                    "(N, C, H, W), (N, F) after flatten/dense, (N,) after argmax. A model with a flat [F] "
+                    "input takes (N, F) codes.")
     _model_argument(golden)
     _input_argument(golden)
     golden.add_argument("-o", "--output", required=True, metavar="Y.npy", help="where to write the outputs")
