@@ -14,8 +14,9 @@ except PackageNotFoundError:        # a source tree that was never installed
 
 
 def __getattr__(name):
-    """``cnnforge.import_tflite`` (DESIGN §8), imported on first use (it needs the ``import`` extra)."""
+    """``cnnforge.import_tflite(path, argmax=False)`` → a validated ``Model`` (DESIGN §8;
+    :func:`cnnforge.tflite.import_model`), imported on first use (it needs the ``import`` extra)."""
     if name == "import_tflite":
-        from cnnforge.tflite import import_tflite
-        return import_tflite
+        from cnnforge.tflite import import_model
+        return import_model
     raise AttributeError(f"module 'cnnforge' has no attribute {name!r}")

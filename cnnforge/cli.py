@@ -95,7 +95,48 @@ def layer_rows(model, plan) -> list[dict]:
 
 
 def _fmt(f) -> str:
-    return f"s{f['bits']}.{f['frac']}" if f else "-"
+    """A format's JSON form, readably: ``s8.4`` or ``a8(z=-3,s=0.0235)`` (a scale tensor by name)."""
+    if not f:
+        return "-"
+    if "frac" in f:
+        return f"s{f['bits']}.{f['frac']}"
+    scale = f["scale"] if isinstance(f["scale"], str) else f"{f['scale']:.4g}"
+    return f"a{f['bits']}(z={f['zero_point']},s={scale})"
+
+
+def _requant_cell(r) -> str:
+    """How a layer rescales: ``>>9 half_up``, ``M,s tflite_double``; avg-pools their rounding, with
+    ``global`` and ``real taps`` (``count_include_pad: false``)."""
+    parts = ["global"] if r.get("kernel") == "global" else []
+    if r.get("requant"):
+        parts.append(f"M,s {r['rounding']}")
+    elif r.get("shift") is not None:
+        shift = r["shift"]
+        parts.append((f">>{shift} " if shift > 0 else f"<<{-shift} " if shift < 0 else "") + r["rounding"])
+    elif r.get("rounding"):
+        parts.append(r["rounding"])
+    if r.get("count_include_pad") is False:
+        parts.append("/real taps")
+    return " ".join(parts) or "-"
+
+
+def _uses_additions(rows) -> bool:
+    """True when a layer uses a §3.1 key (affine formats, requant, clamps, pool options)."""
+    for r in rows:
+        formats = (r["in_format"], r["weight_format"], r["out_format"])
+        if any(f and "frac" not in f for f in formats) or r.get("requant") or r.get("kernel") == "global" \
+                or r.get("count_include_pad") is False or r.get("activation") not in (None, "none", "relu") \
+                or (r["type"] != "conv2d" and r["type"] != "dense" and r.get("activation") == "relu"):
+            return True
+    return False
+
+
+def _activation_cell(r) -> str:
+    act = r.get("activation")
+    if isinstance(act, dict):
+        lo, hi = act["clamp"]
+        return f"clamp[{lo},{hi}]"
+    return act if act and act != "none" else "-"
 
 
 def _count(value) -> str:
@@ -109,26 +150,37 @@ def cmd_info(args) -> int:
     plan = plan_design(model)
     rows = layer_rows(model, plan)
     network = network_figures(model, rows, plan)
+    from cnnforge.hw.registry import unsupported_feature
+    refusal = unsupported_feature(model)
     summary = {
-        "name": model.name,
+        "name": model.name, "hardware_unsupported": refusal,
         "input_shape": list(model.input_shape), "input_format": model.input_format.to_json(),
         "output_shape": list(model.output_shape),
         **network,
     }
-    device = _device_estimate(model, args.device, plan) if getattr(args, "device", None) else None
+    device = None
+    if getattr(args, "device", None) and refusal:
+        # no estimate of blocks that do not exist yet
+        print(f"cnnforge: warning: no {args.device} estimate: {refusal}", file=sys.stderr)
+    elif getattr(args, "device", None):
+        device = _device_estimate(model, args.device, plan)
     if args.json:
         print(dumps_json({"model": summary, "layers": rows, **({"device": device} if device else {})}), end="")
         return EXIT_OK
-    header = ("#", "name", "type", "in", "out", "x fmt", "w fmt", "y fmt", "acc", "MACs/frame", "mults",
-              "latency", "interval", "mem bits", "window")
+    # §3.1 models get two more columns: how each layer rescales and its activation
+    extra = _uses_additions(rows)
+    header = ("#", "name", "type", "in", "out", "x fmt", "w fmt", "y fmt", "acc") \
+        + (("rescale", "act") if extra else ()) + ("MACs/frame", "mults", "latency", "interval", "mem bits", "window")
     table = [header]
     for r in rows:
         memory = None if r["line_buffer_bits"] is None else r["line_buffer_bits"] + r["weight_bits"]
         table.append((str(r["index"]), r["name"], r["type"], _shape(r["in_shape"]), _shape(r["out_shape"]),
                       _fmt(r["in_format"]), _fmt(r["weight_format"]), _fmt(r["out_format"]),
-                      str(r["acc_bits"] or "-"), _count(r["macs_per_frame"]), str(r["multipliers"]),
-                      _count(r["predicted_latency_cycles"]), _count(r["predicted_frame_interval_cycles"]),
-                      _count(memory), r["window_unit"] or "-"))
+                      str(r["acc_bits"] or "-"))
+                     + ((_requant_cell(r), _activation_cell(r)) if extra else ())
+                     + (_count(r["macs_per_frame"]), str(r["multipliers"]),
+                        _count(r["predicted_latency_cycles"]), _count(r["predicted_frame_interval_cycles"]),
+                        _count(memory), r["window_unit"] or "-"))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print(f"model {model.name}: input {_shape(model.input_shape)} {model.input_format}, "
           f"{len(rows)} layers (latency and interval in cycles, each layer alone)")
@@ -136,6 +188,8 @@ def cmd_info(args) -> int:
         print("  ".join(cell.ljust(widths[i]) if i < 3 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
         if n == 0:
             print("  ".join("-" * w for w in widths))
+    if refusal:
+        print(f"hardware: not yet: {refusal}")
     print(f"network: {summary['macs_per_frame']:,} MACs/frame, {summary['multipliers']} multipliers, "
           f"{summary['memory_bits']:,} memory bits ({summary['weight_bits']:,} weights); latency "
           f"{_count(summary['predicted_latency_cycles'])}, frame interval "
@@ -318,6 +372,49 @@ def cmd_build(args) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- import
+
+def cmd_import(args) -> int:
+    """``cnnforge import MODEL.tflite -o OUT.json``: the importer's document, validated by the golden
+    parser, written as OUT.json + OUT.npz (nothing written on any error)."""
+    from cnnforge.golden.model import ModelError, parse_model, save_model
+    out = Path(args.output)
+    if out.suffix != ".json":
+        raise CliError(f"-o {args.output}: give the model file's name ending in .json (the tensors go "
+                       f"beside it as {out.stem or 'OUT'}.npz)")
+    try:
+        from cnnforge.tflite import TFLiteImportError, import_tflite_with_table
+    except ImportError as exc:          # pragma: no cover - the package is broken
+        raise CliError(f"the TFLite importer cannot load ({exc}); pip install 'cnnforge[import]'")
+    try:
+        doc, tensors, table = import_tflite_with_table(args.model, argmax=args.argmax)
+    except TFLiteImportError as exc:
+        raise CliError(str(exc))
+    npz = out.with_suffix(".npz")
+    if tensors:
+        doc["weights"] = npz.name
+    try:
+        model = parse_model(doc, tensors=tensors, source=str(out))
+    except ModelError as exc:           # the importer wrote something the format does not take: a bug
+        raise CliError(f"{args.model}: the imported model does not validate ({exc}); please report this")
+    save_model(model, out)
+    written = [out] + ([npz] if tensors else [])
+    print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
+    if args.json:
+        print(dumps_json({"model": str(out), "weights": str(npz) if tensors else None, "name": model.name,
+                          "input_shape": list(model.input_shape), "input_format": model.input_format.to_json(),
+                          "layers": len(model.layers), "ops": table}), end="")
+        return EXIT_OK
+    print(f"{args.model} -> {out}: model {model.name}, input {_shape(model.input_shape)} {model.input_format}, "
+          f"{len(model.layers)} layers")
+    width = max(len(str(row["index"])) for row in table)
+    op_width = max(len(row["op"]) for row in table)
+    for row in table:
+        index = "-" if row["index"] < 0 else str(row["index"])
+        print(f"  {index.rjust(width)}  {row['op'].ljust(op_width)}  {row['became']}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 
 def _model_argument(parser):
@@ -354,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
         "golden", help="run the bit-exact golden model on input codes",
         description="Run the NumPy golden model. X.npy holds integer codes in the model's input format, "
                     "shape (N, C, H, W) or (C, H, W); Y.npy gets int64 outputs with a batch axis: "
-                    "(N, C, H, W), (N, F) after flatten/dense, (N,) after argmax.")
+                    "(N, C, H, W), (N, F) after flatten/dense, (N,) after argmax. A model with a flat [F] "
+                    "input takes (N, F) codes.")
     _model_argument(golden)
     _input_argument(golden)
     golden.add_argument("-o", "--output", required=True, metavar="Y.npy", help="where to write the outputs")
@@ -437,6 +535,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "for DSP-heavy layers")
     synth.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     synth.set_defaults(func=cmd_synth)
+
+    imp = commands.add_parser(
+        "import", help="import a TensorFlow Lite int8 (or 16x8) model as a model file",
+        description="Read MODEL.tflite (full-integer int8, or TFLite's 16x8 mode) and write OUT.json plus "
+                    "OUT.npz (DESIGN §8): each op becomes a layer whose golden output equals the LiteRT "
+                    "interpreter's tensor, code for code. Prints a table of what each TFLite op became. "
+                    "An op or option cnnforge cannot take is one line naming the op, its index and what to "
+                    "change (exit 2, nothing written).")
+    imp.add_argument("model", metavar="MODEL.tflite", help="TensorFlow Lite flatbuffer")
+    imp.add_argument("-o", "--output", required=True, metavar="OUT.json", help="model file to write (and OUT.npz)")
+    imp.add_argument("--argmax", action="store_true", help="append an argmax layer (in place of a final SOFTMAX)")
+    imp.add_argument("--json", action="store_true", help="print one JSON object (files, op table) on stdout")
+    imp.set_defaults(func=cmd_import)
 
     build = commands.add_parser(
         "build", help="build a bitstream with a UART host link for a board",

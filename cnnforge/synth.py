@@ -146,6 +146,14 @@ def _booth(top, cells):
 
 # --------------------------------------------------------------------------- synthesis
 
+def _check_buildable(model):
+    """:class:`FlowError` (one line, exit 2) for a §3.1 feature no block has yet, before any planning."""
+    from cnnforge.hw.registry import unsupported_feature
+    problem = unsupported_feature(model)
+    if problem:
+        raise FlowError(problem)
+
+
 def _uart_top(model, plan, divisor=104):
     from cnnforge.hw.network import BuildError, NetworkTop
     from cnnforge.hw.uart import UartTop
@@ -252,6 +260,7 @@ def _synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, plac
     freq = float(freq_mhz or device.default_freq_mhz)
     if not freq > 0:
         raise FlowError(f"--freq must be a positive frequency in MHz, not {freq_mhz!r}")
+    _check_buildable(model)
     out = Path(out_dir)
     start = time.perf_counter()
     seconds = {}
@@ -432,6 +441,7 @@ def build_bitstream(model, board: str, out_dir, *, seed=1, progress=True) -> dic
         raise FlowError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
     module, cls, device_name = BOARDS[board]
     device = get_device(device_name)
+    _check_buildable(model)
     from cnnforge.hw.plan import plan_design
     plan = plan_design(model)
     estimate = estimate_resources(model, device, plan)

@@ -54,8 +54,9 @@ from pathlib import Path
 import numpy as np
 
 from cnnforge.golden import intmath
+from cnnforge.golden.formats import MAX_AFFINE_ACC_BITS, acc_range_bits
 
-__all__ = ["ROUNDING", "TFLiteImportError", "import_tflite", "import_tflite_with_table",
+__all__ = ["ROUNDING", "TFLiteImportError", "import_tflite", "import_tflite_with_table", "import_model",
            "model_name"]
 
 #: The §4.1 rounding mode the importer writes for each (op, activation type), i.e. what the
@@ -72,7 +73,7 @@ ROUNDING = {
 }
 
 #: §4.1: wider accumulators are rejected (TFLite asserts |acc| < 2**47)
-MAX_ACC_BITS = 48
+MAX_ACC_BITS = MAX_AFFINE_ACC_BITS
 
 _SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "SLICE", "GATHER", "CAST",
               "SQUEEZE", "EXPAND_DIMS"}
@@ -193,11 +194,6 @@ def _same_pads(size, k, stride):
     return [total // 2, total - total // 2]
 
 
-def _bits_for(lo: int, hi: int) -> int:
-    """Signed width holding every integer of [lo, hi]."""
-    return max(int(lo).bit_length() if lo < 0 else 0, int(hi).bit_length()) + 1 if (lo or hi) else 1
-
-
 class _Importer:
     def __init__(self, path, argmax: bool):
         self.g = _Graph(path)
@@ -280,16 +276,10 @@ class _Importer:
         return {"multiplier": f"{lname}.m", "shift": f"{lname}.s"}, m, s
 
     def check_acc(self, op, in_fmt, w, bias, axes):
+        """§4.1's accumulator rule, as the golden parser applies it (``formats.acc_range_bits``)."""
         info = np.iinfo(in_fmt["dtype"])
         z = int(in_fmt["zero_point"][0])
-        lo_x, hi_x = int(info.min) - z, int(info.max) - z
-        wpos = np.where(w > 0, w, 0).sum(axis=axes)
-        wneg = np.where(w < 0, w, 0).sum(axis=axes)
-        hi = wpos * hi_x + wneg * lo_x
-        lo = wpos * lo_x + wneg * hi_x
-        if bias is not None:
-            hi, lo = hi + bias, lo + bias
-        bits = _bits_for(int(lo.min()), int(hi.max())) + 1
+        bits = acc_range_bits(np.asarray(w).reshape(w.shape[0], -1), bias, int(info.min) - z, int(info.max) - z)
         if bits > MAX_ACC_BITS:
             self.fail(op, f"the accumulator needs {bits} bits (more than {MAX_ACC_BITS}); "
                           "use smaller weights, biases or fewer inputs per output")
@@ -725,3 +715,17 @@ def import_tflite(path, argmax: bool = False):
     """Import a ``.tflite`` file: ``(doc, tensors)``; see :func:`import_tflite_with_table`."""
     doc, tensors, _ = import_tflite_with_table(path, argmax)
     return doc, tensors
+
+
+def import_model(path, argmax: bool = False):
+    """Import a ``.tflite`` file as a validated :class:`cnnforge.golden.model.Model` (DESIGN §8's
+    ``cnnforge.import_tflite(path)``).
+
+    The document of :func:`import_tflite_with_table` parsed by the golden
+    model's own parser; ``model.metadata["tflite"]["table"]`` is the op table.
+    ``save_model(model, "OUT.json")`` writes it (``OUT.json`` + ``<name>.npz``).
+    Raises :class:`TFLiteImportError` (one line naming the op and its index).
+    """
+    from cnnforge.golden.model import parse_model
+    doc, tensors, _ = import_tflite_with_table(path, argmax)
+    return parse_model(doc, tensors=tensors, source=str(path))

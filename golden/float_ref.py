@@ -27,9 +27,9 @@ def run_float_layer(layer, *x) -> np.ndarray:
 def _check(model, x_real) -> np.ndarray:
     x = np.asarray(x_real, dtype=np.float64)
     expected = tuple(model.input_shape)
-    if x.ndim == 3:
+    if x.ndim == len(expected):
         x = x[None]
-    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
         raise ValueError(f"x_real has shape {np.shape(x_real)}; expected (N, {', '.join(map(str, expected))}) "
                          f"or {expected}")
     return x

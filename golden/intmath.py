@@ -51,7 +51,7 @@ __all__ = [
     "REQUANT_MODES", "INT32_MIN", "INT32_MAX",
     "quantize_multiplier", "quantize_multipliers", "fc_effective_scale",
     "saturating_rounding_doubling_high_mul", "rounding_divide_by_pot",
-    "requantize_multiplier", "finish",
+    "requantize_multiplier", "finish", "requantize_finish",
     "avgpool_divide", "trunc_divide", "mean_multiplier", "activation_range",
 ]
 
@@ -244,6 +244,74 @@ def finish(scaled, zero_point, lo, hi) -> np.ndarray:
     wrapped = ((total - INT32_MIN) & 0xFFFFFFFF) + INT32_MIN
     total = np.where(inside32, wrapped, total)
     return np.clip(total, lo, hi).astype(np.int64)
+
+
+def _single_floor(multiplier, shift, mode):
+    """Each integer mode as one floor: ``floor((acc·A + B + [acc·A < 0]·D) / 2**S)`` per channel.
+
+    ``tflite_single`` and ``tflite_int16`` are one floor already.  For
+    ``tflite_double``, ``RoundingDivideByPOT(t, r)`` of ``t = floor((P + 2**30) / 2**31)``
+    (``P = acc·2**l·M``, the nudge as one floor, see
+    :func:`saturating_rounding_doubling_high_mul`) is ``floor((t + 2**(r-1) - [t < 0]) / 2**r)``
+    for ``r > 0``; an integer added inside a floor commutes with it, so the two
+    floors are one with ``S = 31 + r``; and ``[t < 0]`` may be replaced by
+    ``[P < 0]``: where they differ ``t == 0`` and both give 0.
+    """
+    m = np.asarray(multiplier, dtype=np.int64)
+    s = np.asarray(shift, dtype=np.int64)
+    if mode == "tflite_double":
+        left, right = np.maximum(s, 0), np.maximum(-s, 0)
+        a = m << left
+        b = (np.int64(1) << 30) + np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0) * (1 << 31)
+        d = np.where(right > 0, np.int64(-(1 << 31)), np.int64(0))
+        return a, b, d, 31 + right
+    if mode == "tflite_single":
+        return m, np.int64(1) << (30 - s), np.zeros_like(s), 31 - s
+    if mode == "tflite_int16":
+        a = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+        return a, np.int64(1) << (14 - s), np.zeros_like(s), 15 - s
+    raise ValueError(mode)
+
+
+def requantize_finish(acc, multiplier, shift, mode: str, zero_point: int, lo: int, hi: int,
+                      effective_scale=None, acc_max: int | None = None, out=None) -> np.ndarray:
+    """``finish(requantize_multiplier(acc, ...), zero_point, lo, hi)``, computed in fewer passes.
+
+    The same values, always: where the one-floor form of :func:`_single_floor`
+    fits in int64 and no result can reach the int32 wrap of :func:`finish`
+    (bounds from ``acc_max``, ``max|acc|``, computed when not given), it is
+    ``clip(floor((acc·A + B + [acc·A < 0]·D) / 2**S), lo - z, hi - z) + z``
+    (without the ``D`` term when ``lo - z >= 0``: it only moves results that are
+    negative, which the clamp lifts to ``lo - z`` either way); otherwise the two
+    functions are called.  ``out``: an int64 array of ``acc``'s shape to compute
+    in (may be ``acc`` itself), sparing the allocations.
+    """
+    if mode == "float64":
+        return finish(requantize_multiplier(acc, multiplier, shift, mode, effective_scale), zero_point, lo, hi)
+    if mode not in REQUANT_MODES:
+        raise ValueError(f"rounding mode must be one of {', '.join(REQUANT_MODES)}, not {mode!r}")
+    acc = np.asarray(acc, dtype=np.int64)
+    a, b, d, total = _single_floor(multiplier, shift, mode)
+    if acc_max is None:
+        acc_max = int(np.abs(acc).max(initial=0))
+    a_max = int(np.max(a, initial=0))
+    if np.min(a, initial=0) < 0 or acc_max * a_max + int(np.max(b, initial=0)) >= (1 << 62):
+        return finish(requantize_multiplier(acc, multiplier, shift, mode), zero_point, lo, hi)
+    scaled_max = ((acc_max * a_max + int(np.max(b, initial=0))) >> int(np.min(total))) + 1
+    z = int(zero_point)
+    if scaled_max + abs(z) >= (1 << 31):
+        return finish(requantize_multiplier(acc, multiplier, shift, mode), zero_point, lo, hi)
+    out = np.multiply(acc, a, out=out)
+    if lo - z < 0 and np.any(d):
+        sign = out >> 63                       # -1 where acc·A < 0
+        sign &= d
+        out += sign
+    out += b
+    out >>= total
+    np.clip(out, lo - z, hi - z, out=out)
+    if z:
+        out += z
+    return out
 
 
 # --------------------------------------------------------------------------- pools and MEAN

@@ -1,6 +1,9 @@
 """The model file, format ``cnnforge-model/1`` (DESIGN §3): load, validate, save.
 
-A model is a JSON file plus a ``.npz`` of integer tensors.  :func:`load_model`
+A model is a JSON file plus a ``.npz`` of integer tensors (and, for DESIGN
+§3.1's per-channel weight scales, float tensors named by a format's
+``scale``).  Formats are ``{"bits", "frac"}`` or affine ``{"bits",
+"zero_point", "scale"}``; the input is ``[C, H, W]`` or flat ``[F]``.  :func:`load_model`
 checks every key, value, tensor and constraint and reports the first problem as
 one :class:`ModelError` naming the layer and the field; it plans no hardware
 (that is a step of building it, ``cnnforge.hw.plan``).  The result is a
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -29,7 +33,7 @@ from typing import ClassVar
 import numpy as np
 
 from .fileio import atomic_write, dumps_json
-from .formats import Format, divisors
+from .formats import ACTIVATION_WORDS, Clamp, Format, affine_format, divisors
 
 __all__ = [
     "FORMAT_ID", "INPUT", "ModelError", "Model", "Layer", "Source", "ParseContext",
@@ -286,23 +290,54 @@ def _open_npz(path: Path):
         raise ModelError(f"weights file {path} is not a readable .npz archive ({exc})", field="weights")
 
 
-def parse_format(value, layer, name) -> Format:
-    """A format object ``{"bits": b, "frac": f}`` → :class:`Format` (one-line errors)."""
+def parse_format(value, layer, name, scale_tensor=None) -> Format:
+    """A format object → :class:`Format` (one-line errors).
+
+    ``{"bits": b, "frac": f}`` (DESIGN §3) or ``{"bits": b, "zero_point": z,
+    "scale": s}`` (§3.1).  ``scale_tensor(key)`` resolves a scale given as a
+    tensor name (per-channel weight scales) to its float values; without it a
+    tensor name is an error.
+    """
     if not isinstance(value, dict):
-        raise ModelError(f'must be an object {{"bits": b, "frac": f}}, not {_show(value)}',
-                         layer=layer, field=name)
-    unknown = sorted(set(value) - {"bits", "frac"})
+        raise ModelError(f'must be an object {{"bits": b, "frac": f}} or {{"bits": b, "zero_point": z, '
+                         f'"scale": s}}, not {_show(value)}', layer=layer, field=name)
+    affine = "frac" not in value and ("zero_point" in value or "scale" in value)
+    keys = {"bits", "zero_point", "scale"} if affine else {"bits", "frac"}
+    unknown = sorted(set(value) - keys)
     if unknown:
-        raise ModelError(f"unknown key '{unknown[0]}' (a format has only 'bits' and 'frac')",
-                         layer=layer, field=name)
-    for key, low, high in (("bits", 2, 32), ("frac", 0, 32)):
+        what = ("an affine format has only 'bits', 'zero_point' and 'scale'" if affine
+                else "a format has only 'bits' and 'frac', or 'bits', 'zero_point' and 'scale' for an "
+                     "affine one")
+        raise ModelError(f"unknown key '{unknown[0]}' ({what})", layer=layer, field=name)
+    for key in sorted(keys, key=["bits", "frac", "zero_point", "scale"].index):
         if key not in value:
-            raise ModelError(f"missing '{key}'", layer=layer, field=name)
-        v = value[key]
-        if not _is_int(v) or not low <= v <= high:
-            raise ModelError(f"'{key}' must be an integer in {low}..{high}, not {_show(v)}",
-                             layer=layer, field=f"{name}.{key}")
-    return Format(value["bits"], value["frac"])
+            hint = " (an affine format needs both 'zero_point' and 'scale')" if affine else ""
+            raise ModelError(f"missing '{key}'{hint}", layer=layer, field=name)
+    bits = value["bits"]
+    if not _is_int(bits) or not 2 <= bits <= 32:
+        raise ModelError(f"'bits' must be an integer in 2..32, not {_show(bits)}", layer=layer, field=f"{name}.bits")
+    if not affine:
+        frac = value["frac"]
+        if not _is_int(frac) or not 0 <= frac <= 32:
+            raise ModelError(f"'frac' must be an integer in 0..32, not {_show(frac)}",
+                             layer=layer, field=f"{name}.frac")
+        return Format(bits, frac)
+    zero_point = value["zero_point"]
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if not _is_int(zero_point) or not low <= zero_point <= high:
+        raise ModelError(f"'zero_point' must be an integer code in [{low}, {high}], not {_show(zero_point)}",
+                         layer=layer, field=f"{name}.zero_point")
+    scale = value["scale"]
+    if isinstance(scale, str) and scale_tensor is not None:
+        return affine_format(bits, zero_point, scale_tensor(scale), scale_key=scale)
+    if isinstance(scale, str):
+        raise ModelError(f"'scale' must be a positive number here, not the tensor name {_show(scale)} "
+                         "(per-channel scales are for weight formats)", layer=layer, field=f"{name}.scale")
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale)
+            and scale > 0):
+        raise ModelError(f"'scale' must be a positive finite number, not {_show(scale)}",
+                         layer=layer, field=f"{name}.scale")
+    return affine_format(bits, zero_point, float(scale))
 
 
 def _identifier(value, layer, name):
@@ -394,8 +429,76 @@ class ParseContext:
             raise self.error(f"must be one of {', '.join(repr(c) for c in choices)}, not {_show(value)}", key)
         return value
 
-    def format(self, key) -> Format:
-        return parse_format(self.get(key), self.where, key)
+    def format(self, key, scale_channels: int | None = None) -> Format:
+        """The format in field ``key``; ``scale_channels``: a per-channel scale tensor of that length is allowed."""
+        resolve = None
+        if scale_channels is not None:
+            def resolve(name):
+                return self.scale_tensor(name, scale_channels, f"{key}.scale")
+        return parse_format(self.get(key), self.where, key, resolve)
+
+    def activation(self, fmt: Format, key="activation"):
+        """``none``/``relu``/``relu6`` or ``{"clamp": [lo, hi]}`` in codes of ``fmt`` → a word or :class:`Clamp`."""
+        value = self.get(key, "none")
+        if isinstance(value, dict):
+            if set(value) != {"clamp"}:
+                raise self.error(f'an activation object is {{"clamp": [lo, hi]}}, not {_show(value)}', key)
+            bounds = value["clamp"]
+            if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_int(v) for v in bounds)):
+                raise self.error(f"'clamp' must be [lo, hi], two integer codes, not {_show(bounds)}", key)
+            lo, hi = bounds
+            if not fmt.min_code <= lo <= hi <= fmt.max_code:
+                raise self.error(f"clamp {_show(bounds)} must satisfy {fmt.min_code} <= lo <= hi <= "
+                                 f"{fmt.max_code} (codes of the output format {fmt})", key)
+            return Clamp(lo, hi)
+        if value not in ACTIVATION_WORDS:
+            raise self.error(f"must be one of {', '.join(repr(c) for c in ACTIVATION_WORDS)} or "
+                             f'{{"clamp": [lo, hi]}}, not {_show(value)}', key)
+        if value == "relu6" and fmt.affine:
+            raise self.error(f"relu6 as a word is only for frac formats; the output format {fmt} is affine: "
+                             'give {"clamp": [lo, hi]} in output codes', key)
+        return value
+
+    def scale_tensor(self, name, channels, field):
+        """Per-channel scales: a float (or integer) tensor of ``channels`` positive finite values."""
+        array = self.store.get(name, self.where, field)
+        if array.dtype.kind not in "fiu":
+            raise self.error(f"tensor '{name}' has dtype {array.dtype}; store the scales as float32/float64",
+                             field)
+        if tuple(array.shape) != (channels,):
+            raise self.error(f"tensor '{name}' has shape {tuple(array.shape)}, expected ({channels},) "
+                             "(one scale per output channel)", field)
+        array = array.astype(np.float64)
+        if array.size and not (np.all(np.isfinite(array)) and array.min() > 0):
+            raise self.error(f"tensor '{name}' holds a scale that is not a positive finite number", field)
+        return array
+
+    def requant(self, channels, key="requant"):
+        """``{"multiplier": T, "shift": T}``: int64 arrays of ``channels`` entries (one given is broadcast).
+
+        Multipliers in ``[0, 2**31 - 1]``, shifts in ``[-31, 30]`` (what QuantizeMultiplier gives).
+        Returns ``(multiplier, shift, (multiplier name, shift name))``.
+        """
+        value = self.get(key)
+        if not (isinstance(value, dict) and set(value) == {"multiplier", "shift"}):
+            raise self.error(f'must be {{"multiplier": "<tensor>", "shift": "<tensor>"}}, not {_show(value)}', key)
+        arrays, names = [], []
+        for part, low, high in (("multiplier", 0, (1 << 31) - 1), ("shift", -31, 30)):
+            name = value[part]
+            field = f"{key}.{part}"
+            array = self.store.get(name, self.where, field)
+            if array.dtype.kind not in "iu":
+                raise self.error(f"tensor '{name}' has dtype {array.dtype}; store integers (int32/int64)", field)
+            if tuple(array.shape) not in ((channels,), (1,)):
+                raise self.error(f"tensor '{name}' has shape {tuple(array.shape)}, expected ({channels},) "
+                                 "(one per output channel) or (1,)", field)
+            array = np.broadcast_to(array.astype(np.int64), (channels,)).copy()
+            if array.min() < low or array.max() > high:
+                bad = array.min() if array.min() < low else array.max()
+                raise self.error(f"tensor '{name}' holds {part} {bad} outside [{low}, {high}]", field)
+            arrays.append(array)
+            names.append(name)
+        return arrays[0], arrays[1], tuple(names)
 
     def fold(self, key, total, what):
         """A ``pe``/``simd``-style factor that must divide ``total``: ``(value, given)``."""
@@ -459,14 +562,16 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
     spec = doc["input"]
     if not isinstance(spec, dict):
         raise ModelError('must be an object {"shape": [C, H, W], "bits": b, "frac": f}', field="input")
-    unknown = sorted(set(spec) - {"shape", "bits", "frac"})
+    unknown = sorted(set(spec) - {"shape", "bits", "frac", "zero_point", "scale"})
     if unknown:
-        raise ModelError(f"unknown key '{unknown[0]}' (allowed: shape, bits, frac)", field="input")
+        raise ModelError(f"unknown key '{unknown[0]}' (allowed: shape, bits, frac, or zero_point and scale)",
+                         field="input")
     if "shape" not in spec:
         raise ModelError("missing", field="input.shape")
     shape = spec["shape"]
-    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) and v >= 1 for v in shape)):
-        raise ModelError(f"must be [C, H, W], three integers >= 1, not {_show(shape)}", field="input.shape")
+    if not (isinstance(shape, list) and len(shape) in (1, 3) and all(_is_int(v) and v >= 1 for v in shape)):
+        raise ModelError(f"must be [C, H, W] (or [F] for a flat input), integers >= 1, not {_show(shape)}",
+                         field="input.shape")
     input_format = parse_format({k: v for k, v in spec.items() if k != "shape"}, None, "input")
 
     raw_layers = doc["layers"]
@@ -594,5 +699,7 @@ def model_hash(model: Model) -> str:
     digest = hashlib.sha256(json.dumps(model.to_json(), sort_keys=True).encode())
     for key, array in sorted(model.tensors().items()):
         digest.update(key.encode())
-        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+        # integer tensors as int64 (every v1 tensor); per-channel scales as float64
+        dtype = np.float64 if np.asarray(array).dtype.kind == "f" else np.int64
+        digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
     return digest.hexdigest()

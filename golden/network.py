@@ -15,7 +15,8 @@ __all__ = ["run", "run_with_taps", "check_input", "walk"]
 
 
 def check_input(model: Model, x) -> np.ndarray:
-    """Validate input codes ``(N, C, H, W)`` or ``(C, H, W)``; return int64 ``(N, C, H, W)``.
+    """Validate input codes ``(N, C, H, W)`` or ``(C, H, W)`` (``(N, F)`` or ``(F,)`` for a flat
+    input); return them as int64 with the batch axis.
 
     Raises :class:`ModelError` (field ``input``) for a wrong shape, dtype or range.
     """
@@ -24,11 +25,12 @@ def check_input(model: Model, x) -> np.ndarray:
         raise ModelError(f"input has dtype {x.dtype}; give integer codes in the input format "
                          f"{model.input_format} (e.g. int8/int16)", field="input")
     expected = tuple(model.input_shape)
-    if x.ndim == 3:
+    if x.ndim == len(expected):
         x = x[None]
-    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+        frame = f"({', '.join(map(str, expected))}{',' if len(expected) == 1 else ''})"
         raise ModelError(f"input has shape {tuple(np.shape(x))}, expected (N, {', '.join(map(str, expected))}) "
-                         f"or {expected}", field="input")
+                         f"or {frame}", field="input")
     fmt = model.input_format
     x = x.astype(np.int64)
     if x.size and (x.min() < fmt.min_code or x.max() > fmt.max_code):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["output_size", "pad_pairs", "windows", "batch_chunks"]
+__all__ = ["output_size", "pad_pairs", "windows", "batch_chunks", "exact_matmul", "real_tap_counts"]
 
 # Frames per chunk when cutting windows, to bound the memory of the window view.
 _CHUNK_ELEMENTS = 1 << 24
@@ -59,3 +59,40 @@ def batch_chunks(x, elements_per_frame):
     step = max(1, _CHUNK_ELEMENTS // max(1, elements_per_frame))
     for start in range(0, x.shape[0], step):
         yield x[start:start + step]
+
+
+#: Integer products summed in float32 / float64 are exact while every partial sum stays below these
+_FLOAT32_EXACT = float(1 << 24)
+_FLOAT64_EXACT = float(1 << 53)
+
+
+def exact_matmul(a, b, bound: float) -> np.ndarray:
+    """Integer ``a @ b`` as int64, exactly, through BLAS where that is exact.
+
+    ``bound`` is an upper bound of every ``Σ_k |a_ik|·|b_kj|`` (e.g. ``max|a|``
+    times the largest column sum of ``|b|``).  Below ``2**24`` every product
+    and partial sum is an integer a float32 holds exactly, whatever order BLAS
+    adds in, so float32 GEMM is exact; below ``2**53`` float64 GEMM is; beyond,
+    int64 (NumPy's own loop, no BLAS).
+    """
+    if bound < _FLOAT32_EXACT:
+        out = np.asarray(a, dtype=np.float32) @ np.asarray(b, dtype=np.float32)
+    elif bound < _FLOAT64_EXACT:
+        out = np.asarray(a, dtype=np.float64) @ np.asarray(b, dtype=np.float64)
+    else:
+        return np.asarray(a, dtype=np.int64) @ np.asarray(b, dtype=np.int64)
+    return out.astype(np.int64)
+
+
+def real_tap_counts(size, kernel, stride, padding) -> tuple:
+    """Per output position of a window, how many of its taps lie inside the input (per axis).
+
+    ``(count_h, count_w)``: int64 vectors of length ``O_h`` and ``O_w``; a
+    window's number of real taps is their outer product.
+    """
+    counts = []
+    for n, k, s, (before, after) in zip(size, kernel, stride, pad_pairs(padding)):
+        o = output_size(n, k, s, (before, after))
+        start = np.arange(o, dtype=np.int64) * s - before
+        counts.append(np.minimum(start + k, n) - np.maximum(start, 0))
+    return tuple(counts)

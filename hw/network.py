@@ -25,7 +25,7 @@ from .axis import AxisFramer, AxisPacker
 from .fork import StreamFork
 from .layouts import pixel_layout
 from .plan import DesignPlan, StalePlanError, plan_design, stream_readers
-from .registry import hardware
+from .registry import hardware, unsupported_feature
 from .slice import RegisterSlice
 from .unused import silence
 
@@ -57,6 +57,10 @@ class NetworkTop(wiring.Component):
 
     def __init__(self, model: Model, plan: DesignPlan | None = None):
         self.model = model
+        problem = unsupported_feature(model)      # a §3.1 feature no block has yet: one line, early
+        if problem:
+            silence(self)
+            raise BuildError(problem)
         try:
             self.plan = plan_design(model) if plan is None else plan
             self.plan.check(model)

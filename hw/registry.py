@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from cnnforge.golden.registry import Registry
 
-__all__ = ["LayerHardware", "LayerResources", "HARDWARE", "register_hardware", "hardware", "hardware_kinds"]
+__all__ = ["LayerHardware", "LayerResources", "HARDWARE", "register_hardware", "hardware", "hardware_kinds",
+           "unsupported_feature"]
 
 
 @dataclass
@@ -77,6 +78,21 @@ class LayerHardware:
     def resources(self, layer, choice) -> LayerResources:
         return LayerResources()
 
+    def unsupported(self, layer) -> str | None:
+        """The first DESIGN §3.1 feature of ``layer`` that this kind's blocks do not have yet, as a
+        phrase (``"requant multipliers (rounding 'tflite_double')"``), or None.
+
+        The base checks what no block has yet: affine formats (zero points and
+        scales) and a flat ``[F]`` network input at the AXI port.  Kinds add
+        their own (``super().unsupported(layer) or ...``).
+        """
+        for what, fmt in (("input", layer.in_format), ("output", layer.out_format)):
+            if fmt is not None and fmt.affine:
+                return f"affine formats (the {what} format {fmt} has a zero point and a scale)"
+        if "input" in layer.inputs and len(layer.in_stream) == 1:
+            return f"a flat [F] network input at the AXI port (input shape {list(layer.in_stream)})"
+        return None
+
 
 HARDWARE = Registry("cnnforge.hw.layers", "hardware")
 
@@ -103,3 +119,19 @@ def hardware(kind: str) -> LayerHardware:
     if kind not in kinds:
         raise KeyError(f"no hardware for '{kind}' layers; add a module to cnnforge/hw/layers/")
     return kinds[kind]
+
+
+def unsupported_feature(model) -> str | None:
+    """One line naming the first layer (in topological order) whose kind's blocks lack one of its
+    §3.1 features, or None when every feature is built.  ``generate``, ``simulate``, ``verify``,
+    ``synth`` and ``build`` refuse such a model with this line before planning anything."""
+    for layer in model.layers:
+        try:
+            kind = hardware(layer.type)
+        except KeyError:
+            continue                        # the builder names a kind without hardware itself
+        feature = kind.unsupported(layer)
+        if feature:
+            return (f"layer {layer.label}: the hardware does not support {feature} yet; "
+                    "'cnnforge golden' and 'cnnforge info' take this model")
+    return None

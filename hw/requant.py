@@ -30,7 +30,7 @@ from cnnforge.golden.formats import (ACTIVATIONS, MAX_ACC_BITS, OVERFLOW_MODES, 
 from .layouts import pixel_layout
 from .unused import silence_if_invalid
 
-__all__ = ["Requantizer", "requantize_value", "acc_layout", "check_requant_params"]
+__all__ = ["Requantizer", "requantize_value", "acc_layout", "check_requant_params", "requantizer_unsupported"]
 
 
 def acc_layout(acc_bits: int, count: int) -> data.StructLayout:
@@ -39,6 +39,24 @@ def acc_layout(acc_bits: int, count: int) -> data.StructLayout:
         "data": data.ArrayLayout(signed(acc_bits), count),
         "last": unsigned(1),
     })
+
+
+def requantizer_unsupported(layer) -> str | None:
+    """The §3.1 feature of a weighted layer (conv2d, dense) this requantizer lacks yet, or None.
+
+    It shifts by a power of two with §4's four rounding modes, saturates or
+    wraps, and applies ``none`` or ``relu``; weights are ``frac`` codes.
+    """
+    if layer.weight_format.affine:
+        return f"affine formats (the weight format {layer.weight_format} has a scale)"
+    if layer.uses_requant:
+        return f"requant multipliers (rounding '{layer.rounding}')"
+    if layer.rounding not in ROUNDING_MODES:
+        return f"rounding '{layer.rounding}'"
+    if layer.activation not in ACTIVATIONS:
+        activation = layer.activation
+        return f"the activation {getattr(activation, 'to_json', lambda: activation)()}"
+    return None
 
 
 def check_requant_params(acc_bits, shift, out_format, rounding, overflow, activation):

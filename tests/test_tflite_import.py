@@ -1,4 +1,11 @@
-"""cnnforge.tflite.import_tflite: every test model equals the interpreter at every layer; refusals."""
+"""cnnforge.tflite.import_tflite: golden equals the interpreter at every layer of every test model; refusals.
+
+The imported document is parsed by the golden model's own parser
+(``parse_model``) and run with ``run_with_taps``; each layer's codes are
+compared with the LiteRT interpreter's tensor (reference kernels, every
+tensor preserved), NCHW against NHWC, on inputs whose union covers every
+input code.
+"""
 
 import json
 from pathlib import Path
@@ -9,7 +16,8 @@ import pytest
 pytest.importorskip("tflite")
 
 from cnnforge.tflite import TFLiteImportError, import_tflite, import_tflite_with_table, model_name  # noqa: E402
-from tests.tflite_eval import evaluate  # noqa: E402
+from cnnforge.golden.model import parse_model  # noqa: E402
+from cnnforge.golden.network import run_with_taps  # noqa: E402
 from tests.tflite_writer import build_model  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "tflite"
@@ -41,13 +49,13 @@ def _interpreter_codes(path, doc, x):
     return {o.tensor_name: o.codes for o in ops}
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_every_layer_equals_the_interpreter(name):
+def _compare_every_layer(path, seed=11):
+    """Golden (the imported document parsed by parse_model) against the interpreter, layer by layer."""
     pytest.importorskip("ai_edge_litert")
-    path = DATA / f"{name}.tflite"
+    name = path.stem
     doc, tensors = import_tflite(path)
-    x = _frames(doc["input"]["shape"], doc["input"]["bits"], np.random.default_rng(11))
-    ours = evaluate(doc, tensors, x)
+    x = _frames(doc["input"]["shape"], doc["input"]["bits"], np.random.default_rng(seed))
+    _, ours = run_with_taps(parse_model(doc, tensors=tensors), x)
     ref = _interpreter_codes(path, doc, x)
     checked = 0
     prev_shape = None
@@ -68,6 +76,20 @@ def test_every_layer_equals_the_interpreter(name):
     assert checked == len(doc["metadata"]["tflite"]["tensors"])
     assert all(layer["name"] in doc["metadata"]["tflite"]["tensors"] for layer in doc["layers"]
                if layer["type"] not in ("argmax", "flatten"))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_layer_equals_the_interpreter(name):
+    _compare_every_layer(DATA / f"{name}.tflite")
+
+
+#: the probe models (tests/test_tflite_probe.py) with a batch-1 input: the FC probes feed a batch
+PROBES = sorted(p.stem for p in (DATA / "probe").glob("*.tflite") if not p.stem.startswith("fc_"))
+
+
+@pytest.mark.parametrize("name", PROBES)
+def test_every_layer_of_the_probe_models_equals_the_interpreter(name):
+    _compare_every_layer(DATA / "probe" / f"{name}.tflite", seed=3)
 
 
 # ------------------------------------------------------------------ what the document says

@@ -1,7 +1,8 @@
-"""Layer kind ``dense``: fully connected, bias, requantization, activation (DESIGN §3, §4).
+"""Layer kind ``dense``: fully connected, bias, requantization, activation (DESIGN §3, §4, §4.1).
 
-Fields: ``out_features`` plus the weighted-layer keys; it needs a flat input
-(after ``flatten`` or another ``dense``).  Weight ``(out_features,
+Fields: ``out_features`` plus the weighted-layer keys (:mod:`._weighted`); it
+needs a flat input (after ``flatten``, another ``dense``, or a flat ``[F]``
+network input).  Weight ``(out_features,
 in_features)`` in PyTorch's flatten order.  ``simd`` divides the values per
 incoming hardware beat (C after a flatten of ``(C, H, W)``; ``in_features``
 after another dense): the engine takes the stream beat by beat.
@@ -15,17 +16,22 @@ from typing import ClassVar
 import numpy as np
 
 from ..model import ParseContext
+from ..ops import exact_matmul
 from ..registry import register_kind
 from ._weighted import WeightedLayer
 
 __all__ = ["Dense", "dense_acc", "dense"]
 
 
-def dense_acc(x, weight, bias) -> np.ndarray:
-    """Accumulators ``x @ W.T + bias``: int64 ``(N, out_features)``."""
+def dense_acc(x, weight, bias, zero_point=0, bound=None) -> np.ndarray:
+    """Accumulators ``(x − z) @ W.T + bias``: int64 ``(N, out_features)``, exact (:func:`exact_matmul`)."""
     x = np.asarray(x, dtype=np.int64)
     weight = np.asarray(weight, dtype=np.int64)
-    acc = x @ weight.T
+    if zero_point:
+        x = x - zero_point
+    if bound is None:
+        bound = float(np.abs(x).max(initial=0)) * float(np.abs(weight).sum(axis=1).max(initial=0))
+    acc = exact_matmul(x, weight.T, bound)
     return acc if bias is None else acc + np.asarray(bias, dtype=np.int64)[None, :]
 
 
@@ -65,18 +71,19 @@ class Dense(WeightedLayer):
                             "add a flatten layer before it", "type")
         in_features = ctx.in_shape[0]
         out_features = ctx.integer("out_features", 1)
-        requant = cls.parse_requant(ctx, in_features)
+        requant = cls.parse_requant(ctx, in_features, out_features)
         pe, pe_given = ctx.fold("pe", out_features, "out_features")
         stream = ctx.source.stream
         what = "in_channels per incoming pixel" if len(stream) == 3 else "in_features"
         simd, simd_given = ctx.fold("simd", stream[0], what)
-        tensors = cls.parse_tensors(ctx, (out_features, in_features), requant["weight_format"], in_features)
+        tensors = cls.parse_tensors(ctx, (out_features, in_features), requant, in_features)
         return cls(**ctx.common(), out_shape=(out_features,), out_format=requant["output"],
                    out_features=out_features, pe=pe, simd=simd, pe_given=pe_given, simd_given=simd_given,
                    **requant, **tensors)
 
     def run(self, x) -> np.ndarray:
-        return self.requantize(dense_acc(x, self.weight, self.bias))
+        return self.requantize(dense_acc(x, self.weight, self.bias, self.in_format.zero_point,
+                                         self._matmul_bound))
 
     def run_float(self, x) -> np.ndarray:
         weight, bias = self.real_weights()

@@ -23,6 +23,7 @@ from ..devices import Memory
 from ..layouts import pixel_layout
 from ..mac import MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_order
 from ..registry import LayerResources, register_hardware
+from ..requant import requantizer_unsupported
 from ..unused import silence_if_invalid
 from ..window import WindowUnit, window_unit_geometry, window_unit_model
 from ._windowed import WindowedHardware, symmetric_padding
@@ -159,6 +160,9 @@ class Conv2dHardware(WindowedHardware):
 
     def cycles_per_window(self, layer) -> int:
         return layer.cycles_per_pixel
+
+    def unsupported(self, layer) -> str | None:
+        return super().unsupported(layer) or requantizer_unsupported(layer)
 
     def multipliers(self, layer, choice) -> int:
         return layer.pe * layer.simd

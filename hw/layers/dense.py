@@ -68,7 +68,7 @@ from ..layouts import pixel_layout
 from ..mac import _mac_folds, check_fold, mac_datapath
 from ..pipe import Pipe
 from ..registry import LayerHardware, LayerResources, register_hardware
-from ..requant import Requantizer, check_requant_params
+from ..requant import Requantizer, check_requant_params, requantizer_unsupported
 from ..unused import silence_if_invalid
 
 __all__ = ["DenseEngine", "DenseEngineModel", "DenseHardware", "dense_weights_to_stream_order",
@@ -415,6 +415,9 @@ class DenseHardware(LayerHardware):
     def work(self, layer) -> int:
         engine = self.token_models(layer, {})[0]
         return engine.beats * engine.ops
+
+    def unsupported(self, layer) -> str | None:
+        return super().unsupported(layer) or requantizer_unsupported(layer)
 
     def multipliers(self, layer, choice) -> int:
         return layer.pe * layer.simd

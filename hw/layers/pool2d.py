@@ -293,6 +293,21 @@ class Pool2dHardware(WindowedHardware):
         g = self.geometry(layer, choice)
         return [window_unit_model(g), PipelineModel(pool_reduce_depth(layer.type, g.kernel))]
 
+    def unsupported(self, layer) -> str | None:
+        """The pool blocks reduce a window with §4's rounding, count every tap, and apply no activation."""
+        feature = super().unsupported(layer)
+        if feature:
+            return feature
+        if getattr(layer, "global_pool", False):
+            return "global pools (kernel \"global\")"
+        if not getattr(layer, "count_include_pad", True):
+            return "count_include_pad: false (a divisor per window)"
+        if getattr(layer, "rounding", "half_up") not in ROUNDING_MODES:
+            return f"rounding '{layer.rounding}' in a pool"
+        if layer.activation != "none":
+            return "an activation after a pool"
+        return None
+
     def multipliers(self, layer, choice) -> int:
         # avg-pool: one magic-constant multiplier per channel unless the divisor is a power of two
         taps = layer.kernel[0] * layer.kernel[1]
