@@ -19,6 +19,7 @@ from cnnforge.golden.layers.pool2d import avgpool2d, maxpool2d
 from cnnforge.golden.formats import Format, ROUNDING_MODES, OVERFLOW_MODES, ACTIVATIONS, ceil_log2
 
 from tests import naive
+from tests.modelgen import codes
 
 
 def frame(*planes):
@@ -275,11 +276,7 @@ def test_argmax_first_maximum():
 
 def _rand_codes(rng, fmt, shape, extremes=0.15):
     """Random codes of ``fmt`` with a share of the extreme codes mixed in."""
-    x = rng.integers(fmt.min_code, fmt.max_code + 1, size=shape, dtype=np.int64)
-    mask = rng.random(shape)
-    x[mask < extremes / 2] = fmt.min_code
-    x[(mask >= extremes / 2) & (mask < extremes)] = fmt.max_code
-    return x
+    return codes(rng, fmt, shape, extremes)
 
 
 def _rand_bias(rng, in_bits, w_bits, fan_in, n):
