@@ -56,7 +56,7 @@ def _load_model(path, args=None):
 def _load_input(model, path):
     """Input codes from ``X.npy``: the header's shape and dtype are checked before any data is read,
     and the file must hold the bytes its header claims."""
-    from cnnforge.golden.fileio import NpyError, load_npy
+    from cnnforge.golden.npyio import NpyError, load_npy
     from cnnforge.golden.model import ModelError
     from cnnforge.golden.network import check_input, check_input_header
     try:

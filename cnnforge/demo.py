@@ -40,7 +40,7 @@ def load_bundled_test_set(path=BUNDLED_TEST_SET) -> tuple[np.ndarray, np.ndarray
 
 def _load_array(path, what, check=None) -> np.ndarray:
     """One ``.npy`` array; ``check(header)`` sees its shape and dtype before any data is read."""
-    from cnnforge.golden.fileio import NpyError, load_npy
+    from cnnforge.golden.npyio import NpyError, load_npy
     from cnnforge.golden.model import ModelError
     try:
         return load_npy(path, check)

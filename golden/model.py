@@ -30,7 +30,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from .fileio import NpyError, atomic_write, dumps_json, read_npy_data, read_npy_header
+from .fileio import atomic_write, dumps_json
+from .npyio import NpyError, read_npy_data, read_npy_header
 from .formats import Format, divisors
 
 __all__ = [
