@@ -806,3 +806,13 @@ def test_hostile(make, tmp_path):
     assert leftovers(tmp_path) == []
     if "check" in spec:
         assert spec["check"](folder, out, err) is not False
+
+
+@pytest.mark.parametrize("file, name", [("module.tflite", "module_net"), ("std.tflite", "std_net"),
+                                        ("cnnforge_harness.tflite", "m_cnnforge_harness"),
+                                        ("x" * 300 + ".tflite", "x" * 124), ("kws-49x10.tflite", "kws_49x10")])
+def test_imported_model_names_load(file, name):
+    """The TFLite importer names a model after its file; the name must be one the loader takes (defect 3)."""
+    from cnnforge.golden.model import _model_name
+    from cnnforge.tflite import model_name
+    assert model_name(file) == name and _model_name(name) == name
