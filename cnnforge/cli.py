@@ -44,29 +44,49 @@ class _Parser(argparse.ArgumentParser):
 
 # --------------------------------------------------------------------------- helpers
 
-def _load_model(path):
+def _load_model(path, args=None):
+    """The model of ``MODEL.json``; ``args.allow_weights_outside`` lets its weights lie outside its folder."""
     from cnnforge.golden.model import ModelError, load_model
     try:
-        return load_model(path)
+        return load_model(path, weights_outside=bool(getattr(args, "allow_weights_outside", False)))
     except ModelError as exc:
         raise CliError(f"{path}: {exc}")
 
 
 def _load_input(model, path):
+    """Input codes from ``X.npy``: the header's shape and dtype are checked before any data is read,
+    and the file must hold the bytes its header claims."""
+    from cnnforge.golden.npyio import NpyError, load_npy
     from cnnforge.golden.model import ModelError
-    from cnnforge.golden.network import check_input
+    from cnnforge.golden.network import check_input, check_input_header
     try:
-        x = np.load(path, allow_pickle=False)
+        x = load_npy(path, lambda header: check_input_header(model, header.shape, header.dtype))
     except FileNotFoundError:
         raise CliError(f"input file {path} does not exist")
-    except (ValueError, OSError, EOFError) as exc:
-        raise CliError(f"input file {path} is not a readable .npy array ({exc})")
-    if not isinstance(x, np.ndarray):
-        raise CliError(f"input file {path} holds an archive, not one array; save it with numpy.save")
+    except NpyError as exc:
+        raise CliError(f"input file {path} {exc}")
+    except ModelError as exc:
+        raise CliError(f"{path}: {exc.message}")
+    except OSError as exc:
+        raise CliError(f"input file {path} is not a readable .npy array ({exc.strerror or exc})")
     try:
         return check_input(model, x)
     except ModelError as exc:
         raise CliError(f"{path}: {exc.message}")
+
+
+#: characters of an error line (a longer one is cut, saying how long it was)
+ERROR_LINE_LIMIT = 1000
+
+
+def _one_line(text: str) -> str:
+    """An error message made safe for a terminal: one line, no control character (escaped as
+    ``\\n``, ``\\x1b``...), at most :data:`ERROR_LINE_LIMIT` characters."""
+    length = len(text)
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text[:ERROR_LINE_LIMIT])
+    if length > ERROR_LINE_LIMIT or len(text) > ERROR_LINE_LIMIT:
+        text = f"{text[:ERROR_LINE_LIMIT - 40]}... ({length:,} characters)"
+    return text
 
 
 def _shape(shape) -> str:
@@ -146,7 +166,7 @@ def _count(value) -> str:
 def cmd_info(args) -> int:
     from cnnforge.hw.plan import plan_design
     from .figures import network_figures
-    model = _load_model(args.model)
+    model = _load_model(args.model, args)
     plan = plan_design(model)
     rows = layer_rows(model, plan)
     network = network_figures(model, rows, plan)
@@ -164,6 +184,9 @@ def cmd_info(args) -> int:
         print(f"cnnforge: warning: no {args.device} estimate: {refusal}", file=sys.stderr)
     elif getattr(args, "device", None):
         device = _device_estimate(model, args.device, plan)
+    problem = _hardware_problem(model, plan)
+    if problem:
+        print(f"cnnforge: warning: 'generate' would refuse {model.name}: {_one_line(problem)}", file=sys.stderr)
     if args.json:
         print(dumps_json({"model": summary, "layers": rows, **({"device": device} if device else {})}), end="")
         return EXIT_OK
@@ -200,6 +223,21 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def _hardware_problem(model, plan):
+    """Why the hardware cannot be built for ``model`` (what ``generate`` would say), or None.
+
+    Builds the network's blocks without elaborating them (a fraction of a second).
+    """
+    from cnnforge.hw.network import BuildError, NetworkTop
+    from cnnforge.hw.unused import silence
+    try:
+        top = NetworkTop(model, plan)
+    except BuildError as exc:
+        return str(exc)
+    silence(top, 8)                 # built to be checked, never elaborated
+    return None
+
+
 def _device_estimate(model, name, plan=None):
     """``cnnforge.hw.devices.estimate_resources`` for ``--device``; problems also go to stderr."""
     from cnnforge.hw.devices import estimate_resources, get_device
@@ -216,7 +254,7 @@ def _device_estimate(model, name, plan=None):
 
 def cmd_golden(args) -> int:
     from cnnforge.golden.network import run_with_taps
-    model = _load_model(args.model)
+    model = _load_model(args.model, args)
     x = _load_input(model, args.input)
     y, taps = run_with_taps(model, x)
     # Everything is computed before the first file is written.
@@ -260,7 +298,7 @@ def _check_simulator_option(value):
 
 def cmd_generate(args) -> int:
     from .flow import write_design
-    model = _load_model(args.model)
+    model = _load_model(args.model, args)
     x = _load_input(model, args.testbench) if args.testbench else None
     design = _design(model)
     device = _device_estimate(model, args.device, design.plan) if args.device else None
@@ -270,16 +308,18 @@ def cmd_generate(args) -> int:
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     net = design.report["network"]
+    cycles = (f"predicted latency {net['predicted_latency_cycles']} cycles, frame interval "
+              f"{net['predicted_frame_interval_cycles']} cycles" if net["predicted_latency_cycles"] is not None
+              else "latency and frame interval not predicted (too many cycles to step)")
     print(f"{model.name}: {net['multipliers']} multipliers, {net['memory_bits']:,} memory bits, "
-          f"predicted latency {net['predicted_latency_cycles']} cycles, frame interval "
-          f"{net['predicted_frame_interval_cycles']} cycles ({design.generate_seconds:.1f} s)",
-          file=sys.stderr)
+          f"{cycles} ({design.generate_seconds:.1f} s)", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_simulate(args) -> int:
-    from .flow import simulate
-    model = _load_model(args.model)
+    from .flow import check_simulation_size, simulate
+    model = _load_model(args.model, args)
+    _flow_call(check_simulation_size, model)
     simulator = _check_simulator_option(args.simulator)
     x = _load_input(model, args.input)
     design = _design(model)
@@ -303,8 +343,9 @@ def _check_stall_options(stall, seed):
 
 
 def cmd_verify(args) -> int:
-    from .flow import describe_mismatch, verify
-    model = _load_model(args.model)
+    from .flow import check_simulation_size, describe_mismatch, verify
+    model = _load_model(args.model, args)
+    _flow_call(check_simulation_size, model)
     simulator = _check_simulator_option(args.simulator)
     stall, seed = _check_stall_options(args.stall, args.seed)
     x = _load_input(model, args.input)
@@ -335,7 +376,8 @@ def cmd_demo(args) -> int:
     from .demo import format_report, run_demo
     simulator = _check_simulator_option(args.simulator)
     report = _flow_call(run_demo, model_path=args.model, inputs_path=args.inputs, labels_path=args.labels,
-                        out_dir=args.out, simulator=simulator, limit=args.limit)
+                        out_dir=args.out, simulator=simulator, limit=args.limit,
+                        weights_outside=args.allow_weights_outside)
     print(json.dumps(report) if args.json else format_report(report))
     return EXIT_OK if report["match"] else EXIT_MISMATCH
 
@@ -353,7 +395,7 @@ def _synth_call(function, *args, **kwargs):
 
 def cmd_synth(args) -> int:
     from .synth import format_table, synthesize
-    model = _load_model(args.model)
+    model = _load_model(args.model, args)
     out = args.output or f"cnnforge-synth-{model.name}-{args.device}"
     result = _synth_call(synthesize, model, args.device, out, freq_mhz=args.freq, seed=args.seed,
                          placer=args.placer)
@@ -363,7 +405,7 @@ def cmd_synth(args) -> int:
 
 def cmd_build(args) -> int:
     from .synth import build_bitstream
-    model = _load_model(args.model)
+    model = _load_model(args.model, args)
     out = args.output or f"cnnforge-build-{model.name}-{args.board}"
     result = _synth_call(build_bitstream, model, args.board, out, seed=args.seed)
     print(f"{result['bitstream']}: {model.name} on {args.board}, UART {result['baud']} baud 8N1, "
@@ -419,6 +461,13 @@ def cmd_import(args) -> int:
 
 def _model_argument(parser):
     parser.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
+    _weights_option(parser)
+
+
+def _weights_option(parser):
+    parser.add_argument("--allow-weights-outside", action="store_true",
+                        help="let the model's 'weights' name a file outside the model file's folder "
+                             "(refused by default)")
 
 
 def _input_argument(parser):
@@ -512,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="verilator (default), icarus or amaranth")
     demo.add_argument("--limit", type=int, metavar="N", help="check only the first N images")
     demo.add_argument("--model", metavar="M.json", help="another model instead of the bundled one")
+    _weights_option(demo)
     demo.add_argument("--inputs", metavar="X.npy", help="input codes for --model")
     demo.add_argument("--labels", metavar="L.npy", help="class labels of --inputs (for accuracy)")
     demo.set_defaults(func=cmd_demo)
@@ -522,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "network inside its UART wrapper and report LUTs, flip-flops, block RAMs, DSPs (used / "
                     "available) and fmax. Multipliers beyond the part's DSPs are built in LUTs. A design that "
                     "does not fit stops before place-and-route (exit 2); tool problems exit 3.")
-    synth.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
+    _model_argument(synth)
     synth.add_argument("--device", required=True, metavar="DEV",
                        help=f"{DEVICE_NAMES} (ECP5 speed grade 6)")
     synth.add_argument("-o", "--output", metavar="DIR", help="folder for netlists and tool logs "
@@ -554,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build the network behind the board's UART (115200 baud 8N1: send a frame's pixel "
                     "words, least significant byte first; the result words come back the same way) with "
                     "amaranth-boards and the YoWASP tools. Boards: icebreaker (iCE40UP5K), ulx3s-25f (ECP5).")
-    build.add_argument("model", metavar="MODEL.json", help="model file (format cnnforge-model/1)")
+    _model_argument(build)
     build.add_argument("--board", required=True, metavar="BOARD", help="icebreaker or ulx3s-25f")
     build.add_argument("-o", "--output", metavar="DIR", help="build folder (default ./cnnforge-build-<model>-<board>)")
     build.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
@@ -599,7 +649,7 @@ def _main(argv) -> int:
             return EXIT_BAD_INPUT
         return args.func(args)
     except CliError as exc:
-        print(f"cnnforge: error: {exc}", file=sys.stderr)
+        print(f"cnnforge: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.code
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away: not an error of ours.
@@ -609,7 +659,7 @@ def _main(argv) -> int:
         print("cnnforge: interrupted", file=sys.stderr)
         return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
     except OSError as exc:
-        print(f"cnnforge: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"cnnforge: error: {_one_line(f'{exc.filename or str()}: {exc.strerror or exc}')}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

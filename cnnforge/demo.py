@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .flow import FlowError, build_design, measured_cycles, simulate, write_design
+from .flow import FlowError, build_design, check_simulation_size, measured_cycles, simulate, write_design
 
 __all__ = ["DemoError", "DATA_DIR", "BUNDLED_MODEL", "BUNDLED_TEST_SET", "DEFAULT_OUT",
            "load_bundled_test_set", "run_demo", "format_report"]
@@ -38,22 +38,32 @@ def load_bundled_test_set(path=BUNDLED_TEST_SET) -> tuple[np.ndarray, np.ndarray
         return archive["x"], archive["y"]
 
 
-def _load_array(path, what) -> np.ndarray:
+def _load_array(path, what, check=None) -> np.ndarray:
+    """One ``.npy`` array; ``check(header)`` sees its shape and dtype before any data is read."""
+    from cnnforge.golden.npyio import NpyError, load_npy
+    from cnnforge.golden.model import ModelError
     try:
-        array = np.load(path, allow_pickle=False)
+        return load_npy(path, check)
     except FileNotFoundError:
         raise DemoError(f"{what} file {path} does not exist") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise DemoError(f"{what} file {path} is not a readable .npy array ({exc})") from None
-    if not isinstance(array, np.ndarray):
-        raise DemoError(f"{what} file {path} holds an archive, not one array; save it with numpy.save")
-    return array
+    except NpyError as exc:
+        raise DemoError(f"{what} file {path} {exc}") from None
+    except ModelError as exc:
+        raise DemoError(f"{path}: {exc.message}") from None
+    except OSError as exc:
+        raise DemoError(f"{what} file {path} is not a readable .npy array ({exc.strerror or exc})") from None
 
 
-def _load_inputs(model_path, inputs_path, labels_path):
+def _check_labels_header(header, frames):
+    if header.dtype.kind not in "iu" or header.shape != (frames,):
+        raise DemoError(f"labels must be integers of shape ({frames},) (one per input frame), "
+                        f"not {header.dtype} {header.shape}")
+
+
+def _load_inputs(model_path, inputs_path, labels_path, weights_outside=False):
     """(model, x codes, labels or None, bundled?)."""
     from cnnforge.golden.model import ModelError, load_model
-    from cnnforge.golden.network import check_input
+    from cnnforge.golden.network import check_input, check_input_header
     bundled = model_path is None
     if bundled and (inputs_path is not None or labels_path is not None):
         raise DemoError("--inputs and --labels go with --model; without --model the demo uses the "
@@ -61,14 +71,16 @@ def _load_inputs(model_path, inputs_path, labels_path):
     if not bundled and inputs_path is None:
         raise DemoError("--model needs --inputs X.npy (input codes in the model's input format)")
     try:
-        model = load_model(BUNDLED_MODEL if bundled else model_path)
+        model = load_model(BUNDLED_MODEL if bundled else model_path, weights_outside=weights_outside)
     except ModelError as exc:
         raise DemoError(f"{BUNDLED_MODEL if bundled else model_path}: {exc}") from None
     if bundled:
         x, labels = load_bundled_test_set()
     else:
-        x = _load_array(inputs_path, "inputs")
-        labels = _load_array(labels_path, "labels") if labels_path is not None else None
+        x = _load_array(inputs_path, "inputs", lambda h: check_input_header(model, h.shape, h.dtype))
+        frames = x.shape[0] if x.ndim == 4 else 1
+        labels = _load_array(labels_path, "labels", lambda h: _check_labels_header(h, frames)) \
+            if labels_path is not None else None
     try:
         x = check_input(model, x)
     except ModelError as exc:
@@ -140,7 +152,7 @@ def _accuracy(y, labels):
 
 def run_demo(*, model_path=None, inputs_path=None, labels_path=None, out_dir=None,
              simulator: str = "verilator", limit: int | None = None, cache_dir=None,
-             progress: bool = True) -> dict:
+             progress: bool = True, weights_outside: bool = False) -> dict:
     """Generate, simulate and check a model on its test images; a JSON-ready report.
 
     Parameters
@@ -158,6 +170,8 @@ def run_demo(*, model_path=None, inputs_path=None, labels_path=None, out_dir=Non
         Simulator build cache (default ``$CNNFORGE_CACHE`` or ``~/.cache/cnnforge``).
     progress : bool
         Stage messages on stderr.
+    weights_outside : bool
+        Let ``model_path``'s weights file lie outside its folder (``--allow-weights-outside``).
 
     Raises
     ------
@@ -168,7 +182,8 @@ def run_demo(*, model_path=None, inputs_path=None, labels_path=None, out_dir=Non
     start = time.perf_counter()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise DemoError(f"--limit must be an integer >= 1, not {limit!r}")
-    model, x, labels, bundled = _load_inputs(model_path, inputs_path, labels_path)
+    model, x, labels, bundled = _load_inputs(model_path, inputs_path, labels_path, weights_outside)
+    check_simulation_size(model)
     if limit is not None:
         x = x[:limit]
         labels = labels[:limit] if labels is not None else None

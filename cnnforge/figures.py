@@ -12,7 +12,11 @@ from cnnforge.golden.model import Model
 from cnnforge.hw.plan import DesignPlan, layer_cycles, network_cycles
 from cnnforge.hw.registry import hardware
 
-__all__ = ["layer_figures", "network_figures"]
+__all__ = ["layer_figures", "network_figures", "PREDICT_STEP_LIMIT"]
+
+#: latency and frame interval are predicted by stepping token models (~3 million model-cycles,
+#: cycles times models, a second); a layer or network that would need more is "not predicted" (None)
+PREDICT_STEP_LIMIT = 5_000_000
 
 
 def layer_figures(layer, plan: DesignPlan) -> dict:
@@ -20,9 +24,11 @@ def layer_figures(layer, plan: DesignPlan) -> dict:
     kind = hardware(layer.type)
     choice = plan.choice(layer)
     try:
-        predicted = layer_cycles(layer, choice)
+        predicted = layer_cycles(layer, choice, PREDICT_STEP_LIMIT)
     except (ValueError, NotImplementedError):
         predicted = None          # a layer the hardware cannot build; `generate` says why
+    except RuntimeError:
+        predicted = None          # too many cycles to step: not predicted
     try:
         line_bits = kind.line_buffer_bits(layer, choice)
     except ValueError:
@@ -43,9 +49,9 @@ def layer_figures(layer, plan: DesignPlan) -> dict:
 def network_figures(model: Model, rows: list[dict], plan: DesignPlan) -> dict:
     """Whole-network predictions (one token graph) and totals of the per-layer rows."""
     try:
-        predicted = network_cycles(model, plan)
-    except (ValueError, NotImplementedError):
-        predicted = None
+        predicted = network_cycles(model, plan, PREDICT_STEP_LIMIT)
+    except (ValueError, NotImplementedError, RuntimeError):
+        predicted = None          # a layer the hardware cannot build, or too many cycles to step
     line_bits = sum(row["line_buffer_bits"] or 0 for row in rows)
     weight_bits = sum(row["weight_bits"] for row in rows)
     return {

@@ -30,6 +30,9 @@ SIMULATORS = ("verilator", "icarus", "amaranth")
 
 #: Stimulus words per harness run; longer inputs run in chunks of whole frames.
 CHUNK_BEATS = 65536
+#: Input pixels of one frame a simulation takes (its stimulus and the expected words are
+#: Python lists: a 2048x2048 frame, 4 M pixels, took 1.6 GB and 50 s to verify on Verilator)
+MAX_SIM_FRAME_PIXELS = 1 << 20
 
 
 class FlowError(ValueError):
@@ -148,6 +151,14 @@ def _progress(message: str, enabled: bool):
         print(message, file=sys.stderr, flush=True)
 
 
+def check_simulation_size(model: Model) -> None:
+    """:class:`FlowError` when a frame has more input pixels than :data:`MAX_SIM_FRAME_PIXELS`."""
+    pixels = int(np.prod(model.input_shape[1:]))
+    if pixels > MAX_SIM_FRAME_PIXELS:
+        raise FlowError(f"a frame of {model.name} is {pixels:,} input pixels, more than the "
+                        f"{MAX_SIM_FRAME_PIXELS:,} a simulation takes; simulate a smaller input")
+
+
 def simulate(design: Design, x: np.ndarray, simulator: str = "verilator", *, waves=None,
              stall=0.0, seed=1, cache_dir=None, progress=True) -> SimulationRun:
     """Run frames ``x`` (N, C, H, W codes) through the design's hardware.
@@ -161,6 +172,7 @@ def simulate(design: Design, x: np.ndarray, simulator: str = "verilator", *, wav
         raise FlowError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
     model = design.model
     out_per_frame = output_stream(model).beats
+    check_simulation_size(model)
     in_per_frame = int(np.prod(model.input_shape[1:]))
     frames = x.shape[0]
     per_chunk = max(1, CHUNK_BEATS // in_per_frame)
@@ -278,6 +290,7 @@ def verify(design: Design, x: np.ndarray, simulator: str = "verilator", *, cache
            progress=True, stall=0.0, seed=1) -> dict:
     """Simulate and compare bit for bit with the golden model; a JSON-ready report."""
     model = design.model
+    check_simulation_size(model)
     expected = run_with_taps(model, x)[0]
     run = simulate(design, x, simulator, cache_dir=cache_dir, progress=progress, stall=stall, seed=seed)
     latency, interval = measured_cycles(run, model, x.shape[0])

@@ -163,6 +163,19 @@ def _uart_top(model, plan, divisor=104):
         raise FlowError(str(exc)) from None
 
 
+def _estimate(model, device, plan) -> dict:
+    """:func:`estimate_resources`; a layer the hardware cannot build is a :class:`FlowError` naming it."""
+    try:
+        return estimate_resources(model, device, plan)
+    except ValueError as exc:
+        problem = str(exc)
+    try:
+        _uart_top(model, plan)          # says which layer, as `generate` does
+    except FlowError as named:
+        problem = str(named)
+    raise FlowError(problem)
+
+
 def _uart_verilog(model, plan):
     from amaranth.back import verilog
     top = _uart_top(model, plan)
@@ -266,7 +279,7 @@ def _synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, plac
     seconds = {}
     from cnnforge.hw.plan import plan_design
     plan = plan_design(model)
-    estimate = estimate_resources(model, device, plan)
+    estimate = _estimate(model, device, plan)
     if estimate["brams"] > device.brams:
         raise FlowError(f"{model.name} does not fit {device.name}: {estimate['problems'][0]}")
     for tool in ("yosys", f"nextpnr-{device.nextpnr}"):
@@ -444,7 +457,7 @@ def build_bitstream(model, board: str, out_dir, *, seed=1, progress=True) -> dic
     _check_buildable(model)
     from cnnforge.hw.plan import plan_design
     plan = plan_design(model)
-    estimate = estimate_resources(model, device, plan)
+    estimate = _estimate(model, device, plan)
     if estimate["brams"] > device.brams:
         raise FlowError(f"{model.name} does not fit {board}: {estimate['problems'][0]}")
     try:

@@ -87,11 +87,22 @@ class TFLiteImportError(ValueError):
 
 
 def model_name(path) -> str:
-    """A Verilog identifier from a file name: ``kws-49x10.tflite`` -> ``kws_49x10``."""
+    """A Verilog identifier from a file name: ``kws-49x10.tflite`` -> ``kws_49x10``.
+
+    Cut to the loader's name length; a Verilog keyword or a name the tools
+    reserve gets ``_net`` (``module.tflite``, ``std.tflite``) or ``m_`` (``cnnforge_*``).
+    """
+    from cnnforge.golden.model import MAX_NAME_LENGTH, RESERVED_NAMES, RESERVED_PREFIX, VERILOG_KEYWORDS
     name = re.sub(r"[^A-Za-z0-9_]", "_", Path(path).stem)
     if not name:
         return "model"
-    return name if re.match(r"[A-Za-z_]", name) else f"m_{name}"
+    name = name if re.match(r"[A-Za-z_]", name) else f"m_{name}"
+    name = name[:MAX_NAME_LENGTH - 4]
+    if name.startswith(RESERVED_PREFIX):
+        name = f"m_{name}"
+    if name in VERILOG_KEYWORDS or name in RESERVED_NAMES:
+        name = f"{name}_net"
+    return name
 
 
 # --------------------------------------------------------------------------- reading

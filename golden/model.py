@@ -26,6 +26,7 @@ import json
 import math
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -33,11 +34,12 @@ from typing import ClassVar
 import numpy as np
 
 from .fileio import atomic_write, dumps_json
+from .npyio import NpyError, read_npy_data, read_npy_header
 from .formats import ACTIVATION_WORDS, Clamp, Format, affine_format, divisors
 
 __all__ = [
     "FORMAT_ID", "INPUT", "ModelError", "Model", "Layer", "Source", "ParseContext",
-    "load_model", "parse_model", "save_model", "model_hash",
+    "load_model", "parse_model", "save_model", "model_hash", "LIMITS", "RESERVED_NAMES",
 ]
 
 FORMAT_ID = "cnnforge-model/1"
@@ -45,6 +47,67 @@ FORMAT_ID = "cnnforge-model/1"
 INPUT = "input"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MISSING = object()
+
+# --------------------------------------------------------------------------- limits
+# What a model file may ask for, so that no accepted model makes loading, `info`
+# or `golden` take more than seconds or a GB (README "Limits").  Each refusal is
+# one ModelError naming the limit.
+
+#: bytes of the JSON file (model files hold no tensors: 128 conv layers are ~50 kB)
+MAX_MODEL_BYTES = 4 << 20
+#: nesting of JSON objects and lists (a model needs 4; metadata gets the rest)
+MAX_JSON_DEPTH = 64
+#: digits of a JSON integer: every integer must fit in 64 bits
+MAX_INT_DIGITS = 19
+#: characters of the model's and each layer's name (file names are built from them)
+MAX_NAME_LENGTH = 128
+#: layers of a model (generate elaborates a block for each: 0.03 to 0.2 s a layer)
+MAX_LAYERS = 128
+#: values per frame of the input and every layer's output, summed (the golden model keeps them all)
+MAX_FRAME_VALUES = 1 << 24
+#: window taps one windowed layer cuts per frame, C·O_h·O_w·K_h·K_w (golden copies them as int64)
+MAX_WINDOW_TAPS = 1 << 24
+#: multiply-accumulates per frame, whole model (the golden model does ~0.6·10⁹ a second)
+MAX_MACS = 1 << 30
+#: tensor values (weights, biases, ...) of the whole model
+MAX_TENSOR_VALUES = 1 << 24
+
+LIMITS = {
+    "model_bytes": MAX_MODEL_BYTES, "json_depth": MAX_JSON_DEPTH, "int_digits": MAX_INT_DIGITS,
+    "name_length": MAX_NAME_LENGTH, "layers": MAX_LAYERS, "frame_values": MAX_FRAME_VALUES,
+    "window_taps": MAX_WINDOW_TAPS, "macs_per_frame": MAX_MACS, "tensor_values": MAX_TENSOR_VALUES,
+}
+
+#: Verilog-2005 (IEEE 1364) and SystemVerilog (IEEE 1800-2017, Annex B) keywords; the
+#: 1800 list holds every 1364 one.  The model's name is the top module's name, which
+#: the harness and testbench instantiate unescaped, so it must not be one of these.
+VERILOG_KEYWORDS = frozenset("""
+accept_on alias always always_comb always_ff always_latch and assert assign assume automatic before
+begin bind bins binsof bit break buf bufif0 bufif1 byte case casex casez cell chandle checker class
+clocking cmos config const constraint context continue cover covergroup coverpoint cross deassign
+default defparam design disable dist do edge else end endcase endchecker endclass endclocking
+endconfig endfunction endgenerate endgroup endinterface endmodule endpackage endprimitive endprogram
+endproperty endspecify endsequence endtable endtask enum event eventually expect export extends extern
+final first_match for force foreach forever fork forkjoin function generate genvar global highz0
+highz1 if iff ifnone ignore_bins illegal_bins implements implies import incdir include initial inout
+input inside instance int integer interconnect interface intersect join join_any join_none large let
+liblist library local localparam logic longint macromodule matches medium modport module nand negedge
+nettype new nexttime nmos nor noshowcancelled not notif0 notif1 null or output package packed
+parameter pmos posedge primitive priority program property protected pull0 pull1 pulldown pullup
+pulsestyle_ondetect pulsestyle_onevent pure rand randc randcase randsequence rcmos real realtime ref
+reg reject_on release repeat restrict return rnmos rpmos rtran rtranif0 rtranif1 s_always
+s_eventually s_nexttime s_until s_until_with scalared sequence shortint shortreal showcancelled signed
+small soft solve specify specparam static string strong strong0 strong1 struct super supply0 supply1
+sync_accept_on sync_reject_on table tagged task this throughout time timeprecision timeunit tran
+tranif0 tranif1 tri tri0 tri1 triand trior trireg type typedef union unique unique0 unsigned until
+until_with untyped use uwire var vectored virtual void wait wait_order wand weak weak0 weak1 while
+wildcard wire with within wor xnor xor
+""".split())
+#: model names the tools use themselves: ``std`` (SystemVerilog's built-in package, which
+#: Verilator resolves before any module) and the ``cnnforge_`` prefix (the harness
+#: ``cnnforge_harness``, the synthesis top ``cnnforge_top``)
+RESERVED_NAMES = frozenset({"std"})
+RESERVED_PREFIX = "cnnforge_"
 
 
 class ModelError(ValueError):
@@ -58,8 +121,36 @@ class ModelError(ValueError):
         if layer is not None:
             where.append(f"layer {layer}")
         if field is not None:
-            where.append(f"field '{field}'")
+            where.append(f"field '{field}'" if _PLAIN_FIELD.match(str(field)) else f"field {_quote(field)}")
         super().__init__(": ".join(where + [message]))
+
+
+#: field names the code builds (``input.shape``, ``output.bits``): shown as they are; any
+#: other (an unknown key from the file) is quoted and cut short by :func:`_quote`
+_PLAIN_FIELD = re.compile(r"[A-Za-z0-9_.\[\]]{1,64}\Z")
+#: characters of a value echoed in a message
+_ECHO_LIMIT = 80
+
+
+def _quote(text, limit=_ECHO_LIMIT) -> str:
+    """A string from the file as a message shows it: JSON-quoted (control characters and
+    escapes as ``\\u001b``, no raw newline) and cut to ``limit`` characters."""
+    return _clip(json.dumps(str(text)), limit)
+
+
+def _name(text) -> str:
+    """A name from the file in a message: ``'conv1.w'`` when it is short plain ASCII, else :func:`_quote`."""
+    text = str(text)
+    return f"'{text}'" if _PLAIN_NAME.match(text) else _quote(text)
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-+/]{1,64}\Z")
+
+
+def _clip(text: str, limit=_ECHO_LIMIT) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 20]}... ({len(text):,} characters)"
 
 
 # --------------------------------------------------------------------------- layers
@@ -241,7 +332,8 @@ def _is_int(value) -> bool:
 
 
 def _show(value) -> str:
-    return json.dumps(value)
+    """A value from the file, as JSON (escaped, one line), cut to a short length."""
+    return _clip(json.dumps(value))
 
 
 @dataclass(frozen=True)
@@ -256,38 +348,103 @@ class Source:
 
 
 class _Tensors:
-    """Lazy access to the weights ``.npz`` (or a dict given directly)."""
+    """Lazy access to the weights ``.npz`` (or a dict given directly).
+
+    An ``.npz`` member's header (shape, dtype) is read and checked before any
+    of its data (:meth:`header`), and :meth:`get` inflates exactly the bytes
+    that header claims, so neither a header that lies nor a compressed member
+    that inflates to gigabytes costs more than the tensor the model expects.
+    ``values`` counts what has been read (the model's total is bounded by
+    :data:`MAX_TENSOR_VALUES`).
+    """
 
     def __init__(self, path: Path | None, given: dict | None):
         self.path = path
         self.given = given
         self._archive = None
+        self._headers = {}
+        self.values = 0
 
-    def get(self, key, layer, name):
+    def _member(self, key, layer, name):
+        """The archive and member name of tensor ``key`` (or the given array)."""
         if not isinstance(key, str) or not key:
             raise ModelError(f"must be the name of a tensor in the weights file, not {_show(key)}",
                              layer=layer, field=name)
         if self.given is not None:
-            store, where = self.given, "the given tensors"
+            if key not in self.given:
+                raise ModelError(f"tensor {_name(key)} is not in the given tensors", layer=layer, field=name)
+            return None, key
+        if self._archive is None:
+            self._archive = _open_npz(self.path)
+        archive, members = self._archive
+        if key not in members:
+            raise ModelError(f"tensor {_name(key)} is not in {self.path}", layer=layer, field=name)
+        return archive, members[key]
+
+    def header(self, key, layer, name):
+        """``(shape, dtype)`` of tensor ``key`` without reading its data."""
+        archive, member = self._member(key, layer, name)
+        if archive is None:
+            array = np.asarray(self.given[member])
+            return tuple(array.shape), array.dtype
+        if member not in self._headers:
+            try:
+                with archive.open(member) as handle:
+                    self._headers[member] = read_npy_header(handle)
+            except NpyError as exc:
+                raise ModelError(f"tensor {_name(key)} in {self.path} {exc}", layer=layer, field=name)
+            except _ZIP_ERRORS as exc:
+                raise ModelError(f"tensor {_name(key)} in {self.path} cannot be read ({_zip_error(exc)})",
+                                 layer=layer, field=name)
+        head = self._headers[member]
+        return head.shape, head.dtype
+
+    def get(self, key, layer, name):
+        """Tensor ``key`` as stored (its dtype; no cast), within :data:`MAX_TENSOR_VALUES`."""
+        shape, _ = self.header(key, layer, name)
+        count = math.prod(shape)
+        if self.values + count > MAX_TENSOR_VALUES:
+            raise ModelError(f"tensor {_name(key)} holds {count:,} values; with the tensors before it that "
+                             f"is more than the {MAX_TENSOR_VALUES:,} a model may hold", layer=layer, field=name)
+        archive, member = self._member(key, layer, name)
+        if archive is None:
+            array = np.asarray(self.given[member])
         else:
-            if self._archive is None:
-                self._archive = _open_npz(self.path)
-            store, where = self._archive, str(self.path)
-        if key not in store:
-            raise ModelError(f"tensor '{key}' is not in {where}", layer=layer, field=name)
-        try:
-            return np.asarray(store[key])
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise ModelError(f"tensor '{key}' in {where} cannot be read ({exc})", layer=layer, field=name)
+            try:
+                with archive.open(member) as handle:
+                    head = read_npy_header(handle)
+                    array = read_npy_data(handle, head)
+            except NpyError as exc:
+                raise ModelError(f"tensor {_name(key)} in {self.path} {exc}", layer=layer, field=name)
+            except _ZIP_ERRORS as exc:
+                raise ModelError(f"tensor {_name(key)} in {self.path} cannot be read ({_zip_error(exc)})",
+                                 layer=layer, field=name)
+        self.values += count
+        return array
+
+
+#: what reading a damaged, encrypted or oddly compressed zip member raises
+_ZIP_ERRORS = (ValueError, OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+               zlib.error)
+
+
+def _zip_error(exc) -> str:
+    return _clip(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 200)
 
 
 def _open_npz(path: Path):
+    """``(ZipFile, {tensor name: member name})`` of the weights archive (as ``numpy.load`` names them)."""
     if not path.is_file():
         raise ModelError(f"weights file {path} does not exist", field="weights")
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelError(f"weights file {path} is not a readable .npz archive ({exc})", field="weights")
+        archive = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as exc:
+        raise ModelError(f"weights file {path} is not a readable .npz archive ({_zip_error(exc)})",
+                         field="weights")
+    members = {}
+    for member in archive.namelist():
+        members.setdefault(member[:-4] if member.endswith(".npy") else member, member)
+    return archive, members
 
 
 def parse_format(value, layer, name, scale_tensor=None) -> Format:
@@ -344,7 +501,57 @@ def _identifier(value, layer, name):
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
         raise ModelError(f"must be an identifier [A-Za-z_][A-Za-z0-9_]*, not {_show(value)}",
                          layer=layer, field=name)
+    if len(value) > MAX_NAME_LENGTH:
+        raise ModelError(f"{_show(value)} is {len(value):,} characters long; a name has at most "
+                         f"{MAX_NAME_LENGTH}", layer=layer, field=name)
     return value
+
+
+def _model_name(value):
+    """The model's name: an identifier that is no Verilog keyword and no name the tools use."""
+    name = _identifier(value, None, "name")
+    if name in VERILOG_KEYWORDS:
+        raise ModelError(f"'{name}' is a Verilog/SystemVerilog keyword, and the model's name is the "
+                         f"name of its top module; choose another (e.g. '{name}_net')", field="name")
+    if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIX):
+        raise ModelError(f"'{name}' is reserved for the tools' own modules ('std' and names starting "
+                         f"with '{RESERVED_PREFIX}'); choose another", field="name")
+    return name
+
+
+def _weights_path(base_dir, weights, outside: bool) -> Path:
+    """The weights file, confined to the model's folder (or below) unless ``outside``.
+
+    The check looks at the path alone (symbolic links resolved), never at
+    whether a file is there, so the refusal says nothing about files outside.
+    """
+    path = Path(base_dir) / weights
+    if outside:
+        return path
+    try:
+        inside = not Path(weights).is_absolute() and path.resolve().is_relative_to(Path(base_dir).resolve())
+    except (OSError, RuntimeError, ValueError):     # a link loop, a NUL byte
+        inside = False
+    if not inside:
+        raise ModelError(f"{_show(weights)} is not inside the model's folder; keep the weights file beside "
+                         "the model file (or in a folder below it), or pass --allow-weights-outside",
+                         field="weights")
+    return path
+
+
+def _some_divisors(n: int, budget: int = 100_000) -> str:
+    """The divisors of ``n`` as a message lists them, in at most ``budget`` trial divisions.
+
+    All of them when ``n <= budget**2`` (the middle left out when there are many);
+    else the ones up to ``budget`` and "...".
+    """
+    if n <= budget * budget:
+        found = divisors(n)
+        if len(found) > 24:
+            return ", ".join(map(str, found[:16])) + ", ..., " + ", ".join(map(str, found[-4:]))
+        return ", ".join(map(str, found))
+    small = [d for d in range(1, budget + 1) if n % d == 0]
+    return ", ".join(map(str, small[:16])) + f", ... (a divisor of {n})"
 
 
 class ParseContext:
@@ -507,32 +714,44 @@ class ParseContext:
         value = self.integer(key, 1)
         if total % value:
             raise self.error(f"{value} does not divide {what} = {total}; choose one of "
-                             f"{', '.join(map(str, divisors(total)))}", key)
+                             f"{_some_divisors(total)}", key)
         return value, True
 
     def tensor(self, key, shape, low, high, what):
         """The integer tensor named by field ``key``: ``(int64 array, tensor name)``."""
         name = self.raw[key]
+        shape = tuple(int(n) for n in shape)
+        count = math.prod(shape)
+        if count > MAX_TENSOR_VALUES:
+            raise self.error(f"the layer's tensor would hold {count:,} values (shape {shape}), more than "
+                             f"the {MAX_TENSOR_VALUES:,} a model may hold", key)
+        # shape and dtype from the header, before any data is read
+        stored_shape, dtype = self.store.header(name, self.where, key)
+        if dtype.kind not in "iu":
+            raise self.error(f"tensor {_name(name)} has dtype {dtype}; store integer codes (e.g. int8/int32)", key)
+        if tuple(stored_shape) != shape:
+            raise self.error(f"tensor {_name(name)} has shape {tuple(stored_shape)}, expected {shape}", key)
         array = self.store.get(name, self.where, key)
-        if array.dtype.kind not in "iu":
-            raise self.error(f"tensor '{name}' has dtype {array.dtype}; store integer codes (e.g. int8/int32)",
-                             key)
-        if tuple(array.shape) != tuple(shape):
-            raise self.error(f"tensor '{name}' has shape {tuple(array.shape)}, expected {tuple(shape)}", key)
-        array = array.astype(np.int64)
-        if array.size and (array.min() < low or array.max() > high):
-            bad = array.min() if array.min() < low else array.max()
-            raise self.error(f"tensor '{name}' holds code {bad} outside {what} range [{low}, {high}]", key)
-        return array, name
+        if array.size:
+            # the range in the stored dtype, before any cast (a uint64 2**64-1 is not -1)
+            lowest, highest = int(array.min()), int(array.max())
+            if lowest < low or highest > high:
+                bad = lowest if lowest < low else highest
+                raise self.error(f"tensor {_name(name)} holds code {bad} outside {what} range [{low}, {high}]",
+                                 key)
+        return array.astype(np.int64), name
 
 
 # --------------------------------------------------------------------------- parse
 
-def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<model>") -> Model:
+def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<model>", *,
+                weights_outside: bool = False) -> Model:
     """Validate a parsed JSON document and resolve it into a :class:`Model`.
 
     ``tensors`` (name → array) replaces the weights file, for models built in code.
-    Raises :class:`ModelError` on the first problem.  Plans no hardware.
+    The weights file must be inside ``base_dir`` (or a folder below it) unless
+    ``weights_outside``.  Raises :class:`ModelError` on the first problem,
+    including a model beyond the limits (:data:`LIMITS`).  Plans no hardware.
     """
     from .registry import layer_kinds
     kinds = layer_kinds()
@@ -547,7 +766,10 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
             raise ModelError("missing required top-level key", field=key)
     if doc["format"] != FORMAT_ID:
         raise ModelError(f"must be \"{FORMAT_ID}\", not {_show(doc['format'])}", field="format")
-    name = _identifier(doc["name"], None, "name")
+    name = _model_name(doc["name"])
+    if isinstance(doc["layers"], list) and len(doc["layers"]) > MAX_LAYERS:
+        raise ModelError(f"has {len(doc['layers']):,} layers, more than the {MAX_LAYERS} a model may have",
+                         field="layers")
 
     weights = doc.get("weights")
     if weights is not None and (not isinstance(weights, str) or not weights):
@@ -557,7 +779,8 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
     if names_tensors and weights is None:
         raise ModelError("the model names tensors but has no 'weights' file; add "
                          '"weights": "<file>.npz" at the top level', field="weights")
-    store = _Tensors(Path(base_dir) / weights if weights else None, tensors)
+    store = _Tensors(_weights_path(base_dir, weights, weights_outside) if weights and tensors is None
+                     else None, tensors)
 
     spec = doc["input"]
     if not isinstance(spec, dict):
@@ -578,12 +801,17 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
     if not isinstance(raw_layers, list) or not raw_layers:
         raise ModelError("must be a non-empty list of layer objects", field="layers")
 
+    work = {"values": math.prod(shape), "macs": 0}
+    if work["values"] > MAX_FRAME_VALUES:
+        raise ModelError(f"{_shape_text(shape)} is {work['values']:,} values a frame, more than the "
+                         f"{MAX_FRAME_VALUES:,} a model may handle", field="input.shape")
     sources = {INPUT: Source(INPUT, tuple(shape), input_format, tuple(shape))}
     readers: dict[str, int] = {INPUT: 0}
     layers: list[Layer] = []
     previous = INPUT
     for index, raw in enumerate(raw_layers):
         layer = _parse_layer(kinds, index, raw, sources, readers, previous, store, len(raw_layers))
+        _check_work(layer, work)
         sources[layer.name] = Source(layer.name, layer.out_shape, layer.out_format, layer.out_stream, layer)
         readers[layer.name] = 0
         for read in layer.inputs:
@@ -599,6 +827,32 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
                  weights=weights, metadata=doc.get("metadata"), source=source)
 
 
+def _shape_text(shape) -> str:
+    return "x".join(map(str, shape)) if len(shape) else "a scalar"
+
+
+def _check_work(layer, work):
+    """Refuse a layer that takes the model past :data:`MAX_FRAME_VALUES`, :data:`MAX_WINDOW_TAPS`
+    or :data:`MAX_MACS` (``work``: the running totals)."""
+    values = math.prod(layer.out_shape)
+    work["values"] += values
+    if work["values"] > MAX_FRAME_VALUES:
+        raise ModelError(f"its output {_shape_text(layer.out_shape)} brings the values a frame (input and "
+                         f"every layer's output) to {work['values']:,}, more than the {MAX_FRAME_VALUES:,} "
+                         "a model may handle", layer=layer.label)
+    kernel = getattr(layer, "kernel", None)         # windowed kinds: the taps golden cuts per frame
+    if (isinstance(kernel, tuple) and len(kernel) == 2 and all(_is_int(k) for k in kernel)
+            and len(layer.in_shape) == 3 and len(layer.out_shape) == 3):
+        taps = layer.in_shape[0] * layer.out_shape[1] * layer.out_shape[2] * kernel[0] * kernel[1]
+        if taps > MAX_WINDOW_TAPS:
+            raise ModelError(f"cuts {taps:,} window taps a frame (channels x output pixels x kernel), more "
+                             f"than the {MAX_WINDOW_TAPS:,} a layer may", layer=layer.label, field="kernel")
+    work["macs"] += layer.macs_per_frame
+    if work["macs"] > MAX_MACS:
+        raise ModelError(f"brings the model to {work['macs']:,} multiply-accumulates a frame, more than the "
+                         f"{MAX_MACS:,} a model may have", layer=layer.label)
+
+
 def _parse_inputs(raw, where, arity, name, sources, previous):
     """The names a layer reads, checked against the layers before it."""
     if "inputs" not in raw:
@@ -612,11 +866,11 @@ def _parse_inputs(raw, where, arity, name, sources, previous):
                          layer=where, field="inputs")
     for k, read in enumerate(value):
         if read in value[:k]:
-            raise ModelError(f"lists '{read}' twice", layer=where, field="inputs")
+            raise ModelError(f"lists {_name(read)} twice", layer=where, field="inputs")
         if read == name:
-            raise ModelError(f"a layer cannot read itself ('{read}')", layer=where, field="inputs")
+            raise ModelError(f"a layer cannot read itself ({_name(read)})", layer=where, field="inputs")
         if read not in sources:
-            raise ModelError(f"no layer named '{read}' comes before this one (layers read only earlier "
+            raise ModelError(f"no layer named {_name(read)} comes before this one (layers read only earlier "
                              f"layers, or \"{INPUT}\")", layer=where, field="inputs")
     if len(value) != arity:
         raise ModelError(f"lists {len(value)} inputs, but this layer type reads {arity}",
@@ -664,20 +918,101 @@ def _parse_layer(kinds, index, raw, sources, readers, previous, store, count) ->
 
 # --------------------------------------------------------------------------- files
 
-def load_model(path) -> Model:
-    """Read, validate and resolve a model file; raises :class:`ModelError`."""
+def load_model(path, *, weights_outside: bool = False) -> Model:
+    """Read, validate and resolve a model file; raises :class:`ModelError`.
+
+    The file is read only up to :data:`MAX_MODEL_BYTES`, its nesting is
+    checked before it is parsed, and the JSON must be strict: no duplicate key,
+    no ``NaN``/``Infinity``, every integer within 64 bits.  ``weights_outside``
+    lets ``weights`` name a file outside the model's folder.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_MODEL_BYTES + 1)
     except FileNotFoundError:
         raise ModelError(f"model file {path} does not exist")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"model file {path} cannot be read ({exc})")
+    except OSError as exc:
+        raise ModelError(f"model file {path} cannot be read ({exc.strerror or exc})")
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelError(f"model file {path} is larger than {MAX_MODEL_BYTES:,} bytes, the most a model "
+                         "file may be (its tensors go in the .npz)")
     try:
-        doc = json.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"model file {path} cannot be read ({exc})")
+    return parse_model(_parse_json(text, path), base_dir=path.parent, source=str(path),
+                       weights_outside=weights_outside)
+
+
+class _JsonProblem(ValueError):
+    """Raised from inside ``json.loads`` by the strict hooks."""
+
+
+#: a JSON string (unrolled: no per-character regex state, so a 4 MB string costs no more) or a bracket
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of objects and lists (strings skipped), in one linear pass."""
+    depth = deepest = 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    break
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+def _json_object(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _JsonProblem(f"key {_name(key)} appears twice in one object; each key may appear once")
+        obj[key] = value
+    return obj
+
+
+def _json_int(text):
+    digits = len(text) - text.startswith("-")
+    value = int(text) if digits <= MAX_INT_DIGITS else None
+    if value is None or not -(1 << 63) <= value < 1 << 63:
+        raise _JsonProblem(f"holds an integer of {digits:,} digits; integers must fit in 64 bits "
+                           f"(at most {MAX_INT_DIGITS} digits)")
+    return value
+
+
+def _json_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise _JsonProblem(f"holds the number {_clip(text, 30)}, beyond the range of a 64-bit float")
+    return value
+
+
+def _json_constant(text):
+    raise _JsonProblem(f"holds {text}, which is not JSON (numbers must be finite)")
+
+
+def _parse_json(text: str, path):
+    """Strict JSON (see :func:`load_model`) → Python objects; one-line :class:`ModelError` otherwise."""
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ModelError(f"{path} nests objects and lists more than {MAX_JSON_DEPTH} deep, the most a "
+                         "model file may")
+    try:
+        return json.loads(text, object_pairs_hook=_json_object, parse_int=_json_int,
+                          parse_float=_json_float, parse_constant=_json_constant)
+    except _JsonProblem as exc:
+        raise ModelError(f"{path} {exc}")
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
-    return parse_model(doc, base_dir=path.parent, source=str(path))
+    except (ValueError, RecursionError) as exc:
+        raise ModelError(f"{path} is not valid JSON ({_clip(str(exc), 200)})")
 
 
 def save_model(model: Model, json_path) -> None:

@@ -11,33 +11,51 @@ import numpy as np
 
 from .model import INPUT, Model, ModelError
 
-__all__ = ["run", "run_with_taps", "check_input", "walk"]
+__all__ = ["run", "run_with_taps", "check_input", "check_input_header", "walk"]
+
+
+def check_input_header(model: Model, shape, dtype) -> None:
+    """The checks of :func:`check_input` that need only an array's shape and dtype (an ``.npy`` header).
+
+    Raises :class:`ModelError` (field ``input``) for a non-integer dtype, a
+    shape other than ``(N, C, H, W)`` / ``(C, H, W)`` (``(N, F)`` / ``(F,)`` for a
+    flat input) or an empty batch.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu":
+        raise ModelError(f"input has dtype {dtype}; give integer codes in the input format "
+                         f"{model.input_format} (e.g. int8/int16)", field="input")
+    expected = tuple(model.input_shape)
+    shape = tuple(shape)
+    batched = (1,) + shape if len(shape) == len(expected) else shape
+    if len(batched) != len(expected) + 1 or batched[1:] != expected:
+        frame = f"({', '.join(map(str, expected))}{',' if len(expected) == 1 else ''})"
+        raise ModelError(f"input has shape {tuple(shape)}, expected (N, {', '.join(map(str, expected))}) "
+                         f"or {frame}", field="input")
+    if batched[0] == 0:
+        raise ModelError(f"the batch is empty: input has shape {batched}, no frame to run; give at least one",
+                         field="input")
 
 
 def check_input(model: Model, x) -> np.ndarray:
     """Validate input codes ``(N, C, H, W)`` or ``(C, H, W)`` (``(N, F)`` or ``(F,)`` for a flat
     input); return them as int64 with the batch axis.
 
-    Raises :class:`ModelError` (field ``input``) for a wrong shape, dtype or range.
+    Raises :class:`ModelError` (field ``input``) for a wrong shape, dtype or
+    range, or an empty batch (N = 0).  The range is checked in the given dtype,
+    before any cast (a uint64 2**64 - 1 is not -1).
     """
     x = np.asarray(x)
-    if x.dtype.kind not in "iu":
-        raise ModelError(f"input has dtype {x.dtype}; give integer codes in the input format "
-                         f"{model.input_format} (e.g. int8/int16)", field="input")
-    expected = tuple(model.input_shape)
-    if x.ndim == len(expected):
+    check_input_header(model, x.shape, x.dtype)
+    if x.ndim == len(model.input_shape):
         x = x[None]
-    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
-        frame = f"({', '.join(map(str, expected))}{',' if len(expected) == 1 else ''})"
-        raise ModelError(f"input has shape {tuple(np.shape(x))}, expected (N, {', '.join(map(str, expected))}) "
-                         f"or {frame}", field="input")
     fmt = model.input_format
-    x = x.astype(np.int64)
-    if x.size and (x.min() < fmt.min_code or x.max() > fmt.max_code):
-        bad = x.min() if x.min() < fmt.min_code else x.max()
+    lowest, highest = int(x.min()), int(x.max())
+    if lowest < fmt.min_code or highest > fmt.max_code:
+        bad = lowest if lowest < fmt.min_code else highest
         raise ModelError(f"input holds code {bad} outside the input format {fmt}'s range "
                          f"[{fmt.min_code}, {fmt.max_code}]", field="input")
-    return x
+    return x.astype(np.int64)
 
 
 def walk(model: Model, x, step) -> dict:

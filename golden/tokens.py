@@ -162,9 +162,13 @@ def measure(in_stamps, out_stamps, beats_per_frame: int) -> Cycles:
 
 
 def model_cycles(make_models, in_beats_per_frame: int, out_beats_per_frame: int,
-                 frames: int = FRAMES) -> Cycles:
-    """Predicted latency and frame interval of a chain built by ``make_models()``."""
-    ins, outs = chain_stamps(make_models(), in_beats_per_frame * frames, out_beats_per_frame * frames)
+                 frames: int = FRAMES, max_cycles: int = 10_000_000) -> Cycles:
+    """Predicted latency and frame interval of a chain built by ``make_models()``.
+
+    ``RuntimeError`` when the frames take more than ``max_cycles`` cycles.
+    """
+    ins, outs = chain_stamps(make_models(), in_beats_per_frame * frames, out_beats_per_frame * frames,
+                             max_cycles)
     return measure(ins, outs, out_beats_per_frame)
 
 
@@ -281,7 +285,11 @@ def graph_stamps(graph: TokenGraph, input_beats: int, output_beats: int, max_cyc
 
 
 def graph_cycles(make_graph, in_beats_per_frame: int, out_beats_per_frame: int,
-                 frames: int = FRAMES) -> Cycles:
-    """Predicted latency and frame interval of a token graph built by ``make_graph()``."""
-    ins, outs = graph_stamps(make_graph(), in_beats_per_frame * frames, out_beats_per_frame * frames)
+                 frames: int = FRAMES, max_cycles: int = 10_000_000) -> Cycles:
+    """Predicted latency and frame interval of a token graph built by ``make_graph()``.
+
+    ``RuntimeError`` when the frames take more than ``max_cycles`` cycles.
+    """
+    ins, outs = graph_stamps(make_graph(), in_beats_per_frame * frames, out_beats_per_frame * frames,
+                             max_cycles)
     return measure(ins, outs, out_beats_per_frame)

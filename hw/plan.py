@@ -31,19 +31,23 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from cnnforge.golden.model import INPUT, Model
-from cnnforge.golden.tokens import Cycles, TokenGraph, graph_cycles, model_cycles
+from cnnforge.golden.tokens import FRAMES, Cycles, TokenGraph, graph_cycles, model_cycles
 
 from .layouts import stream_beats
 from .registry import hardware
 from .slice import RegisterSliceModel
 
 __all__ = ["DesignPlan", "StalePlanError", "PLAN_WORK_LIMIT", "REGISTER_SLICES", "plan_design",
-           "default_plan", "make_plan", "stream_readers", "layer_token_models", "layer_cycles", "network_token_models",
-           "network_beats", "network_cycles"]
+           "default_plan", "make_plan", "stream_readers", "layer_token_models", "layer_cycles",
+           "network_token_models", "network_beats", "network_cycles", "PLAN_STEP_LIMIT", "cycle_budget"]
 
 #: planning steps the token models several times; above this many cycles per frame
 #: (slowest block, closed form) it is skipped and every layer keeps its default
 PLAN_WORK_LIMIT = 100_000
+#: and each stepping of the token models it does is cut off (planning skipped) beyond this many
+#: model-cycles: cycles times token models, ~3 million a second; planning steps the whole
+#: network about five times
+PLAN_STEP_LIMIT = 2_000_000
 #: the register slices after the blocks: skid buffers or single registers
 REGISTER_SLICES = ("skid", "half")
 
@@ -112,16 +116,18 @@ def layer_token_models(layer, choice) -> list:
     return hardware(layer.type).token_models(layer, choice)
 
 
-def layer_cycles(layer, choice=None) -> Cycles:
+def layer_cycles(layer, choice=None, step_limit=None) -> Cycles:
     """Latency and frame interval of one layer alone (stall-free, from reset).
 
     ``choice`` defaults to the kind's default; a layer without hardware
     (``flatten``) is a wire: latency 0, one frame per frame of beats.
+    ``step_limit`` bounds the work (:func:`cycle_budget`): ``RuntimeError`` beyond it.
     """
     choice = hardware(layer.type).default_choice(layer) if choice is None else choice
     beats_in, beats_out = stream_beats(layer.in_stream), stream_beats(layer.out_stream)
+    budget = cycle_budget(len(layer_token_models(layer, choice)), hardware(layer.type).work(layer), step_limit)
     if layer.ARITY == 1:
-        return model_cycles(lambda: layer_token_models(layer, choice), beats_in, beats_out)
+        return model_cycles(lambda: layer_token_models(layer, choice), beats_in, beats_out, max_cycles=budget)
 
     def make():                                 # one source feeds every input through a fork
         from .fork import ForkModel
@@ -133,7 +139,23 @@ def layer_cycles(layer, choice=None) -> Cycles:
             node = graph.add(block, [node])
         graph.output = node
         return graph
-    return graph_cycles(make, beats_in, beats_out)
+    return graph_cycles(make, beats_in, beats_out, max_cycles=budget)
+
+
+def cycle_budget(models: int, work: int, step_limit=None) -> int:
+    """Cycles a stepping of ``models`` token models may take within ``step_limit`` model-cycles
+    (the steppers' own cap, 10,000,000 cycles, when None).
+
+    ``RuntimeError`` at once when ``work`` (cycles a frame of the slowest block,
+    closed form) says the frames alone take longer.
+    """
+    if step_limit is None:
+        return 10_000_000
+    budget = max(1, step_limit // max(1, models))
+    if FRAMES * work > budget:
+        raise RuntimeError(f"{FRAMES} frames of {work:,} cycles on {models} token models would step more "
+                           f"than {step_limit:,} model-cycles")
+    return budget
 
 
 def stream_readers(model: Model) -> dict:
@@ -189,15 +211,17 @@ def network_beats(model: Model) -> tuple:
     return stream_beats(tuple(model.input_shape)), stream_beats(model.layers[-1].out_stream)
 
 
-def network_cycles(model: Model, plan: DesignPlan | None = None) -> Cycles:
+def network_cycles(model: Model, plan: DesignPlan | None = None, step_limit=None) -> Cycles:
     """Latency and frame interval of the whole network top (stall-free, from reset).
 
     One token graph of every block (DESIGN §6: a token-level model of the
     network, not a sum of layer figures).  ``plan`` defaults to :func:`plan_design`.
+    ``step_limit`` bounds the work (:func:`cycle_budget`): ``RuntimeError`` beyond it.
     """
     plan = plan_design(model) if plan is None else plan
     beats_in, beats_out = network_beats(model)
-    return graph_cycles(lambda: network_token_models(model, plan), beats_in, beats_out)
+    budget = cycle_budget(len(network_token_models(model, plan).models), _frame_work(model), step_limit)
+    return graph_cycles(lambda: network_token_models(model, plan), beats_in, beats_out, max_cycles=budget)
 
 
 # --------------------------------------------------------------------------- planning
@@ -215,17 +239,21 @@ def plan_design(model: Model) -> DesignPlan:
     try:
         if _frame_work(model) > PLAN_WORK_LIMIT:
             return make_plan(model, choices, "skid")
-        baseline = network_cycles(model, make_plan(model, choices, "skid"))
-        bottleneck = max(layer_cycles(layer, choices[layer.name]).frame_interval for layer in model.layers)
+        baseline = network_cycles(model, make_plan(model, choices, "skid"), PLAN_STEP_LIMIT)
+        bottleneck = max(layer_cycles(layer, choices[layer.name], PLAN_STEP_LIMIT).frame_interval
+                         for layer in model.layers)
     except (ValueError, NotImplementedError, RuntimeError):
         return make_plan(model, choices, "skid")
     planned = dict(choices)
-    for layer in model.layers:
-        for candidate in hardware(layer.type).choices(layer):
-            if layer_cycles(layer, candidate).frame_interval <= bottleneck:
-                planned[layer.name] = candidate
-                break
-    cycles = network_cycles(model, make_plan(model, planned, "skid"))
+    try:
+        for layer in model.layers:
+            for candidate in hardware(layer.type).choices(layer):
+                if layer_cycles(layer, candidate, PLAN_STEP_LIMIT).frame_interval <= bottleneck:
+                    planned[layer.name] = candidate
+                    break
+        cycles = network_cycles(model, make_plan(model, planned, "skid"), PLAN_STEP_LIMIT)
+    except RuntimeError:                    # beyond the step limit: keep the defaults
+        return _plan_slices(model, choices)
     if cycles.frame_interval > baseline.frame_interval or cycles.latency > baseline.latency:
         planned = choices
     return _plan_slices(model, planned)
@@ -238,6 +266,7 @@ def _plan_slices(model, choices) -> DesignPlan:
         if _frame_work(model) > PLAN_WORK_LIMIT:
             return skid
         half = make_plan(model, choices, "half")
-        return half if network_cycles(model, half) == network_cycles(model, skid) else skid
+        return half if network_cycles(model, half, PLAN_STEP_LIMIT) == network_cycles(model, skid, PLAN_STEP_LIMIT) \
+            else skid
     except (ValueError, NotImplementedError, RuntimeError):
         return skid

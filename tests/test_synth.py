@@ -23,7 +23,7 @@ def write_model(folder, name, input_shape, layers, tensors, bits=8):
     return path
 
 
-def small_conv(folder, pe=2, simd=3, channels=4, width=6, name="small"):
+def small_conv(folder, pe=2, simd=3, channels=4, width=6, name="small_conv"):
     """conv (1→channels, 3×3 pad 1, pe/simd) → maxpool 2 on a width×width image."""
     rng = np.random.default_rng(3)
     layers = [{"type": "conv2d", "name": "conv", "out_channels": channels, "kernel": 3, "padding": 1,
