@@ -184,7 +184,7 @@ def cmd_info(args) -> int:
         print(f"cnnforge: warning: no {args.device} estimate: {refusal}", file=sys.stderr)
     elif getattr(args, "device", None):
         device = _device_estimate(model, args.device, plan)
-    problem = _hardware_problem(model, plan)
+    problem = None if refusal else _hardware_problem(model, plan)      # a refusal is reported already
     if problem:
         print(f"cnnforge: warning: 'generate' would refuse {model.name}: {_one_line(problem)}", file=sys.stderr)
     if args.json:
