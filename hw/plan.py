@@ -2,20 +2,34 @@
 
 Loading a model validates it and nothing more (DESIGN §1); building hardware
 starts with :func:`plan_design`, which chooses per layer what its kind offers
-(``LayerHardware.choices``: today the window unit's structure) and the
-network's register slices, by stepping the token models (DESIGN §6):
+and the network's register slices, by stepping the token models (DESIGN §6):
 
-- per layer, the first candidate whose frame interval alone stays within the
-  slowest layer's interval alone (with default choices); the plan is kept only
-  if the whole network's frame interval and latency are no higher than with
-  the defaults, else every layer keeps its default;
-- the register slices after the blocks are single registers (``"half"``) when
-  the whole network's latency and frame interval come out the same, else skid
+- **style** (``LayerHardware.default_choice``): the structure the layer's fold
+  calls for, least area first, from closed forms -- a folded conv takes the
+  serial window where it serves ``simd`` and is the smaller (DESIGN §5).  It is
+  kept only where the whole network's frame interval stays that of the first
+  version's structures (``LayerHardware.baseline_choice``: whole pixels,
+  parallel windows); else, layer by layer, a style that would slow the network
+  falls back to its baseline;
+- **refinement** (``LayerHardware.choices``, e.g. a parallel window's compact or
+  tiled FIFO): per layer, the first candidate whose frame interval alone stays
+  within the slowest layer's interval alone; the plan is kept only if the whole
+  network's frame interval and latency are no higher than with the styles
+  alone, else every layer keeps its style;
+- **register slices** after the blocks are single registers (``"half"``) when the
+  whole network's latency and frame interval come out the same, else skid
   buffers (``"skid"``); the input slice stays a skid buffer (AXI beats arrive
   every clock).
 
-Planning is skipped (defaults, ``"skid"``) for a network the hardware cannot
-build or slower than :data:`PLAN_WORK_LIMIT` cycles a frame.  A
+Streams carry ``lanes`` values per beat (DESIGN §5).  Where a block's output
+lanes differ from what its reader takes (or from ``output.lanes`` at the AXI
+output; from ``input.lanes`` at the AXI input), the top puts width converters
+(:mod:`cnnforge.hw.width`) there instead of the register slice:
+:func:`network_links` says which, for :class:`cnnforge.hw.network.NetworkTop`,
+:func:`network_token_models` and the estimates alike.
+
+Planning is skipped (styles from the closed forms, ``"skid"``) for a network the
+hardware cannot build or slower than :data:`PLAN_WORK_LIMIT` cycles a frame.  A
 :class:`DesignPlan` is immutable and remembers the model it was made for
 (:meth:`cnnforge.golden.model.Model.hardware_key`): using it with a changed
 model (a new ``pe``, say) is an error, never a silently stale design.
@@ -36,10 +50,11 @@ from cnnforge.golden.tokens import Cycles, TokenGraph, graph_cycles, model_cycle
 from .layouts import stream_beats
 from .registry import hardware
 from .slice import RegisterSliceModel
+from .width import width_model, width_steps
 
 __all__ = ["DesignPlan", "StalePlanError", "PLAN_WORK_LIMIT", "REGISTER_SLICES", "plan_design",
-           "default_plan", "make_plan", "layer_token_models", "layer_cycles", "network_token_models",
-           "network_beats", "network_cycles"]
+           "default_plan", "make_plan", "Link", "network_links", "layer_token_models", "layer_cycles",
+           "network_token_models", "network_beats", "network_cycles"]
 
 #: planning steps the token models several times; above this many cycles per frame
 #: (slowest block, closed form) it is skipped and every layer keeps its default
@@ -100,9 +115,69 @@ def _defaults(model) -> dict:
     return {layer.name: hardware(layer.type).default_choice(layer) for layer in model.layers}
 
 
+def _baselines(model) -> dict:
+    return {layer.name: hardware(layer.type).baseline_choice(layer) for layer in model.layers}
+
+
 def default_plan(model: Model) -> DesignPlan:
     """Every layer's default choice and skid-buffer slices: the design without planning."""
     return make_plan(model, _defaults(model), "skid", planned=False)
+
+
+# --------------------------------------------------------------------------- streams between blocks
+
+@dataclass(frozen=True)
+class Link:
+    """The stream after one producer (the AXI input, or a layer's block) to its one reader.
+
+    ``reader`` is a layer name, or None for the AXI output.  ``steps`` are the width
+    converters (:func:`cnnforge.hw.width.width_steps`); none means a register slice.
+    """
+
+    source: str
+    reader: str | None
+    from_lanes: int
+    to_lanes: int
+
+    @property
+    def steps(self) -> list:
+        return width_steps(self.from_lanes, self.to_lanes)
+
+
+def network_links(model: Model, plan: DesignPlan) -> dict:
+    """``{producer: Link}`` for :data:`~cnnforge.golden.model.INPUT` and every layer with a block.
+
+    A layer without hardware (flatten) passes its input's stream, lanes and all, to
+    its reader.  Raises ``ValueError`` for a stream read by several layers (a fork).
+    """
+    plan.check(model)
+    lanes = {INPUT: model.in_lanes}
+    producer = {INPUT: INPUT}
+    links = {}
+
+    def link(source, reader, to_lanes):
+        if source in links:
+            raise ValueError(f"layer '{source}' is read by more than one layer; streams that fork need "
+                             "a fork block, which comes with the add layer kind")
+        links[source] = Link(source, reader, lanes[source], to_lanes)
+
+    for layer in model.layers:
+        source = producer[layer.inputs[0]]
+        if layer.PASSES_STREAM:
+            producer[layer.name] = source
+            continue
+        need, give = hardware(layer.type).lanes(layer, plan.choice(layer))
+        link(source, layer.name, need)
+        lanes[layer.name], producer[layer.name] = give, layer.name
+    link(producer[model.layers[-1].name], None, model.out_lanes)
+    return links
+
+
+def _link_models(link: Link, skid: bool) -> list:
+    steps = link.steps
+    if not steps:
+        return [RegisterSliceModel(skid or link.source == INPUT)]
+    return [width_model(a, b) for a, b in steps]
 
 
 # --------------------------------------------------------------------------- token models
@@ -115,43 +190,55 @@ def layer_token_models(layer, choice) -> list:
 def layer_cycles(layer, choice=None) -> Cycles:
     """Latency and frame interval of one layer alone (stall-free, from reset).
 
-    ``choice`` defaults to the kind's default; a layer without hardware
-    (``flatten``) is a wire: latency 0, one frame per frame of beats.
+    ``choice`` defaults to the kind's default; the layer's own beats (its ``lanes``);
+    a layer without hardware (``flatten``) is a wire: latency 0, one frame per frame
+    of beats.
     """
-    choice = hardware(layer.type).default_choice(layer) if choice is None else choice
-    return model_cycles(lambda: layer_token_models(layer, choice), stream_beats(layer.in_stream),
-                        stream_beats(layer.out_stream))
+    kind = hardware(layer.type)
+    choice = kind.default_choice(layer) if choice is None else choice
+    lanes_in, lanes_out = kind.lanes(layer, choice)
+    return model_cycles(lambda: layer_token_models(layer, choice), stream_beats(layer.in_stream, lanes_in),
+                        stream_beats(layer.out_stream, lanes_out))
 
 
 def network_token_models(model: Model, plan: DesignPlan) -> TokenGraph:
     """The token graph of the whole network top (``NetworkTop``), walking the layers in topological order.
 
     The AXI framer and packer are combinational pass-throughs and add no
-    model; the top puts a register slice after the framer (a skid buffer) and
-    after every block that has hardware (``plan.register_slices``).  A layer
-    without hardware passes its input's stream on.
+    model; after the framer and after every block that has hardware the top
+    puts its link (:func:`network_links`): width converters where the widths
+    differ, else a register slice (a skid buffer after the framer,
+    ``plan.register_slices`` elsewhere).  A layer without hardware passes its
+    input's stream on.
     """
-    plan.check(model)
+    links = network_links(model, plan)
     graph = TokenGraph()
     skid = plan.register_slices == "skid"
-    streams = {INPUT: graph.add(RegisterSliceModel(), [graph.SOURCE])}
+
+    def chain(models, upstream):
+        node = upstream
+        for block in models:
+            node = graph.add(block, [node])
+        return node
+
+    streams = {INPUT: chain(_link_models(links[INPUT], skid), graph.SOURCE)}
     for layer in model.layers:
         upstream = [streams[name] for name in layer.inputs]
-        models = layer_token_models(layer, plan.choice(layer))
-        if not models:
+        if layer.PASSES_STREAM:
             streams[layer.name] = upstream[0]
             continue
+        models = layer_token_models(layer, plan.choice(layer))
         node = graph.add(models[0], upstream)
-        for block in models[1:]:
-            node = graph.add(block, [node])
-        streams[layer.name] = graph.add(RegisterSliceModel(skid), [node])
+        node = chain(models[1:], node)
+        streams[layer.name] = chain(_link_models(links[layer.name], skid), node)
     graph.output = streams[model.layers[-1].name]
     return graph
 
 
 def network_beats(model: Model) -> tuple:
-    """``(input beats, output beats)`` per frame of the network top."""
-    return stream_beats(tuple(model.input_shape)), stream_beats(model.layers[-1].out_stream)
+    """``(input beats, output beats)`` per frame of the network top (``input.lanes``, ``output.lanes``)."""
+    return (stream_beats(tuple(model.input_shape), model.in_lanes),
+            stream_beats(model.layers[-1].out_stream, model.out_lanes))
 
 
 def network_cycles(model: Model, plan: DesignPlan | None = None) -> Cycles:
@@ -175,18 +262,19 @@ def _frame_work(model) -> int:
 def plan_design(model: Model) -> DesignPlan:
     """Choose every layer's hardware and the register slices (see the module docstring)."""
     choices = _defaults(model)
-    if not any(hardware(layer.type).choices(layer) for layer in model.layers):
-        return _plan_slices(model, choices)
     try:
         if _frame_work(model) > PLAN_WORK_LIMIT:
             return make_plan(model, choices, "skid")
+        choices = _keep_styles(model, choices)
+        if not any(hardware(layer.type).choices(layer, choices[layer.name]) for layer in model.layers):
+            return _plan_slices(model, choices)
         baseline = network_cycles(model, make_plan(model, choices, "skid"))
         bottleneck = max(layer_cycles(layer, choices[layer.name]).frame_interval for layer in model.layers)
     except (ValueError, NotImplementedError, RuntimeError):
         return make_plan(model, choices, "skid")
     planned = dict(choices)
     for layer in model.layers:
-        for candidate in hardware(layer.type).choices(layer):
+        for candidate in hardware(layer.type).choices(layer, choices[layer.name]):
             if layer_cycles(layer, candidate).frame_interval <= bottleneck:
                 planned[layer.name] = candidate
                 break
@@ -194,6 +282,33 @@ def plan_design(model: Model) -> DesignPlan:
     if cycles.frame_interval > baseline.frame_interval or cycles.latency > baseline.latency:
         planned = choices
     return _plan_slices(model, planned)
+
+
+def _keep_styles(model, styles) -> dict:
+    """The preferred styles where the network's frame interval stays the baseline's.
+
+    All at once when that holds (one more stepping of the network); else layer by
+    layer in order, each style kept if the network with it (and the styles kept so
+    far) is no slower.  When the baseline cannot be built (e.g. padding only the
+    serial window takes) the styles stay.
+    """
+    base = _baselines(model)
+    if base == styles:
+        return styles
+    try:
+        limit = network_cycles(model, make_plan(model, base, "skid")).frame_interval
+    except (ValueError, NotImplementedError):
+        return styles
+    if network_cycles(model, make_plan(model, styles, "skid")).frame_interval <= limit:
+        return styles
+    kept = dict(base)
+    for layer in model.layers:
+        if styles[layer.name] == base[layer.name]:
+            continue
+        trial = dict(kept, **{layer.name: styles[layer.name]})
+        if network_cycles(model, make_plan(model, trial, "skid")).frame_interval <= limit:
+            kept = trial
+    return kept
 
 
 def _plan_slices(model, choices) -> DesignPlan:

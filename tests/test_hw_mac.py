@@ -1,5 +1,9 @@
 # amaranth: UnusedElaboratable=no
-"""hw.mac.MacArray against the golden dot product + requantizer, with stalls and exact cycle counts."""
+"""hw.mac.MacArray against the golden dot product + requantizer, with stalls and exact cycle counts.
+
+The array takes ``simd`` taps per beat (each window ``C_out/pe`` passes of its
+``window_len/simd`` chunks) and gives ``pe`` channels per beat (``C_out/pe``
+beats per window)."""
 
 import numpy as np
 import pytest
@@ -39,14 +43,29 @@ def golden(params, windows):
                       params["overflow"], params["activation"])
 
 
+def mac_beats(windows, per_frame, nf, simd):
+    """Input beats of ``windows``: per window ``C_out/pe`` passes of its ``simd``-tap chunks;
+    ``last`` on each frame's final beat."""
+    count, window_len = windows.shape
+    beats = []
+    for k, w in enumerate(windows):
+        chunks = [w[j:j + simd].tolist() for j in range(0, window_len, simd)]
+        passes = chunks * nf
+        end = (k + 1) % per_frame == 0
+        beats += [{"data": c, "last": int(end and n == len(passes) - 1)} for n, c in enumerate(passes)]
+    return beats
+
+
 def run(params, windows, per_frame, pause_in=0.0, pause_out=0.0, seed=0):
     """Stream ``windows`` (``last`` every ``per_frame``) through a MacArray; return (dut, StreamRun)."""
     dut = MacArray(**params)
-    lasts = [int((k + 1) % per_frame == 0) for k in range(len(windows))]
-    result = run_streams(dut, [{"data": w.tolist(), "last": last} for w, last in zip(windows, lasts)],
-                         len(windows), pause_in=pause_in, pause_out=pause_out, seed=seed)
-    assert [b[0] for b in result.beats] == golden(params, windows).tolist()
-    assert [b[1] for b in result.beats] == lasts
+    nf = dut.neuron_folds
+    result = run_streams(dut, mac_beats(windows, per_frame, nf, dut.simd), len(windows) * nf,
+                         pause_in=pause_in, pause_out=pause_out, seed=seed)
+    want = golden(params, windows).reshape(len(windows) * nf, dut.pe).tolist()
+    assert [b[0] for b in result.beats] == want
+    assert [b[1] for b in result.beats] == [int((k + 1) % (per_frame * nf) == 0)
+                                            for k in range(len(windows) * nf)]
     return dut, result
 
 
@@ -98,7 +117,8 @@ def test_cycle_model(fold, pixels):
     dut, result = run(params, windows, pixels)
     model = mac_array_cycles(window_len, out_channels, pe, simd, pixels)
     assert result.out_stamps[0] - result.in_stamps[0] == model.latency == dut.latency
-    last_stamps = result.out_stamps[pixels - 1::pixels]
+    per_frame = pixels * dut.neuron_folds
+    last_stamps = result.out_stamps[per_frame - 1::per_frame]
     intervals = {b - a for a, b in zip(last_stamps[1:], last_stamps[2:])}
     assert intervals == {model.frame_interval}
     assert model.frame_interval == pixels * dut.cycles_per_pixel
