@@ -96,7 +96,9 @@ def design_report(model: Model, top) -> dict:
         "cnnforge_version": __version__,
         "model": model.name,
         "model_sha256": model_hash(model),
-        "ports": {"s_axis_tdata_bits": top.in_width, "m_axis_tdata_bits": top.out_width},
+        "ports": {"s_axis_tdata_bits": top.in_width, "m_axis_tdata_bits": top.out_width,
+                  "s_axis_lanes": top.in_lanes, "m_axis_lanes": top.out_lanes,
+                  "s_axis_beats_per_frame": top.in_beats, "m_axis_beats_per_frame": top.out_beats},
         "layers": layers,
         "network": network_figures(model, layers, top.plan),
     }

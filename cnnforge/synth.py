@@ -196,8 +196,11 @@ PLACERS = ("heap", "sa")
 
 
 def synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, placer="heap",
-               progress=True) -> dict:
+               progress=True, place=True) -> dict:
     """Synthesize and place-and-route ``model`` for ``device_name``; the JSON-ready report.
+
+    ``place=False`` stops after Yosys (no place-and-route, no fmax, no fit check: the
+    cell counts and the fit problem, if any, are reported; ``scripts/bench_area.py``).
 
     ``placer``: ``"heap"`` (default) or ``"sa"``, slower, which on ECP5 puts
     registers next to far DSP blocks better (a 24-DSP conv: 91 → 111 MHz) but
@@ -272,6 +275,15 @@ def synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, place
     }
     multipliers = {"total": len(cells), "dsp": dsp, "lut": soft}
     problem = _fit_problem(used, device, multipliers, model)
+    if not place:
+        seconds["total"] = time.perf_counter() - start
+        return {"model": model.name, "device": device.name, "part": device.part,
+                "wrapper": "uart (ports clk rst rx tx frame_error overrun)", "placed": False,
+                "resources": {"luts": used["luts"], "ffs": used["ffs"], "brams": used["brams"],
+                              "dsps": used["dsps"], "carries": used["carries"], "lutram_cells": used["lutram"]},
+                "multipliers": {"total": len(cells), "dsp": len(dsp), "lut": len(soft)},
+                "fit_problem": problem, "lut_mapper": lut_mapper,
+                "seconds": {k: round(v, 1) for k, v in seconds.items()}, "out_dir": str(out)}
     if problem:
         raise FlowError(problem)
 

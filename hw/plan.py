@@ -53,7 +53,7 @@ from .slice import RegisterSliceModel
 from .width import width_model, width_steps
 
 __all__ = ["DesignPlan", "StalePlanError", "PLAN_WORK_LIMIT", "REGISTER_SLICES", "plan_design",
-           "default_plan", "make_plan", "Link", "network_links", "layer_token_models", "layer_cycles",
+           "default_plan", "make_plan", "Link", "network_links", "link_bits", "layer_token_models", "layer_cycles",
            "network_token_models", "network_beats", "network_cycles"]
 
 #: planning steps the token models several times; above this many cycles per frame
@@ -171,6 +171,11 @@ def network_links(model: Model, plan: DesignPlan) -> dict:
         lanes[layer.name], producer[layer.name] = give, layer.name
     link(producer[model.layers[-1].name], None, model.out_lanes)
     return links
+
+
+def link_bits(model: Model, source: str) -> int:
+    """Width of one value on the stream after ``source`` (INPUT or a layer name)."""
+    return model.input_format.bits if source == INPUT else model.layer(source).value_bits
 
 
 def _link_models(link: Link, skid: bool) -> list:
