@@ -198,3 +198,29 @@ def test_from_layer():
         assert dut.multipliers == 12 and dut.out_shape == (4, 5, 5)
         assert (dut.in_lanes, dut.out_lanes) == (2, 2)     # simd 6 = C·K_w: whole pixels in
         run(dut, Format(8, 7), want, rng, 2, pause_in=0.3, pause_out=0.3)
+
+
+# Every legal (pe, simd) of two small convs, in every window style that takes it.
+FOLD_SHAPES = [((2, 4, 5), 4, (3, 3), 1, 1), ((3, 5, 4), 2, (2, 3), (2, 1), (0, 1))]
+EVERY_FOLD = [(shape, pe, simd, style)
+              for shape in FOLD_SHAPES
+              for pe in [d for d in range(1, shape[1] + 1) if shape[1] % d == 0]
+              for simd in [d for d in range(1, shape[2][0] * shape[2][1] * shape[0][0] + 1)
+                           if (shape[2][0] * shape[2][1] * shape[0][0]) % d == 0]
+              for style in _styles((shape[0], shape[1], shape[2], shape[3], shape[4], pe, simd))]
+
+
+@pytest.mark.parametrize("item", EVERY_FOLD, ids=lambda i: f"{i[0][0]}-k{i[0][2]}-pe{i[1]}-simd{i[2]}-{i[3]}")
+def test_every_fold(item):
+    """Bit-exact, and every handshake equals the layer's token models (random stalls on both
+    streams, frames back to back)."""
+    from cnnforge.golden.tokens import chain_stamps
+    (in_shape, c_out, kernel, stride, padding), pe, simd, style = item
+    k = EVERY_FOLD.index(item)
+    for n, (p_in, p_out) in enumerate([(0.0, 0.0), (0.4, 0.3 + 0.1 * (k % 4))]):
+        dut, in_fmt, want, rng = make_layer(k, in_shape, c_out, kernel, stride, padding, pe, simd, style)
+        models = dut.structure.models
+        result = run(dut, in_fmt, want, rng, 3, pause_in=p_in, pause_out=p_out, seed=n)
+        ins, outs = chain_stamps(models(), len(result.in_stamps), len(result.out_stamps), source_pause=p_in,
+                                 source_seed=n, sink_pause=p_out, sink_seed=n + 1)
+        assert (result.in_stamps, result.out_stamps) == (ins, outs), (p_in, p_out)

@@ -152,3 +152,19 @@ def test_invalid_parameters(kwargs, match):
     params.update(kwargs)
     with pytest.raises(ValueError, match=match):
         MacArray(**params)
+
+
+@pytest.mark.parametrize("pe", [1, 2, 4])
+@pytest.mark.parametrize("simd", [1, 2, 3, 6])
+def test_every_fold_cycle_exact_under_stalls(pe, simd):
+    """Every (pe, simd) of a 6-tap, 4-output array: bit-exact, and every handshake equals
+    MacArrayModel's under random stalls on both streams, frames back to back."""
+    from cnnforge.golden.tokens import chain_stamps
+    from cnnforge.hw.mac import MacArrayModel
+    params, in_fmt = make_case(40 + pe * 7 + simd, 6, 4, pe=pe, simd=simd)
+    windows = random_windows(pe + simd, in_fmt, 9, 6)
+    for k, (p_in, p_out) in enumerate([(0.0, 0.0), (0.3, 0.3), (0.7, 0.2), (0.2, 0.8)]):
+        dut, result = run(params, windows, 3, pause_in=p_in, pause_out=p_out, seed=k)
+        ins, outs = chain_stamps([MacArrayModel(6, 4, pe, simd)], len(result.in_stamps), len(result.out_stamps),
+                                 source_pause=p_in, source_seed=k, sink_pause=p_out, sink_seed=k + 1)
+        assert (result.in_stamps, result.out_stamps) == (ins, outs), (p_in, p_out)

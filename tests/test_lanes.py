@@ -274,3 +274,24 @@ def test_random_conv_networks_on_verilator(seed, cache_dir):
     assert report["match"], report["first_mismatch"]
     assert report["first_output_latency_cycles"] == report["predicted_latency_cycles"]
     assert report["frame_interval_cycles"] == report["predicted_frame_interval_cycles"]
+
+
+@pytest.mark.parametrize("lanes_in", [1, 2, 4])
+@pytest.mark.parametrize("lanes_out", [1, 2, 4])
+def test_every_axi_width(lanes_in, lanes_out):
+    """Every input.lanes x output.lanes of a 4-channel serial conv network: bit-exact and every AXI
+    handshake as the token graph says, under stalls."""
+    model = net((4, 4, 4), [conv(4, 3, padding=1, pe=2, simd=2)], seed=lanes_in * 5 + lanes_out,
+                input_lanes=lanes_in, output_lanes=lanes_out)
+    plan = plan_design(model)
+    assert plan.choice(model.layers[0]) == {"window": "serial"}
+    top = NetworkTop(model, plan)
+    assert (top.in_width, top.out_width) == (8 * lanes_in, 8 * lanes_out)
+    x = np.random.default_rng(lanes_in).integers(-128, 128, (FRAMES, 4, 4, 4))
+    beats_in, beats_out = network_beats(model)
+    assert (beats_in, beats_out) == (16 * 4 // lanes_in, 16 * 4 // lanes_out)
+    r = run_top_amaranth(top, input_words(model, x), FRAMES * beats_out, stall_in=0.3, stall_out=0.3, seed=3)
+    np.testing.assert_array_equal(unpack_outputs(model, [w for w, _ in r.out_words]), run(model, x))
+    want = graph_stamps(network_token_models(model, plan), FRAMES * beats_in, FRAMES * beats_out,
+                        source_pause=0.3, source_seed=3, sink_pause=0.3, sink_seed=4)
+    assert (r.in_cycles, r.out_cycles) == want
