@@ -296,7 +296,14 @@ def synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, place
         args += ["--pcf-allow-unconstrained", "--asc", f"{TOP}.asc"]
     else:
         args += ["--lpf-allow-unconstrained", "--textcfg", f"{TOP}.config"]
-    _run(f"nextpnr-{device.nextpnr}", args, out / "nextpnr.log", out)
+    try:
+        _run(f"nextpnr-{device.nextpnr}", args, out / "nextpnr.log", out)
+    except ToolError:
+        over = _overfull(out / "nextpnr.log")
+        if over:            # logic cells (LUT + flip-flop pairs) beyond the part: a design that does not fit
+            raise FlowError(f"{model.name} does not fit {device.name}: {over} (Yosys: {used['luts']} LUTs, "
+                            f"{used['ffs']} flip-flops); lower pe/simd or the pool/dense widths") from None
+        raise
     seconds["nextpnr"] = time.perf_counter() - t
     report = json.loads((out / "nextpnr_report.json").read_text())
     fmax = [v.get("achieved") for v in report.get("fmax", {}).values() if v.get("achieved")]
@@ -326,6 +333,19 @@ def synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, place
     }
     (out / "synth.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _overfull(log_path) -> str | None:
+    """``"6027 ICESTORM_LC needed, 5280 available"`` when nextpnr's packer found more cells of a
+    kind than the part has (its utilization table), else None."""
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return None
+    for kind, used, total in re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text):
+        if int(used) > int(total):
+            return f"{used} {kind} needed, {total} available"
+    return None
 
 
 def _block(cell: str) -> str:

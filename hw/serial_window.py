@@ -86,12 +86,11 @@ no exception found), and :func:`serial_window_cycles` gives it with the latency.
 
 Consumers
 ---------
-A conv MAC array fed by this unit (``order="window"``, ``repeat = C_out/pe``)
-sees exactly the operand sequence today's :class:`hw.mac.MacArray` makes by
-rotating a whole window: fold ``nf`` outer, ``simd`` chunk ``sf`` inner, so its
-weight ROM keeps its order; it takes one beat per op instead of one window per
-``SF·NF`` ops, keeps no window register, and starts from the bias where the
-beat count says ``sf == 0``.  A pool or depthwise reducer (``order="channel"``)
+The conv MAC array (:class:`hw.mac.MacArray`) is fed by this unit directly
+(``order="window"``, ``repeat = C_out/pe``, :mod:`hw.layers.conv2d`'s serial
+style): fold ``nf`` outer, ``simd`` chunk ``sf`` inner, the order of its weight
+ROM; it takes one beat per op, keeps no window register, and starts from the
+bias where its beat count says ``sf == 0``.  A pool or depthwise reducer (``order="channel"``)
 needs ``simd`` accumulators: every run of ``K_h·K_w`` beats is one complete
 reduction of one channel group (``repeat`` runs per group).
 
