@@ -16,7 +16,9 @@ following the rules Yosys applies:
 
 The memories, multipliers and registers are those each layer kind's hardware
 module reports (:meth:`cnnforge.hw.registry.LayerHardware.resources`): window
-units' line memories, weight/bias ROMs of folded conv and dense engines.
+units' line memories and serial window buffers, weight/bias ROMs of folded conv
+and dense engines; plus the registers of the width converters the network puts
+between blocks of different lanes (:func:`cnnforge.hw.plan.network_links`).
 This module imports no Amaranth (``cnnforge --help`` lists the devices).
 """
 
