@@ -301,7 +301,9 @@ class Conv2dHardware(WindowedHardware):
     parallel unit's (``max(H·W, O_h·O_w·cycles per pixel)``), or where only it can
     take the padding; else the parallel window (:meth:`default_choice`).  The
     parallel style's structures (tiled / compact / full) are the planner's
-    refinements (:meth:`choices`); the serial style has none.
+    refinements (:meth:`choices`); the serial style has none.  The style sets the
+    lanes (:meth:`lanes`): ``in_lanes`` of the serial unit (``simd``, or whole pixels
+    for ``simd = C·k``) or whole pixels for the parallel one, and ``pe`` out.
     """
 
     def structure(self, layer, choice) -> ConvStructure:
