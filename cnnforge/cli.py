@@ -95,8 +95,9 @@ def _shape(shape) -> str:
 
 # --------------------------------------------------------------------------- info
 
-def layer_rows(model, plan) -> list[dict]:
-    """One dict per layer with the figures ``info`` shows (``plan``: the design plan)."""
+def layer_rows(model, plan, devices=None) -> list[dict]:
+    """One dict per layer with the figures ``info`` shows (``plan``: the design plan; ``devices``:
+    the parts buffer mappings are given for)."""
     from .figures import layer_figures
     rows = []
     for layer in model.layers:
@@ -109,9 +110,32 @@ def layer_rows(model, plan) -> list[dict]:
             "acc_bits": None, "pe": None, "simd": None,
         }
         row.update(layer.info())
-        row.update(layer_figures(layer, plan))
+        row.update(layer_figures(layer, plan, devices))
         rows.append(row)
     return rows
+
+
+def _lanes(lanes) -> str:
+    return "-" if not lanes else f"{lanes['in']}->{lanes['out']}"
+
+
+def _buffer_cell(buffer) -> str:
+    """``bits maps`` of a layer's window buffer memories, e.g. ``256b 1 EBR/1 DP16KD``."""
+    if not buffer:
+        return "-"
+    bits = sum(mem["bits"] for mem in buffer)
+    places = []
+    for device in buffer[0]["maps_to"]:
+        blocks, other = {}, []
+        for mem in buffer:                           # "2 EBR" + "1 EBR" -> "3 EBR"
+            where = mem["maps_to"][device]
+            count, _, cell = where.partition(" ")
+            if count.isdigit():
+                blocks[cell] = blocks.get(cell, 0) + int(count)
+            elif where not in other:
+                other.append(where)
+        places.append("+".join([f"{n} {cell}" for cell, n in blocks.items()] + other))
+    return f"{bits:,}b " + "/".join(places)
 
 
 def _fmt(f) -> str:
@@ -168,7 +192,14 @@ def cmd_info(args) -> int:
     from .figures import network_figures
     model = _load_model(args.model, args)
     plan = plan_design(model)
-    rows = layer_rows(model, plan)
+    devices = [args.device] if getattr(args, "device", None) else None
+    if devices:
+        from cnnforge.hw.devices import get_device
+        try:
+            get_device(args.device)
+        except ValueError as exc:
+            raise CliError(str(exc))
+    rows = layer_rows(model, plan, devices)
     network = network_figures(model, rows, plan)
     from cnnforge.hw.registry import unsupported_feature
     refusal = unsupported_feature(model)
@@ -193,7 +224,8 @@ def cmd_info(args) -> int:
     # §3.1 models get two more columns: how each layer rescales and its activation
     extra = _uses_additions(rows)
     header = ("#", "name", "type", "in", "out", "x fmt", "w fmt", "y fmt", "acc") \
-        + (("rescale", "act") if extra else ()) + ("MACs/frame", "mults", "latency", "interval", "mem bits", "window")
+        + (("rescale", "act") if extra else ()) \
+        + ("MACs/frame", "mults", "latency", "interval", "mem bits", "window", "lanes", "buffer")
     table = [header]
     for r in rows:
         memory = None if r["line_buffer_bits"] is None else r["line_buffer_bits"] + r["weight_bits"]
@@ -203,7 +235,8 @@ def cmd_info(args) -> int:
                      + ((_requant_cell(r), _activation_cell(r)) if extra else ())
                      + (_count(r["macs_per_frame"]), str(r["multipliers"]),
                         _count(r["predicted_latency_cycles"]), _count(r["predicted_frame_interval_cycles"]),
-                        _count(memory), r["window_unit"] or "-"))
+                        _count(memory), r["window_unit"] or "-", _lanes(r["lanes"]),
+                        _buffer_cell(r["buffer"])))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print(f"model {model.name}: input {_shape(model.input_shape)} {model.input_format}, "
           f"{len(rows)} layers (latency and interval in cycles, each layer alone)")
@@ -211,6 +244,10 @@ def cmd_info(args) -> int:
         print("  ".join(cell.ljust(widths[i]) if i < 3 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
         if n == 0:
             print("  ".join("-" * w for w in widths))
+    axi = summary["axi"]
+    print(f"AXI: s_axis {axi['s_axis_tdata_bits']}-bit tdata, lanes {axi['input_lanes']}, "
+          f"{axi['input_beats_per_frame']:,} beats a frame; m_axis {axi['m_axis_tdata_bits']}-bit tdata, "
+          f"lanes {axi['output_lanes']}, {axi['output_beats_per_frame']:,} beats a frame")
     if refusal:
         print(f"hardware: not yet: {refusal}")
     print(f"network: {summary['macs_per_frame']:,} MACs/frame, {summary['multipliers']} multipliers, "

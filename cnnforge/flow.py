@@ -99,7 +99,9 @@ def design_report(model: Model, top) -> dict:
         "cnnforge_version": __version__,
         "model": model.name,
         "model_sha256": model_hash(model),
-        "ports": {"s_axis_tdata_bits": top.in_width, "m_axis_tdata_bits": top.out_width},
+        "ports": {"s_axis_tdata_bits": top.in_width, "m_axis_tdata_bits": top.out_width,
+                  "s_axis_lanes": top.in_lanes, "m_axis_lanes": top.out_lanes,
+                  "s_axis_beats_per_frame": top.in_beats, "m_axis_beats_per_frame": top.out_beats},
         "layers": layers,
         "network": network_figures(model, layers, top.plan),
     }
@@ -170,10 +172,11 @@ def simulate(design: Design, x: np.ndarray, simulator: str = "verilator", *, wav
     from cnnforge.sim.vectors import input_words, output_stream, unpack_outputs
     if simulator not in SIMULATORS:
         raise FlowError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
+    from cnnforge.hw.plan import network_beats
     model = design.model
     out_per_frame = output_stream(model).beats
     check_simulation_size(model)
-    in_per_frame = int(np.prod(model.input_shape[1:]))
+    in_per_frame = network_beats(model)[0]
     frames = x.shape[0]
     per_chunk = max(1, CHUNK_BEATS // in_per_frame)
     if waves is not None:
@@ -217,11 +220,12 @@ def simulate(design: Design, x: np.ndarray, simulator: str = "verilator", *, wav
 
 def measured_cycles(run: SimulationRun, model: Model, frames: int):
     """(latency, frame interval) measured in the first chunk, DESIGN §6 definitions."""
+    from cnnforge.hw.plan import network_beats
     from cnnforge.sim.vectors import output_stream
     per_frame = output_stream(model).beats
     latency = run.out_cycles[0] - run.in_cycles[0] if run.out_cycles and run.in_cycles else None
     lasts = run.out_cycles[per_frame - 1::per_frame]
-    per_chunk = max(1, CHUNK_BEATS // int(np.prod(model.input_shape[1:])))
+    per_chunk = max(1, CHUNK_BEATS // network_beats(model)[0])
     lasts = lasts[:min(frames, per_chunk)]
     if len(lasts) >= 3:
         interval = lasts[2] - lasts[1]
@@ -248,10 +252,10 @@ def _first_difference(model: Model, got: np.ndarray, expected: np.ndarray, run: 
         e = expected[frame].reshape(c, h, w)
         diff = np.argwhere((g != e).transpose(1, 2, 0))     # raster order, channels innermost
         row, col, channel = (int(v) for v in diff[0])
-        beat, pixel = row * w + col, [row, col]
+        beat, pixel = (row * w + col) * (c // shape.values) + channel // shape.values, [row, col]
     else:
         channel = int(np.nonzero(got[frame] != expected[frame])[0][0])
-        beat, pixel = 0, None
+        beat, pixel = channel // shape.values, None
     index = frame * shape.beats + beat
     cycle = run.out_cycles[index] if index < len(run.out_cycles) else None
     return {"frame": frame, "pixel": pixel, "channel": channel, "cycle": cycle,
@@ -274,7 +278,9 @@ def _localize_layer(design: Design, x_frame: np.ndarray) -> dict | None:
     for layer, block in design.top.blocks:
         if block is None:
             continue
-        expected = layer_beats(model, layer.name, taps[layer.name])
+        array = block.o.payload.shape()["data"].shape
+        lanes = array.length if hasattr(array, "length") else None
+        expected = layer_beats(model, layer.name, taps[layer.name], lanes)
         got = result.probes[layer.name]
         data_bits = Shape.cast(block.o.payload.shape()["data"].shape).width
         mask = (1 << data_bits) - 1

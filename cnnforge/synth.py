@@ -217,7 +217,7 @@ PLACERS = ("heap", "sa")
 
 
 def synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, placer="heap",
-               progress=True) -> dict:
+               progress=True, place=True) -> dict:
     """:func:`_synthesize`, leaving nothing behind when it fails.
 
     A refusal (:class:`FlowError`: bad option, design does not fit) or an
@@ -231,7 +231,7 @@ def synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, place
     before = set(out.iterdir()) if out.is_dir() else set()
     try:
         return _synthesize(model, device_name, out_dir, freq_mhz=freq_mhz, seed=seed, placer=placer,
-                           progress=progress)
+                           progress=progress, place=place)
     except ToolError:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
@@ -256,8 +256,11 @@ def _require_tool(tool: str) -> None:
 
 
 def _synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, placer="heap",
-                progress=True) -> dict:
+                progress=True, place=True) -> dict:
     """Synthesize and place-and-route ``model`` for ``device_name``; the JSON-ready report.
+
+    ``place=False`` stops after Yosys (no place-and-route, no fmax, no fit check: the
+    cell counts and the fit problem, if any, are reported; ``scripts/bench_area.py``).
 
     ``placer``: ``"heap"`` (default) or ``"sa"``, slower, which on ECP5 puts
     registers next to far DSP blocks better (a 24-DSP conv: 91 → 111 MHz) but
@@ -335,6 +338,15 @@ def _synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, plac
     }
     multipliers = {"total": len(cells), "dsp": dsp, "lut": soft}
     problem = _fit_problem(used, device, multipliers, model)
+    if not place:
+        seconds["total"] = time.perf_counter() - start
+        return {"model": model.name, "device": device.name, "part": device.part,
+                "wrapper": "uart (ports clk rst rx tx frame_error overrun)", "placed": False,
+                "resources": {"luts": used["luts"], "ffs": used["ffs"], "brams": used["brams"],
+                              "dsps": used["dsps"], "carries": used["carries"], "lutram_cells": used["lutram"]},
+                "multipliers": {"total": len(cells), "dsp": len(dsp), "lut": len(soft)},
+                "fit_problem": problem, "lut_mapper": lut_mapper,
+                "seconds": {k: round(v, 1) for k, v in seconds.items()}, "out_dir": str(out)}
     if problem:
         raise FlowError(problem)
 
@@ -347,7 +359,14 @@ def _synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, plac
         args += ["--pcf-allow-unconstrained", "--asc", f"{TOP}.asc"]
     else:
         args += ["--lpf-allow-unconstrained", "--textcfg", f"{TOP}.config"]
-    _run(f"nextpnr-{device.nextpnr}", args, out / "nextpnr.log", out)
+    try:
+        _run(f"nextpnr-{device.nextpnr}", args, out / "nextpnr.log", out)
+    except ToolError:
+        over = _overfull(out / "nextpnr.log")
+        if over:            # logic cells (LUT + flip-flop pairs) beyond the part: a design that does not fit
+            raise FlowError(f"{model.name} does not fit {device.name}: {over} (Yosys: {used['luts']} LUTs, "
+                            f"{used['ffs']} flip-flops); lower pe/simd or the pool/dense widths") from None
+        raise
     seconds["nextpnr"] = time.perf_counter() - t
     report = json.loads((out / "nextpnr_report.json").read_text())
     fmax = [v.get("achieved") for v in report.get("fmax", {}).values() if v.get("achieved")]
@@ -377,6 +396,19 @@ def _synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, plac
     }
     (out / "synth.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _overfull(log_path) -> str | None:
+    """``"6027 ICESTORM_LC needed, 5280 available"`` when nextpnr's packer found more cells of a
+    kind than the part has (its utilization table), else None."""
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return None
+    for kind, used, total in re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text):
+        if int(used) > int(total):
+            return f"{used} {kind} needed, {total} available"
+    return None
 
 
 def _block(cell: str) -> str:

@@ -271,6 +271,22 @@ class Model:
     weights: str | None = None
     metadata: object = None
     source: str = "<model>"
+    #: ``input.lanes`` / ``output.lanes`` as the file gives them (None: whole pixels, DESIGN §3.1)
+    input_lanes: int | None = None
+    output_lanes: int | None = None
+
+    @property
+    def in_lanes(self) -> int:
+        """Values per AXI input beat: ``input.lanes``, default the whole pixel (or vector)."""
+        return self.input_lanes if self.input_lanes is not None else _values_per_beat(self.input_shape)
+
+    @property
+    def out_lanes(self) -> int:
+        """Values per AXI output beat: ``output.lanes``, default a whole output pixel, the whole
+        vector after dense/flatten of a vector, one index after argmax."""
+        if self.output_lanes is not None:
+            return self.output_lanes
+        return _values_per_beat(self.layers[-1].out_stream)
 
     @property
     def output_layer(self) -> Layer:
@@ -303,14 +319,16 @@ class Model:
 
     def hardware_key(self) -> tuple:
         """The model's parameters without tensors: a hardware plan is valid while this stays equal."""
-        return (self.name, tuple(self.input_shape), self.input_format,
-                tuple(layer.hardware_key() for layer in self.layers))
+        return (self.name, tuple(self.input_shape), self.input_format, self.input_lanes,
+                self.output_lanes, tuple(layer.hardware_key() for layer in self.layers))
 
     def to_json(self) -> dict:
         doc = {"format": FORMAT_ID, "name": self.name}
         if self.weights is not None:
             doc["weights"] = self.weights
         doc["input"] = {"shape": list(self.input_shape), **self.input_format.to_json()}
+        if self.input_lanes is not None:
+            doc["input"]["lanes"] = self.input_lanes
         doc["layers"] = []
         previous = INPUT
         for layer in self.layers:
@@ -320,6 +338,8 @@ class Model:
                          "inputs": list(layer.inputs), **entry}
             doc["layers"].append(entry)
             previous = layer.name
+        if self.output_lanes is not None:
+            doc["output"] = {"lanes": self.output_lanes}
         if self.metadata is not None:
             doc["metadata"] = self.metadata
         return doc
@@ -329,6 +349,22 @@ class Model:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _values_per_beat(shape) -> int:
+    """Values of one whole-pixel beat of a frame ``(C, H, W)`` (C), ``(F,)`` (F) or ``()`` (1)."""
+    return int(shape[0]) if len(shape) else 1
+
+
+def _parse_lanes(value, total, field, what) -> int:
+    """A ``lanes`` value: a positive divisor of ``total`` (one-line error naming the legal values)."""
+    if not _is_int(value) or value < 1:
+        raise ModelError(f"must be a positive integer, not {_show(value)}; choose one of "
+                         f"{', '.join(map(str, divisors(total)))}", field=field)
+    if total % value:
+        raise ModelError(f"{value} does not divide {what} = {total}; choose one of "
+                         f"{', '.join(map(str, divisors(total)))}", field=field)
+    return value
 
 
 def _show(value) -> str:
@@ -757,7 +793,7 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
     kinds = layer_kinds()
     if not isinstance(doc, dict):
         raise ModelError("the model must be a JSON object")
-    allowed = {"format", "name", "weights", "input", "layers", "metadata"}
+    allowed = {"format", "name", "weights", "input", "layers", "output", "metadata"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ModelError(f"unknown top-level key (allowed: {', '.join(sorted(allowed))})", field=unknown[0])
@@ -785,17 +821,28 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
     spec = doc["input"]
     if not isinstance(spec, dict):
         raise ModelError('must be an object {"shape": [C, H, W], "bits": b, "frac": f}', field="input")
-    unknown = sorted(set(spec) - {"shape", "bits", "frac", "zero_point", "scale"})
+    unknown = sorted(set(spec) - {"shape", "bits", "frac", "zero_point", "scale", "lanes"})
     if unknown:
-        raise ModelError(f"unknown key '{unknown[0]}' (allowed: shape, bits, frac, or zero_point and scale)",
-                         field="input")
+        raise ModelError(f"unknown key '{unknown[0]}' (allowed: shape, bits, frac, or zero_point and scale, "
+                         "lanes)", field="input")
     if "shape" not in spec:
         raise ModelError("missing", field="input.shape")
     shape = spec["shape"]
     if not (isinstance(shape, list) and len(shape) in (1, 3) and all(_is_int(v) and v >= 1 for v in shape)):
         raise ModelError(f"must be [C, H, W] (or [F] for a flat input), integers >= 1, not {_show(shape)}",
                          field="input.shape")
-    input_format = parse_format({k: v for k, v in spec.items() if k != "shape"}, None, "input")
+    input_format = parse_format({k: v for k, v in spec.items() if k not in ("shape", "lanes")}, None, "input")
+    input_lanes = None
+    if "lanes" in spec:
+        input_lanes = _parse_lanes(spec["lanes"], _values_per_beat(shape), "input.lanes",
+                                   "the input's channels per pixel")
+    out_spec = doc.get("output")
+    if out_spec is not None:
+        if not isinstance(out_spec, dict):
+            raise ModelError(f'must be an object {{"lanes": n}}, not {_show(out_spec)}', field="output")
+        unknown = sorted(set(out_spec) - {"lanes"})
+        if unknown:
+            raise ModelError(f"unknown key '{unknown[0]}' (allowed: lanes)", field="output")
 
     raw_layers = doc["layers"]
     if not isinstance(raw_layers, list) or not raw_layers:
@@ -823,8 +870,16 @@ def parse_model(doc, base_dir=".", tensors: dict | None = None, source: str = "<
             raise ModelError("no layer reads this layer's output; only the last layer may be unread "
                              "(list it in a later layer's 'inputs', or remove it)",
                              layer=layer.label, field="inputs")
+    output_lanes = None
+    if out_spec is not None and "lanes" in out_spec:
+        last = layers[-1]
+        what = ("the output pixel's channels" if len(last.out_stream) == 3 else
+                "the output vector's values" if len(last.out_stream) == 1 else "one index per frame")
+        output_lanes = _parse_lanes(out_spec["lanes"], _values_per_beat(last.out_stream), "output.lanes",
+                                    what)
     return Model(name=name, input_shape=tuple(shape), input_format=input_format, layers=layers,
-                 weights=weights, metadata=doc.get("metadata"), source=source)
+                 weights=weights, metadata=doc.get("metadata"), source=source, input_lanes=input_lanes,
+                 output_lanes=output_lanes)
 
 
 def _shape_text(shape) -> str:

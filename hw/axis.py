@@ -1,8 +1,8 @@
 """AXI4-Stream edges of the network top (DESIGN §5).
 
-:class:`AxisFramer` turns ``s_axis`` beats into the internal pixel stream,
-counting pixels itself so every frame reaching the layers has exactly the
-right length, and raises a sticky ``frame_error`` when ``tlast`` disagrees
+:class:`AxisFramer` turns ``s_axis`` beats into the internal stream
+(``input.lanes`` channels a beat, DESIGN §5), counting beats itself so every
+frame reaching the layers has exactly the right length, and raises a sticky ``frame_error`` when ``tlast`` disagrees
 with that count. :class:`AxisPacker` packs the last block's beats into
 ``m_axis_tdata``. ``tdata`` packs a beat's values densely, element 0 in the
 least significant bits, each at its format's width in two's complement,
@@ -11,8 +11,8 @@ zero-padded to whole bytes; an argmax result is an unsigned index.
 Frame errors resynchronize at the next ``tlast``:
 
 - ``tlast`` early (frame too short): the framer completes the frame with zero
-  pixels, so the layers stay aligned, then the next beat starts a new frame;
-- ``tlast`` missing on the final pixel (frame too long): the frame ends at its
+  beats, so the layers stay aligned, then the next beat starts a new frame;
+- ``tlast`` missing on the final beat (frame too long): the frame ends at its
   count, and the framer discards beats up to and including the next ``tlast``.
 """
 
@@ -31,14 +31,14 @@ def tdata_width(payload_bits: int) -> int:
 
 
 class AxisFramer(wiring.Component):
-    """``s_axis`` → pixel stream with counted frames and a sticky ``frame_error``.
+    """``s_axis`` → the input stream with counted frames and a sticky ``frame_error``.
 
     Parameters
     ----------
     layout : data.StructLayout
-        Output payload: ``{"data": ArrayLayout(signed(bits), channels), "last": 1}``.
+        Output payload: ``{"data": ArrayLayout(signed(bits), lanes), "last": 1}``.
     pixels_per_frame : int
-        Beats in a frame.
+        Beats in a frame (``H·W·C/lanes``).
     """
 
     def __init__(self, layout: data.StructLayout, pixels_per_frame: int):

@@ -16,7 +16,9 @@ following the rules Yosys applies:
 
 The memories, multipliers and registers are those each layer kind's hardware
 module reports (:meth:`cnnforge.hw.registry.LayerHardware.resources`): window
-units' line memories, weight/bias ROMs of folded conv and dense engines.
+units' line memories and serial window buffers, weight/bias ROMs of folded conv
+and dense engines; plus the registers of the width converters the network puts
+between blocks of different lanes (:func:`cnnforge.hw.plan.network_links`).
 This module imports no Amaranth (``cnnforge --help`` lists the devices).
 """
 
@@ -26,7 +28,10 @@ from dataclasses import dataclass, field
 from math import ceil
 
 __all__ = ["Device", "DEVICES", "get_device", "Memory", "estimate_resources", "soft_multiplier_luts",
-           "format_estimate"]
+           "format_estimate", "memory_placement", "BUFFER_DEVICES"]
+
+#: the parts ``info`` names a buffer's mapping for when no ``--device`` is given (one per family)
+BUFFER_DEVICES = ("up5k", "ecp5-25k")
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,18 @@ def _place(mem: Memory, device: Device) -> Memory:
     return mem
 
 
+def memory_placement(mem: Memory, device) -> str:
+    """Where ``mem`` maps on ``device``, in words: ``"1 EBR"``, ``"2 DP16KD"``, ``"4 LUT RAM cells"``,
+    ``"flip-flops"`` (a RAM left in logic) or ``"LUTs"`` (a ROM left in logic)."""
+    device = get_device(device) if isinstance(device, str) else device
+    placed = _place(Memory(mem.layer, mem.role, mem.width, mem.depth, mem.rom, mem.chunk), device)
+    if placed.placement == "bram":
+        return f"{placed.brams} {'EBR' if device.family == 'ice40' else device.bram_cell}"
+    if placed.placement == "lutram":
+        return f"{placed.lutrams} LUT RAM cells"
+    return "LUTs" if mem.rom else "flip-flops"
+
+
 def soft_multiplier_luts(a_bits: int, b_bits: int) -> int:
     """Rough LUT4 count of an ``a×b`` signed multiplier built in logic (Booth, measured on iCE40)."""
     return int(round(1.85 * a_bits * b_bits))
@@ -192,8 +209,9 @@ def estimate_resources(model, device, plan=None) -> dict:
     totals ``brams``/``dsps`` with capacities, ``lut_multiplier_luts`` (rough LUTs
     of the multipliers left in logic), ``fits`` and ``problems`` (one line each).
     """
-    from .plan import plan_design
+    from .plan import link_bits, network_links, plan_design
     from .registry import hardware
+    from .width import width_converter_registers
     device = get_device(device) if isinstance(device, str) else device
     plan = plan_design(model) if plan is None else plan
     mems, regs, candidates, rows = [], {}, [], {}
@@ -208,6 +226,14 @@ def estimate_resources(model, device, plan=None) -> dict:
                             "dsp": 0, "lut_multipliers": 0, "brams": 0, "pe": getattr(layer, "pe", None),
                             "simd": getattr(layer, "simd", None)}
         candidates += [(a * b, order, layer.name, a, b) for a, b in resources.products]
+    # width converters between blocks (instead of their register slices): the reader's registers
+    # (at the AXI output, the producer's)
+    for link in network_links(model, plan).values():
+        bits = link_bits(model, link.source)
+        for k, reader in enumerate(link.readers):
+            owner = reader or link.source
+            if owner in regs:
+                regs[owner] += sum(width_converter_registers(a, b, bits) for a, b in link.steps_to(k))
     budget = device.dsps
     soft_luts = 0
     for size, _, name, a, b in sorted(candidates, key=lambda c: (-c[0], c[1])):

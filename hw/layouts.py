@@ -1,7 +1,8 @@
 """Payload layouts of the streams that join cnnforge's blocks (DESIGN §5).
 
-Every block's stream carries one pixel (all channels) or one window per beat,
-with ``last`` set on the frame's final beat.  Channels are innermost; a window
+A block's stream carries ``lanes`` values of a pixel (all channels: one pixel
+a beat, or ``C/lanes`` beats a pixel, DESIGN §5) or one window per beat, with
+``last`` set on the frame's final beat.  Channels are innermost; a window
 flattens its taps in raster order, ``index = (ky * kernel_w + kx) * channels + c``.
 """
 
@@ -32,6 +33,15 @@ def window_layout(bits: int, channels: int, kernel_h: int, kernel_w: int) -> dat
     })
 
 
-def stream_beats(shape) -> int:
-    """Beats per frame of a stream whose frame is ``(C, H, W)`` (one pixel a beat), ``(F,)`` or ``()``."""
-    return shape[1] * shape[2] if len(shape) == 3 else 1
+def stream_beats(shape, lanes=None) -> int:
+    """Beats per frame of a stream whose frame is ``(C, H, W)``, ``(F,)`` or ``()`` (an index).
+
+    ``lanes`` values per beat (DESIGN §5; default: whole pixels, so ``H·W`` beats of a
+    ``(C, H, W)`` frame, one beat of an ``(F,)`` vector or an index): a pixel of ``C``
+    values is ``C/lanes`` beats.
+    """
+    shape = tuple(shape)
+    if not shape:
+        return 1
+    pixels = shape[1] * shape[2] if len(shape) == 3 else 1
+    return pixels * (1 if lanes is None else shape[0] // lanes)

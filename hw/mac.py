@@ -1,27 +1,31 @@
-"""PE×SIMD MAC array of the conv (and dense-style) layers, DESIGN §5.
+"""PE×SIMD MAC array of the conv layers, DESIGN §5: ``simd`` taps in, ``pe`` outputs out.
 
-Takes one window (``window_len`` input codes, (ky, kx, c) order) per beat and
-emits one output pixel (``C_out`` codes) per window.  The output channels are
-folded ``C_out/pe`` times and the window ``window_len/simd`` times, so one
-pixel takes ``(window_len/simd)·(C_out/pe)`` cycles on ``pe·simd`` multipliers;
-the next window is accepted on the last cycle of the current one, so the
-multipliers never idle while windows are offered.
+The array takes ``simd`` input codes per beat and does one op per beat: the
+beats of one window come as ``C_out/pe`` passes (output-channel folds ``nf``,
+outer) of its ``window_len/simd`` chunks (synapse folds ``sf``, inner; taps in
+(ky, kx, c) order), exactly as the serial window unit reads a window
+``repeat = C_out/pe`` times (:mod:`cnnforge.hw.serial_window`, ``order="window"``)
+and as the scatter width converter cuts a whole window
+(:class:`cnnforge.hw.width.WidthConverter`, the parallel style).  It keeps no
+copy of the window.  Each pass ends in ``pe`` requantized codes: the output
+stream has ``pe`` lanes, ``C_out/pe`` beats per output pixel (DESIGN §5 lanes:
+beat ``nf`` holds channels ``nf·pe .. nf·pe + pe − 1``); a consumer that needs
+whole pixels gets a gather converter from the network builder.  ``i.ready`` is
+the global enable, so a beat per clock keeps the multipliers busy.
 
 Pipeline (one global clock-enable ``en``, dropped only when the accumulator's
 result waits for the skid buffer after it; every stage holds its contents then):
 
-    A  window register (rotates by ``simd`` each cycle) + fold counters / ROM address
-    B  operand register: ``simd`` inputs, ``pe·simd`` weights (registered ROM read)
+    B  operand register: ``simd`` inputs, ``pe·simd`` weights (registered ROM read at
+       the op counter), fold flags
     R  (folded only) operand re-register, so each multiplier is fed by flip-flops and
        not by the block RAM's slow clock-to-out (on ECP5 ~5.8 ns, the critical path)
     P  ``pe·simd`` products
     T  ``ceil(log2(simd))`` registered adder-tree levels per PE
     ACC  accumulator (``acc_bits`` wide, DESIGN §4), initialised with the bias
     S    :class:`hw.slice.RegisterSlice` on the ``pe`` accumulator lanes: ``en`` (and so
-         ``i.ready``) depends on its flip-flops only, never on the output's ``ready``;
-         it cuts the narrow accumulator stream rather than the wide window stream
-    RQ   :class:`hw.requant.Requantizer` on ``pe`` lanes
-    C    collector (only when ``pe < C_out``): gathers the ``C_out/pe`` folds into a pixel
+         ``i.ready``) depends on its flip-flops only, never on the output's ``ready``
+    RQ   :class:`hw.requant.Requantizer` on ``pe`` lanes (the output register)
 
 Weights and biases live in ROM (``lib.memory.Memory``) when the array is
 folded and are constants when it is fully parallel.
@@ -38,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 from cnnforge.golden.formats import Format, acc_bits as _acc_bits, ceil_log2, divisors
 from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
-from .layouts import pixel_layout, window_layout
+from .layouts import pixel_layout
 from .pipe import Pipe
 from .requant import Requantizer, acc_layout, check_requant_params
 from .slice import RegisterSlice, RegisterSliceModel
@@ -136,67 +140,51 @@ def _mac_folds(window_len: int, out_channels: int, pe, simd):
 
 
 def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=None) -> int:
-    """Register stages of the MAC array from the window register to the output register.
+    """Register stages of the MAC array from its input to its output register.
 
-    Window register, operand register, operand re-register when folded (weights
-    from ROM), products, ``ceil(log2(simd))`` adder-tree levels, accumulator,
-    skid buffer, requantizer, plus the fold collector when ``pe < out_channels``.
+    Operand register, operand re-register when folded (weights from ROM),
+    products, ``ceil(log2(simd))`` adder-tree levels, accumulator, skid buffer,
+    requantizer.
     """
     pe, simd = _mac_folds(window_len, out_channels, pe, simd)
     folded = (window_len // simd) * (out_channels // pe) > 1
-    return 6 + ceil_log2(simd) + (1 if out_channels > pe else 0) + (1 if folded else 0)
+    return 5 + ceil_log2(simd) + (1 if folded else 0)
 
 
 class MacArrayModel(TokenModel):
     """Token model of ``hw.mac.MacArray``, register for register (control only).
 
-    Stage A (``busy``, op counter ``addr``) runs one op per cycle; the next
-    window is taken on the last op (``i.ready = en & (~busy | op_last)``).  The
-    "SIMD fold is final" flag travels through the operand, operand re-register
-    (folded only), product and adder-tree registers (bits of one integer) into
-    ``acc_valid``; one global enable
-    ``en = ~acc_valid | skid.i.ready`` moves all of them (a
-    :class:`RegisterSliceModel`, so ``i.ready`` never depends on ``out_ready``).
-    Then the requantizer register and, when ``pe < out_channels``, the
-    collector, which takes every fold but holds the last one while its
-    assembled pixel waits.
+    A stall-all pipeline: ``i.ready = en``, one op per input beat.  The "SIMD
+    fold is final" flag of each beat travels through the operand, operand
+    re-register (folded only), product and adder-tree registers (bits of one
+    integer) into ``acc_valid``; one global enable ``en = ~acc_valid |
+    skid.i.ready`` moves all of them (a :class:`RegisterSliceModel`, so
+    ``i.ready`` never depends on ``out_ready``); then the requantizer register,
+    which is the output.
     """
 
-    __slots__ = ("ops", "sf", "nf", "top", "mask", "busy", "addr", "pipe", "acc_valid",
-                 "skid", "rq_valid", "fold", "o_valid")
+    __slots__ = ("sf", "top", "mask", "op", "pipe", "acc_valid", "skid", "rq_valid", "pipeline_depth")
 
     def __init__(self, window_len: int, out_channels: int, pe=None, simd=None):
         pe, simd = _mac_folds(window_len, out_channels, pe, simd)
-        self.sf, self.nf = window_len // simd, out_channels // pe
-        self.ops = self.sf * self.nf                    # cycles per window
+        self.sf = window_len // simd
+        ops = self.sf * (out_channels // pe)            # beats per window
         # operand, re-register (ROM weights only), product, adder-tree levels
-        stages = 2 + (1 if self.ops > 1 else 0) + ceil_log2(simd)
+        stages = 2 + (1 if ops > 1 else 0) + ceil_log2(simd)
         self.top, self.mask = stages - 1, (1 << stages) - 1
-        self.busy, self.addr, self.pipe = False, 0, 0
-        self.acc_valid = self.rq_valid = self.o_valid = False
+        self.pipeline_depth = stages + 3                 # + accumulator, skid, requantizer
+        self.op, self.pipe = 0, 0
+        self.acc_valid = self.rq_valid = False
         self.skid = RegisterSliceModel()
-        self.fold = 0
 
     def out_valid(self):
-        return self.o_valid if self.nf > 1 else self.rq_valid
+        return self.rq_valid
 
     def in_ready(self, out_ready):
-        en = not self.acc_valid or not self.skid.skid_full
-        return en and (not self.busy or self.addr == self.ops - 1)
+        return not self.acc_valid or not self.skid.skid_full
 
     def clock(self, in_fire, out_fire):
-        if self.nf > 1:
-            rq_o_ready = self.fold != self.nf - 1 or not self.o_valid or out_fire
-            if out_fire:
-                self.o_valid = False
-            if self.rq_valid and rq_o_ready:
-                if self.fold == self.nf - 1:
-                    self.fold, self.o_valid = 0, True
-                else:
-                    self.fold += 1
-        else:
-            rq_o_ready = out_fire
-        rq_i_ready = not self.rq_valid or rq_o_ready
+        rq_i_ready = not self.rq_valid or out_fire
         skid_out = self.skid.out_full
         skid_in_ready = not self.skid.skid_full
         if rq_i_ready:
@@ -204,29 +192,25 @@ class MacArrayModel(TokenModel):
         self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
         if not self.acc_valid or skid_in_ready:         # en
             self.acc_valid = bool(self.pipe >> self.top)
-            final = self.busy and self.addr % self.sf == self.sf - 1
+            final = in_fire and self.op == self.sf - 1
             self.pipe = ((self.pipe << 1) | final) & self.mask
             if in_fire:
-                self.busy, self.addr = True, 0
-            elif self.busy:
-                if self.addr == self.ops - 1:
-                    self.busy = False
-                else:
-                    self.addr += 1
+                self.op = 0 if final else self.op + 1
 
 
 def mac_array_cycles(window_len: int, out_channels: int, pe=None, simd=None,
                      pixels_per_frame: int = 1) -> Cycles:
     """Latency and frame interval of ``hw.mac.MacArray`` alone (stall-free, from reset).
 
-    From :class:`MacArrayModel`: the array spends ``(window_len/simd)·(out_channels/pe)``
-    cycles per window and takes the next window on the last of them, so a frame
-    of ``pixels_per_frame`` windows takes that many times the cycles per pixel;
-    the latency is :func:`mac_array_pipeline_depth` ``+`` cycles per pixel ``− 1``.
+    From :class:`MacArrayModel`, fed a beat per clock: a frame of
+    ``pixels_per_frame`` windows is that many times ``(window_len/simd)·(C_out/pe)``
+    input beats and gives ``C_out/pe`` beats per window; the latency is
+    ``window_len/simd − 1 +`` :func:`mac_array_pipeline_depth`.
     """
+    pe, simd = _mac_folds(window_len, out_channels, pe, simd)
+    nf, sf = out_channels // pe, window_len // simd
     return model_cycles(lambda: [MacArrayModel(window_len, out_channels, pe, simd)],
-                        pixels_per_frame, pixels_per_frame)
-
+                        pixels_per_frame * nf * sf, pixels_per_frame * nf)
 
 
 class MacArray(wiring.Component):
@@ -253,8 +237,11 @@ class MacArray(wiring.Component):
 
     Attributes
     ----------
-    i : In(stream.Signature(window_layout(in_bits, window_len, 1, 1)))
-    o : Out(stream.Signature(pixel_layout(out_format.bits, C_out)))
+    i : In(stream.Signature(pixel_layout(in_bits, simd)))
+        Per window ``C_out/pe`` passes of its ``window_len/simd`` chunks; ``last`` on
+        the frame's final beat.
+    o : Out(stream.Signature(pixel_layout(out_format.bits, pe)))
+        Per window ``C_out/pe`` beats of ``pe`` codes; ``last`` on the frame's final beat.
     multipliers : int
         ``pe·simd``.
     weight_bits, bias_bits : int
@@ -265,7 +252,7 @@ class MacArray(wiring.Component):
     acc_bits : int
         Accumulator width, ``cnnforge.golden.formats.acc_bits(in_bits, b_w, window_len)``.
     cycles_per_pixel : int
-        ``(window_len/simd)·(C_out/pe)``.
+        ``(window_len/simd)·(C_out/pe)``: input beats per window.
     latency : int
         ``mac_array_cycles(...).latency``.
     """
@@ -313,10 +300,10 @@ class MacArray(wiring.Component):
             self.rom_bits = (self.weight_bits if folded else 0) + \
                 (self.bias_bits if self.neuron_folds > 1 else 0)
             self.latency = mac_array_pipeline_depth(window_len, out_channels, self.pe, self.simd) \
-                + self.cycles_per_pixel - 1
+                + self.synapse_folds - 1
         super().__init__({
-            "i": In(stream.Signature(window_layout(in_bits, window_len, 1, 1))),
-            "o": Out(stream.Signature(pixel_layout(out_format.bits, out_channels))),
+            "i": In(stream.Signature(pixel_layout(in_bits, self.simd))),
+            "o": Out(stream.Signature(pixel_layout(out_format.bits, self.pe))),
         })
 
     def _weight_words(self):
@@ -327,44 +314,26 @@ class MacArray(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        pe, simd, W = self.pe, self.simd, self.window_len
+        pe, simd = self.pe, self.simd
         NF, SF, depth = self.neuron_folds, self.synapse_folds, self.cycles_per_pixel
         wbits = self.weight_format.bits
-        nf_shape = range(NF)
-        en = Signal()                                   # global pipeline enable
+        en = Signal()                                   # global pipeline enable = i.ready
 
-        # --- A: window register and fold counters -----------------------------------------
-        win = Signal(data.ArrayLayout(signed(self.in_bits), W))
-        busy, win_last = Signal(), Signal()
-        addr, sf, nf = Signal(range(depth)), Signal(range(SF)), Signal(nf_shape)
-        op_last = Signal()
-        m.d.comb += [op_last.eq(addr == depth - 1),
-                     self.i.ready.eq(en & (~busy | op_last))]
-        with m.If(en):
-            with m.If(self.i.valid & self.i.ready):
-                m.d.sync += [win.eq(self.i.payload.data), win_last.eq(self.i.payload.last),
-                             busy.eq(1), addr.eq(0), sf.eq(0), nf.eq(0)]
-            with m.Elif(busy & op_last):
-                m.d.sync += busy.eq(0)
-            with m.Elif(busy):
-                m.d.sync += addr.eq(addr + 1)
-                if SF > 1:                               # rotate so the next SIMD slice is at 0
-                    m.d.sync += [win[j].eq(win[(j + simd) % W]) for j in range(W)]
-                    with m.If(sf == SF - 1):
-                        m.d.sync += [sf.eq(0), nf.eq(nf + 1)]
-                    with m.Else():
-                        m.d.sync += sf.eq(sf + 1)
-                else:
-                    m.d.sync += nf.eq(nf + 1)
-        pipe = Pipe(m, busy, sf == 0, sf == SF - 1, op_last & win_last, nf, name="mac")
+        # --- op counters: the ROM address, the synapse and the neuron fold of the beat offered --
+        addr, sf, nf = Signal(range(depth)), Signal(range(SF)), Signal(range(NF))
+        m.d.comb += self.i.ready.eq(en)
+        with m.If(self.i.valid & en):
+            m.d.sync += addr.eq(Mux(addr == depth - 1, 0, addr + 1))
+            m.d.sync += sf.eq(Mux(sf == SF - 1, 0, sf + 1))
+            with m.If(sf == SF - 1):
+                m.d.sync += nf.eq(Mux(nf == NF - 1, 0, nf + 1))
+        pipe = Pipe(m, self.i.valid, sf == 0, sf == SF - 1, self.i.payload.last, nf, name="mac")
         m.d.comb += pipe.en.eq(en)
 
         # --- B, R, P, T and the bias: the datapath shared with the dense engine ----------------
-        sums, biases = mac_datapath(m, pipe, [win[j] for j in range(simd)], self._weight_words(),
-                                    self.bias, pe=pe, wbits=wbits, sum_bits=self.sum_bits,
-                                    rom_addr=addr, nf_carry=3)
-        assert pipe.depth == mac_array_pipeline_depth(W, self.out_channels, pe, simd) - 4 - \
-            (1 if NF > 1 else 0)
+        sums, biases = mac_datapath(m, pipe, [self.i.payload.data[j] for j in range(simd)],
+                                    self._weight_words(), self.bias, pe=pe, wbits=wbits,
+                                    sum_bits=self.sum_bits, rom_addr=addr, nf_carry=3)
         valid, first, final, last, _ = pipe.valid, *pipe.carry
 
         # --- ACC: accumulators -----------------------------------------------------------------
@@ -376,7 +345,7 @@ class MacArray(wiring.Component):
                 m.d.sync += [acc.eq(Mux(first, bias, acc) + total)
                              for acc, bias, total in zip(accs, biases, sums)]
 
-        # --- S: skid buffer, then RQ: shared requantizer on the PE lanes ------------------------
+        # --- S: skid buffer, then RQ: the shared requantizer on the PE lanes (the output) -------
         m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe))
         m.submodules.requant = rq = Requantizer(
             self.acc_bits, self.shift, self.out_format, self.rounding, self.overflow,
@@ -385,29 +354,9 @@ class MacArray(wiring.Component):
                      en.eq(~acc_valid | cut.i.ready)]
         m.d.comb += [cut.i.payload.data[p].eq(accs[p]) for p in range(pe)]
         wiring.connect(m, cut.o, rq.i)
-
-        # --- C: collect the output-channel folds into one pixel ------------------------------
-        if NF == 1:
-            m.d.comb += [self.o.valid.eq(rq.o.valid), self.o.payload.eq(rq.o.payload),
-                         rq.o.ready.eq(self.o.ready)]
-            return m
-        obits = self.out_format.bits
-        slots = [Signal(data.ArrayLayout(signed(obits), pe), name=f"slot{k}") for k in range(NF - 1)]
-        fold = Signal(range(NF))
-        final = Signal()
-        m.d.comb += [final.eq(fold == NF - 1),
-                     rq.o.ready.eq(~final | ~self.o.valid | self.o.ready)]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(rq.o.valid & rq.o.ready):
-            with m.If(final):
-                m.d.sync += [fold.eq(0), self.o.valid.eq(1), self.o.payload.last.eq(rq.o.payload.last)]
-                for k, slot in enumerate(slots):
-                    m.d.sync += [self.o.payload.data[k * pe + p].eq(slot[p]) for p in range(pe)]
-                m.d.sync += [self.o.payload.data[(NF - 1) * pe + p].eq(rq.o.payload.data[p])
-                             for p in range(pe)]
-            with m.Else():                               # shift register: slot 0 ends with fold 0
-                m.d.sync += fold.eq(fold + 1)
-                m.d.sync += [a.eq(b) for a, b in zip(slots, slots[1:])]
-                m.d.sync += slots[-1].eq(rq.o.payload.data)
+        wiring.connect(m, rq.o, wiring.flipped(self.o))
+        model = MacArrayModel(self.window_len, self.out_channels, pe, simd)
+        assert pipe.depth + 3 == model.pipeline_depth == \
+            mac_array_pipeline_depth(self.window_len, self.out_channels, pe, simd), \
+            "the RTL pipeline and its token model disagree"
         return m

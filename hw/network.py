@@ -6,17 +6,21 @@ exactly DESIGN §5's: ``clk``, ``rst``, ``s_axis_tdata/tvalid/tready/tlast``,
 model's graph in topological order; each layer's block comes from its kind's
 hardware (:mod:`cnnforge.hw.registry`) with the plan's choice for it
 (:mod:`cnnforge.hw.plan`), or is absent when the kind needs no hardware
-(``flatten``: the next block consumes the pixel stream directly).  A register
-slice follows the framer and every block, so no combinational ready path
-crosses a layer boundary; a stream that several layers read gets a
-:class:`cnnforge.hw.fork.StreamFork`.  Its token twin is
+(``flatten``: the next block consumes the pixel stream directly).  Streams
+carry ``lanes`` values per beat (DESIGN §5): the AXI input ``input.lanes``, a
+block's output its kind's lanes (a conv: ``pe``), the AXI output
+``output.lanes``.  After the framer and after every block comes its link
+(:func:`cnnforge.hw.plan.network_links`): width converters where the readers
+take another width, else a register slice -- either way no combinational
+ready path crosses a layer boundary -- then a :class:`cnnforge.hw.fork.StreamFork`
+when several layers read the stream.  Its token twin is
 :func:`cnnforge.hw.plan.network_token_models`, which walks the graph the same way.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
-from amaranth.lib import wiring
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.golden.model import INPUT, Model
@@ -24,12 +28,13 @@ from cnnforge.golden.model import INPUT, Model
 from .axis import AxisFramer, AxisPacker
 from .fork import StreamFork
 from .layouts import pixel_layout
-from .plan import DesignPlan, StalePlanError, plan_design, stream_readers
+from .plan import DesignPlan, StalePlanError, network_beats, network_links, plan_design
 from .registry import hardware, unsupported_feature
 from .slice import RegisterSlice
 from .unused import silence
+from .width import WidthConverter
 
-__all__ = ["BuildError", "NetworkTop", "submodule_names", "check_size", "MAX_MULTIPLIERS", "MAX_MEMORY_BITS",
+__all__ = ["BuildError", "NetworkTop", "SubmoduleNames", "check_size", "MAX_MULTIPLIERS", "MAX_MEMORY_BITS",
            "MAX_REGISTER_BITS"]
 
 
@@ -73,28 +78,30 @@ def check_size(model: Model, plan) -> None:
                              f"(most in layer {worst[1].label}: {worst[0]:,}); {advice}")
 
 
-def submodule_names(model: Model) -> dict:
-    """The top's own submodules' names: ``{generated name: name used}``.
+class SubmoduleNames:
+    """Names of the top's own submodules, given on first use: ``names["framer"]``.
 
     The top names its blocks after their layers and its own parts ``framer``,
-    ``packer``, ``slice_in``, ``<layer>_slice`` and ``<stream>_fork``.  A generated name that a
-    layer already has gets the first free suffix ``_1``, ``_2``, ... (free of
-    every layer name and every name given before), so a layer may be called
-    ``framer`` or ``conv1_slice``; a model without such a clash keeps exactly
-    the plain names (and so its Verilog).
+    ``packer``, ``slice_in``, ``<layer>_slice``, ``width_<stream>[_k]`` and
+    ``<stream>_fork``.  A generated name that a layer already has (or that was
+    given before) gets the first free suffix ``_1``, ``_2``, ..., so a layer may
+    be called ``framer`` or ``conv1_slice``; a model without such a clash keeps
+    exactly the plain names (and so its Verilog).
     """
-    taken = {layer.name for layer in model.layers}
-    generated = (["framer", "packer", "slice_in", "input_fork"]
-                 + [f"{layer.name}{part}" for layer in model.layers for part in ("_slice", "_fork")])
-    names = {}
-    for name in generated:
-        used, n = name, 0
-        while used in taken:
-            n += 1
-            used = f"{name}_{n}"
-        taken.add(used)
-        names[name] = used
-    return names
+
+    def __init__(self, model: Model):
+        self.taken = {layer.name for layer in model.layers}
+        self.given = {}
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self.given:
+            used, n = name, 0
+            while used in self.taken:
+                n += 1
+                used = f"{name}_{n}"
+            self.taken.add(used)
+            self.given[name] = used
+        return self.given[name]
 
 
 class NetworkTop(wiring.Component):
@@ -114,6 +121,12 @@ class NetworkTop(wiring.Component):
     plan : DesignPlan
     in_width, out_width : int
         ``s_axis_tdata`` / ``m_axis_tdata`` widths (whole bytes).
+    in_lanes, out_lanes : int
+        Values per AXI input / output beat (``input.lanes``, ``output.lanes``).
+    in_beats, out_beats : int
+        AXI beats per frame.
+    links : dict
+        :func:`cnnforge.hw.plan.network_links` of the model and plan.
     """
 
     def __init__(self, model: Model, plan: DesignPlan | None = None):
@@ -144,15 +157,20 @@ class NetworkTop(wiring.Component):
                 silence(self)               # never elaborated: no "unused" warnings
                 raise BuildError(f"layer {layer.label}: {exc}") from None
             self.blocks.append((layer, block))
-        c, h, w = model.input_shape
-        self._framer = AxisFramer(pixel_layout(model.input_format.bits, c), h * w)
+        self.links = network_links(model, self.plan)
+        self.in_lanes, self.out_lanes = model.in_lanes, model.out_lanes
+        self.in_beats, self.out_beats = network_beats(model)
+        self._framer = AxisFramer(pixel_layout(model.input_format.bits, self.in_lanes), self.in_beats)
         layouts = {INPUT: self._framer.o.payload.shape()}
         for layer, block in self.blocks:
             layouts[layer.name] = layouts[layer.inputs[0]] if block is None else block.o.payload.shape()
-        self._packer = AxisPacker(layouts[model.layers[-1].name])
+        last = layouts[model.layers[-1].name]
+        out_link = self.links[self._producer(model.layers[-1].name)]
+        if out_link.steps_to(out_link.readers.index(None)):
+            last = _lanes_layout(last, self.out_lanes)
+        self._packer = AxisPacker(last)
         self.in_width = len(self._framer.tdata)
         self.out_width = len(self._packer.tdata)
-        self.submodule_names = submodule_names(model)
         super().__init__({
             "s_axis_tdata": In(self.in_width),
             "s_axis_tvalid": In(1),
@@ -165,9 +183,15 @@ class NetworkTop(wiring.Component):
             "frame_error": Out(1),
         })
 
+    def _producer(self, name):
+        """The block (or INPUT) whose output stream ``name`` is (flatten passes its input's)."""
+        while name != INPUT and self.model.layer(name).PASSES_STREAM:
+            name = self.model.layer(name).inputs[0]
+        return name
+
     def elaborate(self, platform):
         m = Module()
-        names = self.submodule_names
+        names = SubmoduleNames(self.model)
         m.submodules[names["framer"]] = framer = self._framer
         m.submodules[names["packer"]] = packer = self._packer
         m.d.comb += [
@@ -181,36 +205,59 @@ class NetworkTop(wiring.Component):
             packer.tready.eq(self.m_axis_tready),
             self.m_axis_tlast.eq(packer.tlast),
         ]
-        # A register slice after the framer and after every block: no combinational
-        # ready path crosses a layer boundary.  The input slice takes the AXI stream at
-        # a beat per clock; the others are single registers where the plan says so.
+        # After the framer and after every block its link: width converters where the reader
+        # takes another width, else a register slice.  Either cuts the valid/ready paths, so no
+        # combinational ready path crosses a layer boundary.  The input slice takes the AXI
+        # stream at a beat per clock; the others are single registers where the plan says so.
         skid = self.plan.register_slices == "skid"
-        m.submodules[names["slice_in"]] = first = RegisterSlice(framer.o.payload.shape())
-        wiring.connect(m, framer.o, first.i)
-        readers = stream_readers(self.model)
-        outlets = {}                                # stream name -> its unused outputs, one per reader
+        outlets = {}                                # producer -> its unused outputs, one per reader
+        producer = {INPUT: INPUT}
 
-        def offer(name, source):
-            """Give stream ``name`` to its readers: a fork when more than one reads it."""
-            if readers[name] > 1:
-                m.submodules[names[f"{name}_fork"]] = fork = StreamFork(source.payload.shape(), readers[name])
-                wiring.connect(m, source, fork.i)
-                outlets[name] = fork.outputs()
-            else:
-                outlets[name] = [source]
+        def branch(link, k, stream, tag):
+            """Before reader ``k``: width converters, or a register slice where the widths agree."""
+            steps = link.steps_to(k)
+            if not steps:
+                name = f"slice_{tag}" if link.source == INPUT else f"{tag}_slice"
+                m.submodules[names[name]] = cut = RegisterSlice(stream.payload.shape(),
+                                                                skid or link.source == INPUT)
+                wiring.connect(m, stream, cut.i)
+                return cut.o
+            elem = stream.payload.shape()["data"].shape.elem_shape
+            for j, (a, b) in enumerate(steps):
+                m.submodules[names[f"width_{tag}_{j}" if len(steps) > 1 else f"width_{tag}"]] = conv = \
+                    WidthConverter(elem, a, b)
+                wiring.connect(m, stream, conv.i)
+                stream = conv.o
+            return stream
 
-        offer(INPUT, first.o)
+        def offer(source, stream):
+            """``source``'s stream to its readers: a fork when several read it, then each one's link."""
+            link = self.links[source]
+            tag = "in" if source == INPUT else source
+            if len(link.readers) == 1:
+                outlets[source] = [branch(link, 0, stream, tag)]
+                return
+            m.submodules[names[f"{tag}_fork"]] = fork = StreamFork(stream.payload.shape(), len(link.readers))
+            wiring.connect(m, stream, fork.i)
+            outlets[source] = [branch(link, k, out, f"{tag}_{k}") for k, out in enumerate(fork.outputs())]
+
+        offer(INPUT, framer.o)
         for layer, block in self.blocks:            # topological order
-            upstream = [outlets[name].pop(0) for name in layer.inputs]
             if block is None:                       # no hardware: the stream passes on
-                offer(layer.name, upstream[0])
+                producer[layer.name] = producer[layer.inputs[0]]
                 continue
+            upstream = [outlets[producer[name]].pop(0) for name in layer.inputs]
             m.submodules[layer.name] = block
             ports = [block.i] if len(upstream) == 1 else [getattr(block, f"i{k}") for k in range(len(upstream))]
             for source, port in zip(upstream, ports):
                 wiring.connect(m, source, port)
-            m.submodules[names[f"{layer.name}_slice"]] = cut = RegisterSlice(block.o.payload.shape(), skid)
-            wiring.connect(m, block.o, cut.i)
-            offer(layer.name, cut.o)
-        wiring.connect(m, outlets[self.model.layers[-1].name].pop(0), packer.i)
+            producer[layer.name] = layer.name
+            offer(layer.name, block.o)
+        wiring.connect(m, outlets[producer[self.model.layers[-1].name]].pop(0), packer.i)
         return m
+
+
+def _lanes_layout(layout, lanes):
+    """``layout`` (``{data: ArrayLayout, last}``) with ``lanes`` values per beat."""
+    elem = layout["data"].shape.elem_shape
+    return data.StructLayout({"data": data.ArrayLayout(elem, lanes), "last": unsigned(1)})

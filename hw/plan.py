@@ -2,20 +2,34 @@
 
 Loading a model validates it and nothing more (DESIGN §1); building hardware
 starts with :func:`plan_design`, which chooses per layer what its kind offers
-(``LayerHardware.choices``: today the window unit's structure) and the
-network's register slices, by stepping the token models (DESIGN §6):
+and the network's register slices, by stepping the token models (DESIGN §6):
 
-- per layer, the first candidate whose frame interval alone stays within the
-  slowest layer's interval alone (with default choices); the plan is kept only
-  if the whole network's frame interval and latency are no higher than with
-  the defaults, else every layer keeps its default;
-- the register slices after the blocks are single registers (``"half"``) when
-  the whole network's latency and frame interval come out the same, else skid
+- **style** (``LayerHardware.default_choice``): the structure the layer's fold
+  calls for, least area first, from closed forms -- a folded conv takes the
+  serial window where it serves ``simd`` and is the smaller (DESIGN §5).  It is
+  kept only where the whole network's frame interval stays that of the first
+  version's structures (``LayerHardware.baseline_choice``: whole pixels,
+  parallel windows); else, layer by layer, a style that would slow the network
+  falls back to its baseline;
+- **refinement** (``LayerHardware.choices``, e.g. a parallel window's compact or
+  tiled FIFO): per layer, the first candidate whose frame interval alone stays
+  within the slowest layer's interval alone; the plan is kept only if the whole
+  network's frame interval and latency are no higher than with the styles
+  alone, else every layer keeps its style;
+- **register slices** after the blocks are single registers (``"half"``) when the
+  whole network's latency and frame interval come out the same, else skid
   buffers (``"skid"``); the input slice stays a skid buffer (AXI beats arrive
   every clock).
 
-Planning is skipped (defaults, ``"skid"``) for a network the hardware cannot
-build or slower than :data:`PLAN_WORK_LIMIT` cycles a frame.  A
+Streams carry ``lanes`` values per beat (DESIGN §5).  Where a block's output
+lanes differ from what its reader takes (or from ``output.lanes`` at the AXI
+output; from ``input.lanes`` at the AXI input), the top puts width converters
+(:mod:`cnnforge.hw.width`) there instead of the register slice:
+:func:`network_links` says which, for :class:`cnnforge.hw.network.NetworkTop`,
+:func:`network_token_models` and the estimates alike.
+
+Planning is skipped (styles from the closed forms, ``"skid"``) for a network the
+hardware cannot build or slower than :data:`PLAN_WORK_LIMIT` cycles a frame.  A
 :class:`DesignPlan` is immutable and remembers the model it was made for
 (:meth:`cnnforge.golden.model.Model.hardware_key`): using it with a changed
 model (a new ``pe``, say) is an error, never a silently stale design.
@@ -36,10 +50,12 @@ from cnnforge.golden.tokens import FRAMES, Cycles, TokenGraph, graph_cycles, mod
 from .layouts import stream_beats
 from .registry import hardware
 from .slice import RegisterSliceModel
+from .width import width_model, width_steps
 
 __all__ = ["DesignPlan", "StalePlanError", "PLAN_WORK_LIMIT", "REGISTER_SLICES", "plan_design",
-           "default_plan", "make_plan", "stream_readers", "layer_token_models", "layer_cycles",
-           "network_token_models", "network_beats", "network_cycles", "PLAN_STEP_LIMIT", "cycle_budget"]
+           "default_plan", "make_plan", "Link", "network_links", "link_bits", "layer_token_models",
+           "layer_cycles", "network_token_models", "network_beats", "network_cycles", "PLAN_STEP_LIMIT",
+           "cycle_budget"]
 
 #: planning steps the token models several times; above this many cycles per frame
 #: (slowest block, closed form) it is skipped and every layer keeps its default
@@ -104,9 +120,81 @@ def _defaults(model) -> dict:
     return {layer.name: hardware(layer.type).default_choice(layer) for layer in model.layers}
 
 
+def _baselines(model) -> dict:
+    return {layer.name: hardware(layer.type).baseline_choice(layer) for layer in model.layers}
+
+
 def default_plan(model: Model) -> DesignPlan:
     """Every layer's default choice and skid-buffer slices: the design without planning."""
     return make_plan(model, _defaults(model), "skid", planned=False)
+
+
+# --------------------------------------------------------------------------- streams between blocks
+
+@dataclass(frozen=True)
+class Link:
+    """The stream after one producer (the AXI input, or a layer's block) to its readers.
+
+    ``readers``: layer names (None for the AXI output), in topological order, and
+    ``to_lanes`` the lanes each takes.  One reader: width converters
+    (:meth:`steps_to`, :func:`cnnforge.hw.width.width_steps`) or, when the widths
+    agree, a register slice.  Several: a fork first, then that per branch.
+    """
+
+    source: str
+    readers: tuple
+    from_lanes: int
+    to_lanes: tuple
+
+    @property
+    def reader(self) -> str | None:
+        """The first reader (whose registers the device estimate charges converters to)."""
+        return self.readers[0]
+
+    def steps_to(self, k: int) -> list:
+        """The width converters before reader ``k`` (none: a register slice)."""
+        return width_steps(self.from_lanes, self.to_lanes[k])
+
+    @property
+    def steps(self) -> list:
+        """The converters of a stream with one reader (``steps_to(0)``)."""
+        return self.steps_to(0)
+
+
+def network_links(model: Model, plan: DesignPlan) -> dict:
+    """``{producer: Link}`` for :data:`~cnnforge.golden.model.INPUT` and every layer with a block.
+
+    A layer without hardware (flatten) passes its input's stream, lanes and all, to
+    its readers.
+    """
+    plan.check(model)
+    lanes = {INPUT: model.in_lanes}
+    producer = {INPUT: INPUT}
+    needs = {}                                  # producer -> [(reader, lanes it takes)]
+    for layer in model.layers:
+        if layer.PASSES_STREAM:
+            producer[layer.name] = producer[layer.inputs[0]]
+            continue
+        need, give = hardware(layer.type).lanes(layer, plan.choice(layer))
+        for name in layer.inputs:
+            needs.setdefault(producer[name], []).append((layer.name, need))
+        lanes[layer.name], producer[layer.name] = give, layer.name
+    needs.setdefault(producer[model.layers[-1].name], []).append((None, model.out_lanes))
+    return {source: Link(source, tuple(r for r, _ in readers), lanes[source], tuple(n for _, n in readers))
+            for source, readers in needs.items()}
+
+
+def link_bits(model: Model, source: str) -> int:
+    """Width of one value on the stream after ``source`` (INPUT or a layer name)."""
+    return model.input_format.bits if source == INPUT else model.layer(source).value_bits
+
+
+def _link_models(link: Link, k: int, skid: bool) -> list:
+    """Token models of the link before reader ``k``: its converters, or a register slice."""
+    steps = link.steps_to(k)
+    if not steps:
+        return [RegisterSliceModel(skid or link.source == INPUT)]
+    return [width_model(a, b) for a, b in steps]
 
 
 # --------------------------------------------------------------------------- token models
@@ -119,13 +207,16 @@ def layer_token_models(layer, choice) -> list:
 def layer_cycles(layer, choice=None, step_limit=None) -> Cycles:
     """Latency and frame interval of one layer alone (stall-free, from reset).
 
-    ``choice`` defaults to the kind's default; a layer without hardware
-    (``flatten``) is a wire: latency 0, one frame per frame of beats.
-    ``step_limit`` bounds the work (:func:`cycle_budget`): ``RuntimeError`` beyond it.
+    ``choice`` defaults to the kind's default; the layer's own beats (its ``lanes``);
+    a layer without hardware (``flatten``) is a wire: latency 0, one frame per frame
+    of beats.  A layer reading several streams gets the source on each of them (a
+    fork).  ``step_limit`` bounds the work (:func:`cycle_budget`): ``RuntimeError`` beyond it.
     """
-    choice = hardware(layer.type).default_choice(layer) if choice is None else choice
-    beats_in, beats_out = stream_beats(layer.in_stream), stream_beats(layer.out_stream)
-    budget = cycle_budget(len(layer_token_models(layer, choice)), hardware(layer.type).work(layer), step_limit)
+    kind = hardware(layer.type)
+    choice = kind.default_choice(layer) if choice is None else choice
+    lanes_in, lanes_out = kind.lanes(layer, choice)
+    beats_in, beats_out = stream_beats(layer.in_stream, lanes_in), stream_beats(layer.out_stream, lanes_out)
+    budget = cycle_budget(len(layer_token_models(layer, choice)), kind.work(layer), step_limit)
     if layer.ARITY == 1:
         return model_cycles(lambda: layer_token_models(layer, choice), beats_in, beats_out, max_cycles=budget)
 
@@ -158,57 +249,56 @@ def cycle_budget(models: int, work: int, step_limit=None) -> int:
     return budget
 
 
-def stream_readers(model: Model) -> dict:
-    """How many blocks read each stream (``"input"`` and every layer's; the last layer's: the output port)."""
-    readers = {INPUT: 0, **{layer.name: 0 for layer in model.layers}}
-    for layer in model.layers:
-        for name in layer.inputs:
-            readers[name] += 1
-    readers[model.layers[-1].name] += 1
-    return readers
-
-
 def network_token_models(model: Model, plan: DesignPlan) -> TokenGraph:
     """The token graph of the whole network top (``NetworkTop``), walking the layers in topological order.
 
     The AXI framer and packer are combinational pass-throughs and add no
-    model; the top puts a register slice after the framer (a skid buffer) and
-    after every block that has hardware (``plan.register_slices``), and a fork
-    on every stream read by more than one layer.  A layer without hardware
-    passes its input's stream on.
+    model; after the framer and after every block that has hardware the top
+    puts its link (:func:`network_links`): a fork when several layers read the
+    stream, then per reader width converters where the widths differ, else a
+    register slice (a skid buffer after the framer, ``plan.register_slices``
+    elsewhere).  A layer without hardware passes its input's stream on.
     """
     from .fork import ForkModel
-    plan.check(model)
+    links = network_links(model, plan)
     graph = TokenGraph()
     skid = plan.register_slices == "skid"
-    readers = stream_readers(model)
-    outlets = {}
+    outlets = {}                                # producer -> its unused outputs, one per reader
+    producer = {INPUT: INPUT}
 
-    def offer(name, stream):
-        if readers[name] > 1:
-            fork = graph.add(ForkModel(readers[name]), [stream])
-            outlets[name] = [(fork, k) for k in range(readers[name])]
-        else:
-            outlets[name] = [stream]
-
-    offer(INPUT, graph.add(RegisterSliceModel(), [graph.SOURCE]))
-    for layer in model.layers:
-        upstream = [outlets[name].pop(0) for name in layer.inputs]
-        models = layer_token_models(layer, plan.choice(layer))
-        if not models:
-            offer(layer.name, upstream[0])
-            continue
-        node = graph.add(models[0], upstream)
-        for block in models[1:]:
+    def chain(models, upstream):
+        node = upstream
+        for block in models:
             node = graph.add(block, [node])
-        offer(layer.name, graph.add(RegisterSliceModel(skid), [node]))
-    graph.output = outlets[model.layers[-1].name].pop(0)
+        return node
+
+    def offer(source, node):
+        link = links[source]
+        if len(link.readers) > 1:
+            fork = graph.add(ForkModel(len(link.readers)), [node])
+            branches = [(fork, k) for k in range(len(link.readers))]
+        else:
+            branches = [node]
+        outlets[source] = [chain(_link_models(link, k, skid), branch) for k, branch in enumerate(branches)]
+
+    offer(INPUT, graph.SOURCE)
+    for layer in model.layers:
+        if layer.PASSES_STREAM:
+            producer[layer.name] = producer[layer.inputs[0]]
+            continue
+        upstream = [outlets[producer[name]].pop(0) for name in layer.inputs]
+        models = layer_token_models(layer, plan.choice(layer))
+        node = chain(models[1:], graph.add(models[0], upstream))
+        producer[layer.name] = layer.name
+        offer(layer.name, node)
+    graph.output = outlets[producer[model.layers[-1].name]].pop(0)
     return graph
 
 
 def network_beats(model: Model) -> tuple:
-    """``(input beats, output beats)`` per frame of the network top."""
-    return stream_beats(tuple(model.input_shape)), stream_beats(model.layers[-1].out_stream)
+    """``(input beats, output beats)`` per frame of the network top (``input.lanes``, ``output.lanes``)."""
+    return (stream_beats(tuple(model.input_shape), model.in_lanes),
+            stream_beats(model.layers[-1].out_stream, model.out_lanes))
 
 
 def network_cycles(model: Model, plan: DesignPlan | None = None, step_limit=None) -> Cycles:
@@ -234,11 +324,12 @@ def _frame_work(model) -> int:
 def plan_design(model: Model) -> DesignPlan:
     """Choose every layer's hardware and the register slices (see the module docstring)."""
     choices = _defaults(model)
-    if not any(hardware(layer.type).choices(layer) for layer in model.layers):
-        return _plan_slices(model, choices)
     try:
         if _frame_work(model) > PLAN_WORK_LIMIT:
             return make_plan(model, choices, "skid")
+        choices = _keep_styles(model, choices)
+        if not any(hardware(layer.type).choices(layer, choices[layer.name]) for layer in model.layers):
+            return _plan_slices(model, choices)
         baseline = network_cycles(model, make_plan(model, choices, "skid"), PLAN_STEP_LIMIT)
         bottleneck = max(layer_cycles(layer, choices[layer.name], PLAN_STEP_LIMIT).frame_interval
                          for layer in model.layers)
@@ -247,7 +338,7 @@ def plan_design(model: Model) -> DesignPlan:
     planned = dict(choices)
     try:
         for layer in model.layers:
-            for candidate in hardware(layer.type).choices(layer):
+            for candidate in hardware(layer.type).choices(layer, choices[layer.name]):
                 if layer_cycles(layer, candidate, PLAN_STEP_LIMIT).frame_interval <= bottleneck:
                     planned[layer.name] = candidate
                     break
@@ -257,6 +348,33 @@ def plan_design(model: Model) -> DesignPlan:
     if cycles.frame_interval > baseline.frame_interval or cycles.latency > baseline.latency:
         planned = choices
     return _plan_slices(model, planned)
+
+
+def _keep_styles(model, styles) -> dict:
+    """The preferred styles where the network's frame interval stays the baseline's.
+
+    All at once when that holds (one more stepping of the network); else layer by
+    layer in order, each style kept if the network with it (and the styles kept so
+    far) is no slower.  When the baseline cannot be built (e.g. padding only the
+    serial window takes) the styles stay.
+    """
+    base = _baselines(model)
+    if base == styles:
+        return styles
+    try:
+        limit = network_cycles(model, make_plan(model, base, "skid")).frame_interval
+    except (ValueError, NotImplementedError):
+        return styles
+    if network_cycles(model, make_plan(model, styles, "skid")).frame_interval <= limit:
+        return styles
+    kept = dict(base)
+    for layer in model.layers:
+        if styles[layer.name] == base[layer.name]:
+            continue
+        trial = dict(kept, **{layer.name: styles[layer.name]})
+        if network_cycles(model, make_plan(model, trial, "skid")).frame_interval <= limit:
+            kept = trial
+    return kept
 
 
 def _plan_slices(model, choices) -> DesignPlan:

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from cnnforge.golden.registry import Registry
 
 __all__ = ["LayerHardware", "LayerResources", "HARDWARE", "register_hardware", "hardware", "hardware_kinds",
-           "unsupported_feature"]
+           "unsupported_feature", "stream_values"]
+
+
+def stream_values(shape) -> int:
+    """Values per beat of a whole-pixel stream of frame ``shape``: ``C`` of ``(C, H, W)``,
+    ``F`` of ``(F,)``, 1 of ``()`` (an index)."""
+    return int(shape[0]) if len(shape) else 1
 
 
 @dataclass
@@ -44,13 +50,29 @@ class LayerHardware:
     #: the kind(s) served, set by :func:`register_hardware`
     kinds: tuple = ()
 
-    def choices(self, layer) -> tuple:
-        """Planner candidates for ``layer``, the preferred (smallest) first; ``()`` when none."""
+    def choices(self, layer, choice=None) -> tuple:
+        """Planner refinements of ``choice`` (default: :meth:`default_choice`) for ``layer``,
+        the smallest first; ``()`` when none."""
         return ()
 
     def default_choice(self, layer) -> dict:
-        """The choice a layer gets without planning (always buildable if the layer is)."""
+        """The choice a layer gets without stepping token models: its preferred style (e.g. the
+        serial window of a folded conv), largest variant; always buildable if the layer is."""
         return {}
+
+    def baseline_choice(self, layer) -> dict:
+        """The choice of the first version (whole-pixel streams, parallel window), which the
+        planner falls back to when the preferred style would slow the network."""
+        return self.default_choice(layer)
+
+    def lanes(self, layer, choice) -> tuple:
+        """``(in_lanes, out_lanes)``: values per beat of the streams the block takes and gives.
+
+        Default: whole pixels (``C`` of a ``(C, H, W)`` stream, ``F`` of an ``(F,)`` one, 1 for
+        an index).  The network builder puts width converters where a producer's lanes
+        differ from its consumer's (DESIGN §5).
+        """
+        return stream_values(layer.in_stream), stream_values(layer.out_stream)
 
     def build(self, layer, choice):
         """The layer's block (a component with ``i``/``o`` streams), or None: no hardware."""

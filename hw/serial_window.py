@@ -86,12 +86,11 @@ no exception found), and :func:`serial_window_cycles` gives it with the latency.
 
 Consumers
 ---------
-A conv MAC array fed by this unit (``order="window"``, ``repeat = C_out/pe``)
-sees exactly the operand sequence today's :class:`hw.mac.MacArray` makes by
-rotating a whole window: fold ``nf`` outer, ``simd`` chunk ``sf`` inner, so its
-weight ROM keeps its order; it takes one beat per op instead of one window per
-``SF·NF`` ops, keeps no window register, and starts from the bias where the
-beat count says ``sf == 0``.  A pool or depthwise reducer (``order="channel"``)
+The conv MAC array (:class:`hw.mac.MacArray`) is fed by this unit directly
+(``order="window"``, ``repeat = C_out/pe``, :mod:`hw.layers.conv2d`'s serial
+style): fold ``nf`` outer, ``simd`` chunk ``sf`` inner, the order of its weight
+ROM; it takes one beat per op, keeps no window register, and starts from the
+bias where its beat count says ``sf == 0``.  A pool or depthwise reducer (``order="channel"``)
 needs ``simd`` accumulators: every run of ``K_h·K_w`` beats is one complete
 reduction of one channel group (``repeat`` runs per group).
 
@@ -123,7 +122,7 @@ from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 __all__ = ["SERIAL_WINDOW_ORDERS", "serial_window_simds", "serial_window_in_lanes",
            "serial_window_min_depth", "serial_window_depth", "SerialWindowGeometry",
            "serial_window_geometry", "SerialWindowModel", "serial_window_cycles",
-           "SerialWindowUnit"]
+           "serial_window_registers", "SerialWindowUnit"]
 
 #: beat orders (:class:`SerialWindowUnit`'s ``order``)
 SERIAL_WINDOW_ORDERS = ("window", "channel")
@@ -625,6 +624,36 @@ def serial_window_cycles(height, width, channels, kernel, stride=1, padding=0, *
     """
     g = serial_window_geometry(height, width, channels, kernel, stride, padding, **params)
     return model_cycles(lambda: [SerialWindowModel(g)], g.in_beats, g.out_beats)
+
+
+def serial_window_registers(g: SerialWindowGeometry, bits: int) -> int:
+    """Flip-flops of :class:`SerialWindowUnit` with geometry ``g``, counted from its registers.
+
+    Loop counters, the relative counters ``s`` and ``r``, the tracked tap row/column
+    (where that axis is padded), the write and read addresses, the read-register
+    flags and (``out_reg``) the output register; for the device estimates and the
+    planner's area order.
+    """
+    def width(lo, hi):
+        return _signed_for(lo, hi).width
+    k = g.banks
+    depth = g.depth // k
+    abits = max(1, (depth - 1).bit_length())
+    total = sum(max(1, (size - 1).bit_length()) for size in g.sizes)
+    total += width(*g.s_range) + width(*g.r_range) + abits
+    (pt, pb), (pl, pr) = g.padding
+    if pt or pb:
+        total += width(-pt, g.height - 1 + pb)
+    if pl or pr:
+        total += width(-pl, g.width - 1 + pr)
+    if k > 1 or depth & (depth - 1):
+        total += abits + max(1, (k - 1).bit_length())          # q and rm
+    if k > 1:
+        total += max(1, (k - 1).bit_length())                  # write bank
+    total += 2 + k + (max(1, (k - 1).bit_length()) if k > 1 else 0)    # v1, last1, pad1, rot1
+    if g.out_reg:
+        total += 2 + k * g.in_lanes * bits
+    return total
 
 
 # --- the component ---------------------------------------------------------------------------

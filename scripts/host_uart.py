@@ -5,8 +5,8 @@ Usage::
 
     python scripts/host_uart.py MODEL.json X.npy --port /dev/ttyUSB1 [--baud 115200] [-o Y.npy]
 
-Framing (hw/uart.py): per frame, the host sends the H·W pixels in raster
-order, each as its s_axis word's bytes (least significant first: channel 0 in
+Framing (hw/uart.py): per frame, the host sends the AXI input beats (pixels in raster
+order, input.lanes channels a beat), each as its s_axis word's bytes (least significant first: channel 0 in
 the low bits, each code in two's complement at the input width); the board
 answers with each output beat's m_axis word bytes, least significant first.
 Frames go one at a time: the next is sent once the previous answer is in.

@@ -28,8 +28,12 @@ Files and plusargs (all optional; defaults are baked in by
 =====================  ====================================================
 
 ``rst`` is held high for the first 4 rising edges.  Cycle ``0`` is the first
-rising edge with ``rst`` low (the source raises ``valid`` from cycle 1 on); a
-stamp is the cycle at whose rising edge ``valid`` and ``ready`` were both high.
+rising edge with ``rst`` low; the source and the sink make their first draw at
+the edge that releases ``rst``, so the first beat is offered (and ``ready`` is
+up) from cycle 0 on, as the cycle model (DESIGN §6) and the Amaranth
+simulator's sources assume -- a block that moves without input from reset (a
+serial window reading padding taps) keeps the same latency; a stamp is the
+cycle at whose rising edge ``valid`` and ``ready`` were both high.
 The end line's ``<cycles>`` counts cycles simulated after reset.
 """
 
@@ -235,11 +239,37 @@ module cnnforge_harness;
         end
     endtask
 
+    // Source: offer stimulus word `word` (or idle) in the next cycle, one stall draw.
+    task offer(input integer word);
+        begin
+            rng_in = xs32(rng_in);
+            if (word < n_in && rng_in[31:16] >= p_in) begin
+                s_valid <= 1'b1;
+                {{s_last, s_data}} <= stim[word[AW-1:0]];
+            end else begin
+                s_valid <= 1'b0;
+            end
+        end
+    endtask
+
+    // Sink: ready for the next cycle, one stall draw (free to change every cycle).
+    task draw_ready;
+        begin
+            rng_out = xs32(rng_out);
+            m_ready <= rng_out[31:16] >= p_out;
+        end
+    endtask
+
     always @(posedge clk) begin
-        // Reset: rst high for the first 4 rising edges, released by the 4th.
+        // Reset: rst high for the first 4 rising edges, released by the 4th, which also
+        // makes the first draws: the first word is offered from cycle 0 on.
         if (rst) begin
             rst_count <= rst_count + 3'd1;
-            if (rst_count == 3'd3) rst <= 1'b0;
+            if (rst_count == 3'd3) begin
+                rst <= 1'b0;
+                offer(0);
+                draw_ready;
+            end
         end else if (!done) begin
             // Source: valid stays up (payload stable) until the handshake.
             nxt_in = in_idx;
@@ -248,18 +278,8 @@ module cnnforge_harness;
                 nxt_in = in_idx + 1;
             end
             in_idx <= nxt_in;
-            if (!s_valid || s_ready) begin
-                rng_in = xs32(rng_in);
-                if (nxt_in < n_in && rng_in[31:16] >= p_in) begin
-                    s_valid <= 1'b1;
-                    {{s_last, s_data}} <= stim[nxt_in[AW-1:0]];
-                end else begin
-                    s_valid <= 1'b0;
-                end
-            end
-            // Sink: ready is free to change every cycle.
-            rng_out = xs32(rng_out);
-            m_ready <= rng_out[31:16] >= p_out;
+            if (!s_valid || s_ready) offer(nxt_in);
+            draw_ready;
             if (m_valid && m_ready) begin
                 if (fout != 0) $fwrite(fout, "%h %0d %0d\n", m_data, m_last, cycle);
 `ifdef CNNFORGE_SELFCHECK

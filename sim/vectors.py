@@ -3,9 +3,12 @@
 A beat's ``tdata`` packs its values densely, element 0 in the least
 significant bits, each at its format's width in two's complement, zero-padded
 to whole bytes; an argmax result is an unsigned index.  The hardware streams
-pixels in raster order with channels innermost, so a flattened output arrives
-as ``H*W`` beats of ``C`` values; :func:`unpack_outputs` restores the golden
-model's PyTorch order ``(C, H, W)``.
+pixels in raster order with channels innermost, ``lanes`` values per beat
+(DESIGN §5: a pixel of ``C`` values is ``C/lanes`` beats, beat ``g`` holding
+channels ``g·lanes ..``); the AXI input carries ``input.lanes`` and the output
+``output.lanes`` (default whole pixels, or the whole vector), so a flattened
+output arrives as ``H*W*C/lanes`` beats; :func:`unpack_outputs` restores the
+golden model's PyTorch order ``(C, H, W)``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class StreamShape:
     """What the top's output stream carries per frame."""
 
     beats: int                  # beats per frame
-    values: int                 # values per beat
+    values: int                 # values per beat (lanes)
     bits: int                   # width of each value
     signed: bool
     pixels: tuple | None        # (C, H, W) when beats are pixels of a feature map
@@ -40,25 +43,27 @@ class StreamShape:
         return max(8, (self.payload_bits + 7) // 8 * 8)
 
 
-def layer_stream(layer) -> StreamShape:
+def layer_stream(layer, lanes=None) -> StreamShape:
     """Shape of the hardware stream leaving ``layer`` (a resolved layer of any kind).
 
-    A ``(C, H, W)`` stream is ``H·W`` pixel beats of ``C`` values; a flat
-    ``(F,)`` stream one beat of ``F``; an index (``()``) one beat of one.  A
-    layer that passes its stream on (flatten) keeps the pixels but its golden
-    output is flat.
+    A ``(C, H, W)`` stream is ``H·W·C/lanes`` beats of ``lanes`` values (default
+    ``lanes = C``: one pixel a beat); a flat ``(F,)`` stream ``F/lanes`` beats
+    (default one beat of ``F``); an index (``()``) one beat of one.  A layer
+    that passes its stream on (flatten) keeps the pixels but its golden output
+    is flat.
     """
     stream = tuple(layer.out_stream)
     pixels = stream if len(stream) == 3 else None
-    beats = stream[1] * stream[2] if pixels else 1
     values = stream[0] if stream else 1
+    lanes = values if lanes is None else lanes
+    beats = (stream[1] * stream[2] if pixels else 1) * (values // lanes)
     flat = len(layer.out_shape) == 1
-    return StreamShape(beats, values, layer.value_bits, layer.value_signed, pixels, flat)
+    return StreamShape(beats, lanes, layer.value_bits, layer.value_signed, pixels, flat)
 
 
 def output_stream(model: Model) -> StreamShape:
-    """Shape of the output stream the hardware of ``model`` produces."""
-    return layer_stream(model.layers[-1])
+    """Shape of the AXI output stream the hardware of ``model`` produces (``output.lanes``)."""
+    return layer_stream(model.layers[-1], model.out_lanes)
 
 
 def _pack(values: np.ndarray, bits: int) -> list[int]:
@@ -91,15 +96,17 @@ def _frame_words(beats: np.ndarray, bits: int, beats_per_frame: int) -> list[tup
 
 
 def input_words(model: Model, x: np.ndarray) -> list[tuple[int, bool]]:
-    """``(tdata, tlast)`` for every input beat of the frames ``x`` (N, C, H, W)."""
+    """``(tdata, tlast)`` for every input beat of the frames ``x`` (N, C, H, W), ``input.lanes``
+    channels per beat."""
     n, c, h, w = x.shape
-    beats = np.asarray(x, dtype=np.int64).transpose(0, 2, 3, 1).reshape(n * h * w, c)
-    return _frame_words(beats, model.input_format.bits, h * w)
+    lanes = model.in_lanes
+    beats = np.asarray(x, dtype=np.int64).transpose(0, 2, 3, 1).reshape(n * h * w * (c // lanes), lanes)
+    return _frame_words(beats, model.input_format.bits, h * w * (c // lanes))
 
 
 def output_words(model: Model, y: np.ndarray) -> list[tuple[int, bool]]:
-    """``(tdata, tlast)`` the hardware must produce for golden outputs ``y``."""
-    return layer_beats(model, model.layers[-1].name, y)
+    """``(tdata, tlast)`` the hardware must produce for golden outputs ``y`` (``output.lanes``)."""
+    return layer_beats(model, model.layers[-1].name, y, model.out_lanes)
 
 
 def unpack_outputs(model: Model, words) -> np.ndarray:
@@ -115,7 +122,7 @@ def unpack_outputs(model: Model, words) -> np.ndarray:
         c, h, w = shape.pixels
         pixels = beats.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         return pixels.reshape(n, -1) if shape.flat else pixels
-    return beats.reshape(n, shape.values)
+    return beats.reshape(n, -1)
 
 
 def _to_stream_beats(shape: StreamShape, y: np.ndarray) -> np.ndarray:
@@ -127,7 +134,8 @@ def _to_stream_beats(shape: StreamShape, y: np.ndarray) -> np.ndarray:
     return y.reshape(n * shape.beats, shape.values)
 
 
-def layer_beats(model: Model, layer_name: str, tap: np.ndarray) -> list[tuple[int, bool]]:
-    """Beats the hardware stream after layer ``layer_name`` carries for its golden output ``tap``."""
-    shape = layer_stream(model.layer(layer_name))
+def layer_beats(model: Model, layer_name: str, tap: np.ndarray, lanes=None) -> list[tuple[int, bool]]:
+    """Beats the hardware stream after layer ``layer_name`` (``lanes`` values a beat, default whole
+    pixels) carries for its golden output ``tap``."""
+    shape = layer_stream(model.layer(layer_name), lanes)
     return _frame_words(_to_stream_beats(shape, np.asarray(tap, dtype=np.int64)), shape.bits, shape.beats)

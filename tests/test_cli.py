@@ -36,15 +36,20 @@ def test_info_table(example, capsys):
     lines = out.splitlines()
     assert lines[0] == "model tiny: input 1x8x8 s8.7, 5 layers (latency and interval in cycles, each layer alone)"
     conv = next(line for line in lines if line.startswith("0 "))
-    # conv1 folded pe 2, simd 3: (9/3)*(4/2) = 6 cycles per pixel, 64 pixels
+    # conv1 folded pe 2, simd 3: (9/3)*(4/2) = 6 cycles per pixel, 64 pixels; simd 3 is a kernel
+    # row of the 1-channel window: the serial window (three 8-word banks), 2 output lanes
     assert conv.split() == ["0", "conv1", "conv2d", "1x8x8", "4x8x8", "s8.7", "s8.6", "s8.4", "21", "2,304",
-                            "6", "28", "384", "480", "compact", "fifo"]
+                            "6", "20", "384", "480", "serial", "1->2", "192b", "flip-flops/6", "LUT", "RAM",
+                            "cells"]
     dense = next(line for line in lines if line.startswith("3 "))
     assert dense.split() == ["3", "fc", "dense", "64", "10", "s8.4", "s8.6", "s16.8", "23", "640", "40",
-                             "23", "16", "5,120", "-"]
-    # network latency: the layers plus the register slices (after the framer and after each block)
+                             "23", "16", "5,120", "-", "4->10", "-"]
+    assert lines[-2] == ("AXI: s_axis 8-bit tdata, lanes 1, 64 beats a frame; m_axis 8-bit tdata, lanes 1, "
+                         "1 beats a frame")
+    # network latency: the layers plus the links (register slices, or the gather from conv1's
+    # 2 lanes to the pool's 4) after the framer and after each block
     assert lines[-1] == ("network: 2,944 MACs/frame, 46 multipliers, 5,856 memory bits (5,408 weights); "
-                         "latency 426, frame interval 384 cycles")
+                         "latency 421, frame interval 384 cycles")
 
 
 def test_info_json(example, capsys):
@@ -55,14 +60,21 @@ def test_info_json(example, capsys):
     assert conv["in_shape"] == [1, 8, 8] and conv["out_shape"] == [4, 8, 8]
     assert conv["acc_bits"] == 21 and conv["macs_per_frame"] == 2304 and conv["shift"] == 9
     assert conv["pe"] == 2 and conv["simd"] == 3 and conv["multipliers"] == 6
-    assert conv["predicted_latency_cycles"] == 28 and conv["predicted_frame_interval_cycles"] == 384
+    assert conv["predicted_latency_cycles"] == 20 and conv["predicted_frame_interval_cycles"] == 384
+    # the serial window's buffer: 3 banks (a kernel row of pixels a beat) of 8 one-pixel words
     assert conv["line_buffer_bits"] == 3 * 8 * 8 and conv["weight_bits"] == 36 * 8
-    assert doc["model"]["predicted_latency_cycles"] == 426 and doc["model"]["predicted_frame_interval_cycles"] == 384
+    assert [(m["role"], m["width"], m["depth"]) for m in conv["buffer"]] == [("window buffer", 8, 8)] * 3
+    assert conv["buffer"][0]["maps_to"] == {"up5k": "flip-flops", "ecp5-25k": "2 LUT RAM cells"}
+    assert conv["lanes"] == {"in": 1, "out": 2}
+    assert doc["model"]["predicted_latency_cycles"] == 421 and doc["model"]["predicted_frame_interval_cycles"] == 384
+    assert doc["model"]["axi"] == {"input_lanes": 1, "output_lanes": 1, "input_beats_per_frame": 64,
+                                   "output_beats_per_frame": 1, "s_axis_tdata_bits": 8, "m_axis_tdata_bits": 8}
     assert [layer["type"] for layer in doc["layers"]] == ["conv2d", "maxpool2d", "flatten", "dense", "argmax"]
-    # conv1 sets the rate but is MAC-bound (6 cycles a pixel): the compact FIFO costs nothing;
-    # the 2x2/2 pool tiles its input: one line of 4 channels x 8 bits, 8 columns.
-    assert [layer["window_unit"] for layer in doc["layers"]] == ["compact fifo", "tiled", None, None, None]
+    # conv1 sets the rate, folded to 6 cycles a pixel: the serial window; the 2x2/2 pool tiles
+    # its input: one line of 4 channels x 8 bits, 8 columns, in block RAM on the UP5K.
+    assert [layer["window_unit"] for layer in doc["layers"]] == ["serial", "tiled", None, None, None]
     assert doc["layers"][1]["line_buffer_bits"] == 1 * 8 * 4 * 8
+    assert doc["layers"][1]["buffer"][0]["maps_to"]["up5k"] == "2 EBR"
     # folded: no stream after a block carries a beat every clock, single-register slices
     assert doc["model"]["register_slices"] == "half"
 

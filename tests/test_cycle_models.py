@@ -27,6 +27,8 @@ from cnnforge.hw.pipe import PipelineModel
 from cnnforge.hw.plan import (StalePlanError, layer_cycles, layer_token_models, make_plan, network_beats,
                               network_cycles, network_token_models, plan_design, default_plan)
 from cnnforge.hw.slice import RegisterSliceModel
+from cnnforge.hw.unused import silence
+from cnnforge.hw.width import ScatterModel, WidthConverter, width_model
 from cnnforge.hw.window import (WindowUnit, WindowUnitModel, window_unit_cycles, window_unit_geometry,
                                 window_unit_model)
 from cnnforge.sim.streams import frame_beats, raw, run_streams
@@ -115,19 +117,30 @@ def make_mac(window_len, out_channels, pe, simd, seed=0):
                     Format(4, 2), Format(6, 2), 2, pe=pe, simd=simd)
 
 
+def mac_beats(rng, windows, window_len, nf, simd, per_frame):
+    """Per window ``nf`` passes of its ``simd``-tap chunks (the MAC array's input order)."""
+    beats = []
+    for k in range(windows):
+        taps = rng.integers(-8, 8, window_len).tolist()
+        passes = [taps[j:j + simd] for j in range(0, window_len, simd)] * nf
+        end = k % per_frame == per_frame - 1
+        beats += [{"data": c, "last": int(end and n == len(passes) - 1)} for n, c in enumerate(passes)]
+    return beats
+
+
 @pytest.mark.parametrize("cfg", MAC_CONFIGS, ids=str)
 def test_mac_array(cfg):
     window_len, out_channels, pe, simd, pixels = cfg
     rng = np.random.default_rng(1)
-    beats = [{"data": rng.integers(-8, 8, window_len).tolist(), "last": int(k % pixels == pixels - 1)}
-             for k in range(FRAMES * pixels)]
+    nf = out_channels // (pe or out_channels)
+    beats = mac_beats(rng, FRAMES * pixels, window_len, nf, simd or window_len, pixels)
     make_models = lambda: [MacArrayModel(window_len, out_channels, pe, simd)]
-    ins, outs = check(lambda: make_mac(*cfg[:4]), make_models, beats, len(beats),
+    ins, outs = check(lambda: make_mac(*cfg[:4]), make_models, beats, FRAMES * pixels * nf,
                       pauses=(0.0, STALL, BACKPRESSURE))
-    assert measure(ins, outs, pixels) == mac_array_cycles(window_len, out_channels, pe, simd, pixels)
+    assert measure(ins, outs, pixels * nf) == mac_array_cycles(window_len, out_channels, pe, simd, pixels)
 
 
-# --- conv layer = window unit + MAC array -------------------------------------------------------
+# --- conv layer = window unit (+ scatter) + MAC array ------------------------------------------
 
 # (in_shape, out_channels, kernel, stride, padding, pe, simd)
 CONV_CONFIGS = [
@@ -141,24 +154,45 @@ CONV_CONFIGS = [
 ]
 
 
-def make_conv(in_shape, out_channels, kernel, stride, padding, pe, simd):
+def make_conv(in_shape, out_channels, kernel, stride, padding, pe, simd, window="full"):
     from cnnforge.hw.layers.conv2d import Conv2dLayer
     rng = np.random.default_rng(2)
     weight = rng.integers(-8, 8, (out_channels, in_shape[0]) + kernel)
     return Conv2dLayer(in_shape, Format(4, 2), weight, None, stride=stride, padding=padding,
-                       weight_format=Format(4, 2), out_format=Format(6, 2), pe=pe, simd=simd)
+                       weight_format=Format(4, 2), out_format=Format(6, 2), pe=pe, simd=simd,
+                       window=window)
 
 
-@pytest.mark.parametrize("cfg", CONV_CONFIGS, ids=str)
-def test_conv_layer(cfg):
+def conv_styles(c, kernel, simd):
+    """The parallel window always (symmetric padding here), the serial one where it serves simd."""
+    from cnnforge.hw.layers.conv2d import serial_serves
+    full = simd or c * kernel[0] * kernel[1]
+    return ["full"] + (["serial"] if serial_serves(c, kernel, full) else [])
+
+
+def lane_beats(rng, frames, channels, height, width, lanes, bits=4):
+    """Pixels as ``channels/lanes`` beats of ``lanes`` channels."""
+    lo, hi = -(1 << (bits - 1)), 1 << (bits - 1)
+    g = channels // lanes
+    per_frame = height * width * g
+    return [{"data": rng.integers(lo, hi, lanes).tolist(), "last": int(k % per_frame == per_frame - 1)}
+            for k in range(frames * per_frame)]
+
+
+@pytest.mark.parametrize("cfg, window", [(cfg, style) for cfg in CONV_CONFIGS
+                                         for style in conv_styles(cfg[0][0], cfg[2], cfg[6])], ids=str)
+def test_conv_layer(cfg, window):
     (c, h, w), out_channels, kernel, stride, padding, pe, simd = cfg
-    g = window_unit_geometry(h, w, kernel, stride, padding)
-    make_models = lambda: conv2d_token_models(g, c, out_channels, pe, simd)
-    beats = pixel_beats(np.random.default_rng(3), FRAMES, c, h, w)
-    ins, outs = check(lambda: make_conv(*cfg), make_models, beats, FRAMES * g.out_h * g.out_w,
+    dut = make_conv(*cfg, window)               # for its structure only
+    silence(dut)
+    s = dut.structure
+    make_models = lambda: conv2d_token_models(h, w, c, out_channels, kernel, stride, padding, pe, simd,
+                                              window, bits=4)
+    beats = lane_beats(np.random.default_rng(3), FRAMES, c, h, w, dut.in_lanes)
+    ins, outs = check(lambda: make_conv(*cfg, window), make_models, beats, FRAMES * s.out_beats,
                       pauses=(0.0, STALL, BACKPRESSURE))
-    assert measure(ins, outs, g.out_h * g.out_w) == \
-        conv2d_cycles(h, w, c, out_channels, kernel, stride, padding, pe, simd)
+    assert measure(ins, outs, s.out_beats) == \
+        conv2d_cycles(h, w, c, out_channels, kernel, stride, padding, pe, simd, window, bits=4)
 
 
 # --- pool reducers and whole pool layers ------------------------------------------------------
@@ -302,7 +336,10 @@ def test_layer_models_compose():
     plan = plan_design(model)
     conv_layer, pool_layer = model.layers
     conv_choice = plan.choice(conv_layer)
+    # simd 9 of a 2-channel 3x3 window: not a serial fold; the parallel window's scatter cuts
+    # each window into two 9-tap beats, twice (pe 2 of 4)
     assert [type(m) for m in layer_token_models(conv_layer, conv_choice)] == [WindowUnitModel,
+                                                                               ScatterModel,
                                                                                MacArrayModel]
     assert layer_cycles(conv_layer, conv_choice) == conv2d_cycles(6, 6, 2, 4, 3, 1, 1, 2, 9,
                                                                   conv_choice["window"])
@@ -376,11 +413,17 @@ def test_conv_dense_argmax_chain():
                    {"type": "argmax"}], (1, 5, 6))
     plan = plan_design(model)
     conv_layer, _, fc, head = model.layers
+    # simd 3 = a kernel row of the 1-channel window: the serial style, one output channel a beat,
+    # gathered into whole pixels for the dense engine
+    assert plan.choice(conv_layer) == {"window": "serial"}
+    from amaranth.hdl import signed
     make = lambda: Chain(Conv2dLayer.from_layer(conv_layer, plan.choice(conv_layer)["window"]),
+                         WidthConverter(signed(8), 1, 2),
                          DenseEngine.from_layer(fc, in_shape=conv_layer.out_shape),
                          ArgmaxHead(fc.out_features, fc.out_format.bits))
     beats = pixel_beats(np.random.default_rng(9), FRAMES, 1, 5, 6, bits=8)
-    blocks = lambda: [m for layer in model.layers for m in layer_token_models(layer, plan.choice(layer))]
+    models = lambda layer: layer_token_models(layer, plan.choice(layer))
+    blocks = lambda: models(conv_layer) + [width_model(1, 2)] + models(fc) + models(head)
     ins, outs = check(make, blocks, beats, FRAMES, pauses=(0.0, STALL, BACKPRESSURE))
     assert measure(ins, outs, 1) == model_cycles(blocks, 30, 1)
 
@@ -406,10 +449,14 @@ def test_random_conv_layers(seed):
     window_len = kernel[0] * kernel[1] * c
     pe = int(rng.choice([d for d in range(1, out_channels + 1) if out_channels % d == 0]))
     simd = int(rng.choice([d for d in range(1, window_len + 1) if window_len % d == 0]))
-    beats = pixel_beats(rng, FRAMES, c, h, w)
-    check(lambda: make_conv((c, h, w), out_channels, kernel, stride, padding, pe, simd),
-          lambda: conv2d_token_models(g, c, out_channels, pe, simd),
-          beats, FRAMES * g.out_h * g.out_w, pauses=(0.0, 0.2 + 0.4 * (seed % 2)), seed=seed)
+    styles = conv_styles(c, kernel, simd)
+    window = styles[seed % len(styles)]
+    dut = make_conv((c, h, w), out_channels, kernel, stride, padding, pe, simd, window)
+    silence(dut)
+    beats = lane_beats(rng, FRAMES, c, h, w, dut.in_lanes)
+    check(lambda: make_conv((c, h, w), out_channels, kernel, stride, padding, pe, simd, window),
+          lambda: conv2d_token_models(h, w, c, out_channels, kernel, stride, padding, pe, simd, window, 4),
+          beats, FRAMES * dut.structure.out_beats, pauses=(0.0, 0.2 + 0.4 * (seed % 2)), seed=seed)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -470,12 +517,14 @@ def test_window_fifo_plan():
     plan = plan_design(fast)
     assert [plan.choice(layer)["window"] for layer in fast.layers] == ["full", "tiled", "compact"]
     assert network_cycles(fast, plan).frame_interval == 64
-    # conv1 folded to 18 cycles a pixel: nothing is near the rate, all compact.
+    # conv1 folded to 18 cycles a pixel (simd 2 of 2 channels: the serial window), nothing else
+    # is near the rate: tiled pool, compact conv2.
     slow = _plan_model({"pe": 2, "simd": 2})
     plan = plan_design(slow)
-    assert [plan.choice(layer)["window"] for layer in slow.layers] == ["compact", "tiled", "compact"]
+    assert [plan.choice(layer)["window"] for layer in slow.layers] == ["serial", "tiled", "compact"]
     assert network_cycles(slow, plan).frame_interval == 64 * 18
-    # The plan never costs rate: the same network with every FIFO full has the same interval.
+    # The plan never costs rate: the same network with every window parallel and its FIFO full
+    # has the same interval.
     for model in (fast, slow):
         plan = plan_design(model)
         full = make_plan(model, {layer.name: {"window": "full"} for layer in model.layers},
@@ -532,6 +581,17 @@ def test_window_plan_never_costs_cycles():
            "layers": [{"type": "avgpool2d", "kernel": 3, "stride": 1}, one_by_one,
                       {"type": "avgpool2d", "kernel": 3, "stride": 2, "padding": 1}]}
     model = parse_model(doc, tensors={"w": rng.integers(-8, 8, (2, 2, 1, 1))})
-    planned = network_cycles(model, plan_design(model))
-    full = network_cycles(model, default_plan(model))
-    assert planned.frame_interval <= full.frame_interval and planned.latency <= full.latency
+    plan = plan_design(model)
+    planned = network_cycles(model, plan)
+    # against the first version's structures (parallel windows, full FIFOs): never slower
+    first = network_cycles(model, make_plan(model, {layer.name: {"window": "full"} for layer in model.layers}))
+    assert planned.frame_interval <= first.frame_interval
+    # against the plan's styles with full FIFOs: neither slower nor later
+    styles = network_cycles(model, make_plan(model, {
+        layer.name: {"window": "serial"} if plan.choice(layer) == {"window": "serial"} else {"window": "full"}
+        for layer in model.layers}))
+    assert planned.frame_interval <= styles.frame_interval and planned.latency <= styles.latency
+    # here the serial style of the 1x1 conv (a 2-to-1 scatter in front) would slow the chain
+    # (98 cycles a frame instead of 96): the planner keeps the parallel window
+    assert plan.choice(model.layers[1]) != {"window": "serial"}
+    assert network_cycles(model, default_plan(model)).frame_interval > planned.frame_interval

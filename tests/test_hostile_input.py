@@ -345,7 +345,8 @@ def _renamed(layer_names, expect):
 for _names, _expect in [
         ({0: "framer"}, ["\\tiny.framer  framer", "\\tiny.framer_1  framer_1"]),
         ({1: "slice_in"}, ["\\tiny.slice_in  slice_in", "\\tiny.slice_in_1  slice_in_1"]),
-        ({1: "conv1_slice"}, ["\\tiny.conv1_slice  conv1_slice", "\\tiny.conv1_slice_1  conv1_slice_1"]),
+        ({3: "pool1_slice"}, ["\\tiny.pool1_slice  pool1_slice", "\\tiny.pool1_slice_1  pool1_slice_1"]),
+        ({3: "width_conv1"}, ["\\tiny.width_conv1  width_conv1", "\\tiny.width_conv1_1  width_conv1_1"]),
         ({0: "packer", 1: "framer_1", 3: "framer"}, ["\\tiny.framer_1  framer_1", "\\tiny.framer_2  framer_2"]),
         ({0: "module", 1: "logic"}, ["\\tiny.module  \\module", "\\tiny.logic  \\logic"])]:
     case(2, "-".join(_names.values()))(_renamed(_names, _expect))

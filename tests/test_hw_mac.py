@@ -1,5 +1,9 @@
 # amaranth: UnusedElaboratable=no
-"""hw.mac.MacArray against the golden dot product + requantizer, with stalls and exact cycle counts."""
+"""hw.mac.MacArray against the golden dot product + requantizer, with stalls and exact cycle counts.
+
+The array takes ``simd`` taps per beat (each window ``C_out/pe`` passes of its
+``window_len/simd`` chunks) and gives ``pe`` channels per beat (``C_out/pe``
+beats per window)."""
 
 import numpy as np
 import pytest
@@ -28,14 +32,29 @@ def golden(params, windows):
                       params["overflow"], params["activation"])
 
 
+def mac_beats(windows, per_frame, nf, simd):
+    """Input beats of ``windows``: per window ``C_out/pe`` passes of its ``simd``-tap chunks;
+    ``last`` on each frame's final beat."""
+    count, window_len = windows.shape
+    beats = []
+    for k, w in enumerate(windows):
+        chunks = [w[j:j + simd].tolist() for j in range(0, window_len, simd)]
+        passes = chunks * nf
+        end = (k + 1) % per_frame == 0
+        beats += [{"data": c, "last": int(end and n == len(passes) - 1)} for n, c in enumerate(passes)]
+    return beats
+
+
 def run(params, windows, per_frame, pause_in=0.0, pause_out=0.0, seed=0):
     """Stream ``windows`` (``last`` every ``per_frame``) through a MacArray; return (dut, StreamRun)."""
     dut = MacArray(**params)
-    lasts = [int((k + 1) % per_frame == 0) for k in range(len(windows))]
-    result = run_streams(dut, [{"data": w.tolist(), "last": last} for w, last in zip(windows, lasts)],
-                         len(windows), pause_in=pause_in, pause_out=pause_out, seed=seed)
-    assert [b[0] for b in result.beats] == golden(params, windows).tolist()
-    assert [b[1] for b in result.beats] == lasts
+    nf = dut.neuron_folds
+    result = run_streams(dut, mac_beats(windows, per_frame, nf, dut.simd), len(windows) * nf,
+                         pause_in=pause_in, pause_out=pause_out, seed=seed)
+    want = golden(params, windows).reshape(len(windows) * nf, dut.pe).tolist()
+    assert [b[0] for b in result.beats] == want
+    assert [b[1] for b in result.beats] == [int((k + 1) % (per_frame * nf) == 0)
+                                            for k in range(len(windows) * nf)]
     return dut, result
 
 
@@ -87,7 +106,8 @@ def test_cycle_model(fold, pixels):
     dut, result = run(params, windows, pixels)
     model = mac_array_cycles(window_len, out_channels, pe, simd, pixels)
     assert result.out_stamps[0] - result.in_stamps[0] == model.latency == dut.latency
-    last_stamps = result.out_stamps[pixels - 1::pixels]
+    per_frame = pixels * dut.neuron_folds
+    last_stamps = result.out_stamps[per_frame - 1::per_frame]
     intervals = {b - a for a, b in zip(last_stamps[1:], last_stamps[2:])}
     assert intervals == {model.frame_interval}
     assert model.frame_interval == pixels * dut.cycles_per_pixel
@@ -121,3 +141,19 @@ def test_invalid_parameters(kwargs, match):
     params.update(kwargs)
     with pytest.raises(ValueError, match=match):
         MacArray(**params)
+
+
+@pytest.mark.parametrize("pe", [1, 2, 4])
+@pytest.mark.parametrize("simd", [1, 2, 3, 6])
+def test_every_fold_cycle_exact_under_stalls(pe, simd):
+    """Every (pe, simd) of a 6-tap, 4-output array: bit-exact, and every handshake equals
+    MacArrayModel's under random stalls on both streams, frames back to back."""
+    from cnnforge.golden.tokens import chain_stamps
+    from cnnforge.hw.mac import MacArrayModel
+    params, in_fmt = make_case(40 + pe * 7 + simd, 6, 4, pe=pe, simd=simd)
+    windows = random_windows(pe + simd, in_fmt, 9, 6)
+    for k, (p_in, p_out) in enumerate([(0.0, 0.0), (0.3, 0.3), (0.7, 0.2), (0.2, 0.8)]):
+        dut, result = run(params, windows, 3, pause_in=p_in, pause_out=p_out, seed=k)
+        ins, outs = chain_stamps([MacArrayModel(6, 4, pe, simd)], len(result.in_stamps), len(result.out_stamps),
+                                 source_pause=p_in, source_seed=k, sink_pause=p_out, sink_seed=k + 1)
+        assert (result.in_stamps, result.out_stamps) == (ins, outs), (p_in, p_out)

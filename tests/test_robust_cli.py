@@ -518,7 +518,7 @@ def big_bram_model(tmp_path_factory):
 
 
 @pytest.mark.parametrize("which, device, json_mode", [
-    ("digits", "up5k", False), ("digits", "up5k", True), ("bram", "up5k", False), ("bram", "hx8k", True),
+    ("tiny", "hx8k", False), ("tiny", "hx8k", True), ("bram", "up5k", False), ("bram", "hx8k", True),
     ("tiny", "up5k", False)])
 def test_info_device_warns_once(capsys, big_bram_model, which, device, json_mode):
     from cnnforge.hw.devices import estimate_resources

@@ -191,7 +191,7 @@ def test_selfcheck_testbench(tmp_path, top_v):
     assert m, lines
     assert int(m.group(1), 16) == bad[7][0]
     assert int(m.group(2), 16) == expected(words)[7][0]
-    assert int(m.group(3)) == 1 + 7 + LATENCY  # first input at cycle 1, II=1
+    assert int(m.group(3)) == 7 + LATENCY  # first input at cycle 0 (as the cycle model), II=1
     # A wrong tlast is caught as well (bit OUT_W of the word).
     bad = expected(words)
     bad[FRAME - 1] = (bad[FRAME - 1][0], False)

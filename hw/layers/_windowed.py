@@ -26,7 +26,7 @@ class WindowedHardware(LayerHardware):
     ``fifo``): tiled where the windows tile the image, else compact, else full.
     """
 
-    def choices(self, layer) -> tuple:
+    def choices(self, layer, choice=None) -> tuple:
         (pt, pb), (pl, pr) = layer.padding
         tiles = (pt, pb, pl, pr) == (0, 0, 0, 0) and windows_tile(layer.kernel, layer.stride, 0)
         return (({"window": "tiled"},) if tiles else ()) + ({"window": "compact"},)

@@ -1,18 +1,33 @@
-"""Hardware of the ``conv2d`` kind (DESIGN §5): the window unit chained into the MAC array.
+"""Hardware of the ``conv2d`` kind (DESIGN §5): a window unit chained into the MAC array.
 
-``Conv2dLayer`` takes the layer's input pixel stream (raster order, channels
-innermost) and gives its output pixel stream; the window unit cuts padded,
-strided K_h×K_w×C_in windows and the MAC array turns each into C_out
-requantized codes.  Built from plain parameters (PyTorch weight layout), or
-from a resolved :class:`cnnforge.golden.layers.conv2d.Conv2d` layer with
-:meth:`Conv2dLayer.from_layer`.  :class:`Conv2dHardware` registers the kind:
-its token models (:func:`conv2d_token_models`), resources and plan choices.
+Two window styles, chosen per layer by the planner (:class:`Conv2dHardware`):
+
+- **serial** (``window="serial"``): :class:`cnnforge.hw.serial_window.SerialWindowUnit`
+  reads ``simd`` taps per beat out of one block-RAM circular buffer, each window
+  ``C_out/pe`` times, straight into the MAC array.  It takes ``in_lanes`` channels
+  per input beat (``simd`` when ``simd`` divides ``C_in``, whole pixels when
+  ``simd = C_in·k`` with ``k`` dividing ``K_w``).  Its area scales with the fold;
+  it handles asymmetric padding.
+- **parallel** (``window`` = ``"full"``, ``"compact"`` or ``"tiled"``, the
+  :class:`cnnforge.hw.window.WindowUnit` structures): a whole K_h×K_w×C_in window
+  per beat, from whole-pixel input; when the MAC array folds, a scatter
+  :class:`cnnforge.hw.width.WidthConverter` (``repeat = C_out/pe``) cuts each window
+  into ``simd``-tap beats.  Every ``simd`` dividing the fan-in works (the style
+  for full-window ``simd`` and the folds the serial unit does not serve).
+
+Either way the MAC array (:class:`cnnforge.hw.mac.MacArray`) takes one op per
+beat and gives ``pe`` output channels per beat, ``C_out/pe`` beats per output
+pixel: the layer's output stream has ``pe`` lanes.  :func:`conv2d_structure`
+is the one description of the blocks both the component and its token models
+(:func:`conv2d_token_models`) are built from.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from amaranth.hdl import Module
+from amaranth.hdl import Module, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,37 +39,144 @@ from ..layouts import pixel_layout
 from ..mac import MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_order
 from ..registry import LayerResources, register_hardware
 from ..requant import requantizer_unsupported
+from ..serial_window import (SerialWindowModel, SerialWindowUnit, serial_window_geometry,
+                             serial_window_in_lanes, serial_window_registers)
 from ..unused import silence_if_invalid
-from ..window import WindowUnit, window_unit_geometry, window_unit_model
-from ._windowed import WindowedHardware, symmetric_padding
+from ..width import WidthConverter, width_converter_registers, width_model
+from ..window import WINDOW_FIFOS, WindowUnit, window_unit_geometry, window_unit_model
+from ._windowed import WindowedHardware
 
-__all__ = ["Conv2dLayer", "Conv2dHardware", "conv2d_token_models", "conv2d_cycles"]
+__all__ = ["CONV_WINDOWS", "ConvStructure", "conv2d_structure", "Conv2dLayer", "Conv2dHardware",
+           "conv2d_token_models", "conv2d_cycles", "serial_serves"]
+
+#: the conv layer's window styles: the serial unit, or a parallel unit structure
+CONV_WINDOWS = ("serial",) + WINDOW_FIFOS
 
 
-def conv2d_token_models(g, in_channels, out_channels, pe=None, simd=None) -> list:
-    """Token models of :class:`Conv2dLayer`'s blocks: window unit (geometry ``g``), MAC array."""
-    window_len = g.kernel[0] * g.kernel[1] * in_channels
-    return [window_unit_model(g), MacArrayModel(window_len, out_channels, pe, simd)]
+def _sides(padding):
+    """``((top, bottom), (left, right))`` from an int, ``(h, w)`` or a pair of pairs."""
+    if isinstance(padding, int):
+        return ((padding, padding), (padding, padding))
+    a, b = padding
+    if isinstance(a, int) and isinstance(b, int):
+        return ((a, a), (b, b))
+    return (tuple(a), tuple(b))
+
+
+def serial_serves(channels: int, kernel, simd: int) -> bool:
+    """Whether the serial window unit serves ``simd`` for a conv (``order="window"``)."""
+    try:
+        serial_window_in_lanes(channels, simd, kernel, "window")
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ConvStructure:
+    """The blocks of a :class:`Conv2dLayer`, shared by the component and its token models.
+
+    ``window`` is a :class:`SerialWindowGeometry` (style ``"serial"``) or a
+    :class:`WindowGeometry`; ``scatter`` the ``(in_lanes, out_lanes, repeat)`` of the
+    converter between a parallel window and the MAC array, or None.
+    """
+
+    style: str                  # one of CONV_WINDOWS
+    window: object
+    scatter: tuple | None
+    in_lanes: int
+    channels: int
+    out_channels: int
+    window_len: int
+    pe: int
+    simd: int
+
+    @property
+    def serial(self) -> bool:
+        return self.style == "serial"
+
+    @property
+    def out_h(self) -> int:
+        return self.window.out_h
+
+    @property
+    def out_w(self) -> int:
+        return self.window.out_w
+
+    @property
+    def in_beats(self) -> int:
+        """Input beats per frame: ``H·W·C_in/in_lanes``."""
+        g = self.window
+        return g.height * g.width * self.channels // self.in_lanes
+
+    @property
+    def out_beats(self) -> int:
+        """Output beats per frame: ``O_h·O_w·C_out/pe``."""
+        return self.out_h * self.out_w * self.out_channels // self.pe
+
+    def models(self) -> list:
+        """Fresh token models of the blocks, in stream order."""
+        if self.serial:
+            first = [SerialWindowModel(self.window)]
+        else:
+            first = [window_unit_model(self.window)]
+            if self.scatter:
+                first.append(width_model(*self.scatter))
+        return first + [MacArrayModel(self.window_len, self.out_channels, self.pe, self.simd)]
+
+
+def conv2d_structure(height, width, channels, out_channels, kernel, stride=1, padding=0,
+                     pe=None, simd=None, window="full", bits=8) -> ConvStructure:
+    """Validate a conv layer's hardware parameters and describe its blocks.
+
+    ``kernel``/``stride`` take an int or ``(h, w)``; ``padding`` an int, ``(h, w)`` or
+    ``((top, bottom), (left, right))`` (the parallel styles need the two sides of an
+    axis equal); ``window`` one of :data:`CONV_WINDOWS`; ``bits`` the input code
+    width (it sizes the serial buffer).  Raises ``ValueError`` naming the parameter.
+    """
+    if window not in CONV_WINDOWS:
+        raise ValueError(f"window must be one of {', '.join(CONV_WINDOWS)}, not {window!r}")
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+    window_len = kh * kw * channels
+    pe, simd = _mac_folds(window_len, out_channels, pe, simd)
+    nf, sf = out_channels // pe, window_len // simd
+    sides = _sides(padding)
+    if window == "serial":
+        g = serial_window_geometry(height, width, channels, (kh, kw), stride, sides, simd=simd,
+                                   order="window", repeat=nf, bits=bits)
+        return ConvStructure("serial", g, None, g.in_lanes, channels, out_channels, window_len, pe, simd)
+    (pt, pb), (pl, pr) = sides
+    if pt != pb or pl != pr:
+        raise ValueError(f"padding [[{pt}, {pb}], [{pl}, {pr}]] differs between the two sides of an axis; "
+                         "the parallel window unit pads both sides alike (use symmetric padding, or a "
+                         "simd the serial window unit serves)")
+    g = window_unit_geometry(height, width, (kh, kw), stride, (pt, pl), window)
+    scatter = (window_len, simd, nf) if nf * sf > 1 else None
+    return ConvStructure(window, g, scatter, channels, channels, out_channels, window_len, pe, simd)
+
+
+def conv2d_token_models(height, width, channels, out_channels, kernel, stride=1, padding=0,
+                        pe=None, simd=None, window="full", bits=8) -> list:
+    """Token models of :class:`Conv2dLayer`'s blocks (parameters as :func:`conv2d_structure`)."""
+    return conv2d_structure(height, width, channels, out_channels, kernel, stride, padding, pe, simd,
+                            window, bits).models()
 
 
 def conv2d_cycles(height, width, in_channels, out_channels, kernel, stride=1, padding=0,
-                  pe=None, simd=None, fifo="full") -> Cycles:
+                  pe=None, simd=None, window="full", bits=8) -> Cycles:
     """Latency and frame interval of :class:`Conv2dLayer` alone (stall-free, from reset).
 
-    The window unit's and the MAC array's token models chained (exact): a folded
-    array throttles the window unit through its ``ready``.
-    ``kernel``/``stride``/``padding`` take an int or ``(h, w)``; ``fifo`` as in
-    :func:`cnnforge.hw.window.window_unit_geometry`.
+    The blocks' token models chained (exact): a folded array throttles the window
+    unit through its ``ready``.  Beats are the layer's: ``H·W·C_in/in_lanes`` in,
+    ``O_h·O_w·C_out/pe`` out.
     """
-    g = window_unit_geometry(height, width, kernel, stride, padding, fifo)
-    window_len = g.kernel[0] * g.kernel[1] * in_channels
-    _mac_folds(window_len, out_channels, pe, simd)      # validate before building
-    return model_cycles(lambda: conv2d_token_models(g, in_channels, out_channels, pe, simd),
-                        g.height * g.width, g.out_h * g.out_w)
+    s = conv2d_structure(height, width, in_channels, out_channels, kernel, stride, padding, pe, simd,
+                         window, bits)
+    return model_cycles(s.models, s.in_beats, s.out_beats)
 
 
 class Conv2dLayer(wiring.Component):
-    """2-D convolution + bias + requantize (+ ReLU) on a pixel stream.
+    """2-D convolution + bias + requantize (+ ReLU) on a ``lanes`` stream.
 
     Parameters
     ----------
@@ -66,21 +188,26 @@ class Conv2dLayer(wiring.Component):
         Weight codes (PyTorch layout).
     bias : array_like of int, shape (C_out,), or None
         Bias codes in accumulator scale (``f_in + f_w``).
-    stride, padding : int or (int, int)
-        Per axis; ``padding`` < kernel.
+    stride : int or (int, int)
+    padding : int, (int, int) or ((top, bottom), (left, right))
+        Each side smaller than the kernel; asymmetric only with ``window="serial"``.
     weight_format, out_format : cnnforge.golden.formats.Format
     rounding, overflow, activation : str
         As :func:`cnnforge.golden.formats.requantize`.
     pe, simd : int or None
         MAC array parallelism (``None`` = fully parallel).
-    window_fifo : ``"full"``, ``"compact"`` or ``"tiled"``
-        The window unit's structure (:class:`hw.window.WindowUnit`'s ``fifo``).
+    window : one of :data:`CONV_WINDOWS`
+        ``"serial"`` or the parallel window unit's structure (:class:`hw.window.WindowUnit`'s ``fifo``).
 
     Attributes
     ----------
-    i : In(stream.Signature(pixel_layout(in_format.bits, C_in)))
-    o : Out(stream.Signature(pixel_layout(out_format.bits, C_out)))
-    window, mac : WindowUnit, MacArray
+    i : In(stream.Signature(pixel_layout(in_format.bits, in_lanes)))
+        ``C_in/in_lanes`` beats per pixel, raster order.
+    o : Out(stream.Signature(pixel_layout(out_format.bits, pe)))
+        ``C_out/pe`` beats per output pixel.
+    window, scatter, mac : the blocks (``scatter`` None when the MAC takes whole windows once)
+    structure : ConvStructure
+    in_lanes, out_lanes : int
     out_shape : (int, int, int)
         ``(C_out, O_h, O_w)``.
     cycles : cnnforge.golden.tokens.Cycles
@@ -90,7 +217,7 @@ class Conv2dLayer(wiring.Component):
 
     def __init__(self, in_shape, in_format, weight, bias=None, *, stride=1, padding=0,
                  weight_format, out_format, rounding="half_up", overflow="saturate",
-                 activation="none", pe=None, simd=None, window_fifo="full"):
+                 activation="none", pe=None, simd=None, window="full"):
         with silence_if_invalid(self):
             if not isinstance(in_format, Format):
                 raise TypeError(f"in_format must be a cnnforge.golden.formats.Format, not {in_format!r}")
@@ -107,56 +234,133 @@ class Conv2dLayer(wiring.Component):
                 raise ValueError(f"weight must have shape (C_out, {channels}, kh, kw), "
                                  f"not {weight.shape}")
             c_out, _, kh, kw = weight.shape
-            window_unit_geometry(height, width, (kh, kw), stride, padding, window_fifo)  # validate first
-            self.window = WindowUnit(height, width, channels, (kh, kw), stride, padding,
-                                     bits=in_format.bits, pad_value=0, fifo=window_fifo)
             self.mac = MacArray(kh * kw * channels, in_format.bits,
                                 conv_weights_to_window_order(weight), bias, weight_format, out_format,
                                 in_format.frac + weight_format.frac - out_format.frac,
                                 rounding, overflow, activation, pe=pe, simd=simd)
+            s = conv2d_structure(height, width, channels, c_out, (kh, kw), stride, padding,
+                                 self.mac.pe, self.mac.simd, window, in_format.bits)
+            if s.serial:
+                self.window = SerialWindowUnit(height, width, channels, (kh, kw), stride, _sides(padding),
+                                               bits=in_format.bits, simd=s.simd, order="window",
+                                               repeat=c_out // s.pe, pad_value=0, in_lanes=s.in_lanes)
+                assert self.window.geometry == s.window
+            else:
+                self.window = WindowUnit(height, width, channels, (kh, kw), stride, s.window.padding,
+                                         bits=in_format.bits, pad_value=0, fifo=window)
+            self.scatter = WidthConverter(signed(in_format.bits), *s.scatter) if s.scatter else None
+            self.structure = s
+            self.in_lanes, self.out_lanes = s.in_lanes, s.pe
             self.in_shape = (channels, height, width)
-            self.out_shape = (c_out, self.window.out_h, self.window.out_w)
+            self.out_shape = (c_out, s.out_h, s.out_w)
             self.in_format, self.out_format = in_format, out_format
             self.multipliers = self.mac.multipliers
-            self.macs_per_frame = self.window.out_h * self.window.out_w * kh * kw * channels * c_out
-            self.cycles = conv2d_cycles(height, width, channels, c_out, (kh, kw), stride, padding,
-                                        self.mac.pe, self.mac.simd, window_fifo)
+            self.macs_per_frame = s.out_h * s.out_w * kh * kw * channels * c_out
+            self.cycles = model_cycles(s.models, s.in_beats, s.out_beats)
         super().__init__({
-            "i": In(stream.Signature(pixel_layout(in_format.bits, channels))),
-            "o": Out(stream.Signature(pixel_layout(out_format.bits, c_out))),
+            "i": In(stream.Signature(pixel_layout(in_format.bits, s.in_lanes))),
+            "o": Out(stream.Signature(pixel_layout(out_format.bits, s.pe))),
         })
 
     @classmethod
-    def from_layer(cls, layer, window_fifo="full"):
-        """Build from a resolved ``conv2d`` layer, with the planned window unit ``window_fifo``."""
+    def from_layer(cls, layer, window="full"):
+        """Build from a resolved ``conv2d`` layer, with the planned window style ``window``."""
         return cls(layer.in_shape, layer.in_format, layer.weight, layer.bias,
-                   stride=layer.stride, padding=symmetric_padding(layer), weight_format=layer.weight_format,
+                   stride=layer.stride, padding=layer.padding, weight_format=layer.weight_format,
                    out_format=layer.output, rounding=layer.rounding, overflow=layer.overflow,
-                   activation=layer.activation, pe=layer.pe, simd=layer.simd,
-                   window_fifo=window_fifo)
+                   activation=layer.activation, pe=layer.pe, simd=layer.simd, window=window)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.window = self.window
         m.submodules.mac = self.mac
-        # No slice on the wide window stream: the MAC array's ready comes from flip-flops
-        # (its own skid buffer sits on the narrow accumulator side).
         wiring.connect(m, wiring.flipped(self.i), self.window.i)
-        wiring.connect(m, self.window.o, self.mac.i)
+        if self.scatter is None:
+            wiring.connect(m, self.window.o, self.mac.i)
+        else:
+            # The parallel window's taps in (ky, kx, c) order, cut into simd-tap beats.
+            m.submodules.scatter = self.scatter
+            wiring.connect(m, self.window.o, self.scatter.i)
+            wiring.connect(m, self.scatter.o, self.mac.i)
         wiring.connect(m, self.mac.o, wiring.flipped(self.o))
         return m
 
 
+def _area(resources: LayerResources) -> float:
+    """One number to order a layer's candidates by (smallest first): flip-flops plus
+    memory bits at a sixteenth (block-RAM- or LUT-mappable storage is cheap per bit)."""
+    return resources.registers + sum(mem.bits for mem in resources.memories) / 16
+
+
 @register_hardware("conv2d")
 class Conv2dHardware(WindowedHardware):
-    """The ``conv2d`` kind: :class:`Conv2dLayer` (window unit + MAC array)."""
+    """The ``conv2d`` kind: :class:`Conv2dLayer` (a window unit + the MAC array).
+
+    Choices ``{"window": style}``.  The style is the serial window where it serves
+    ``simd``, its estimated area is the smaller and its closed-form frame interval
+    (``max(H·W·C/in_lanes, O_h·O_w·cycles per pixel)``) is no higher than the
+    parallel unit's (``max(H·W, O_h·O_w·cycles per pixel)``), or where only it can
+    take the padding; else the parallel window (:meth:`default_choice`).  The
+    parallel style's structures (tiled / compact / full) are the planner's
+    refinements (:meth:`choices`); the serial style has none.  The style sets the
+    lanes (:meth:`lanes`): ``in_lanes`` of the serial unit (``simd``, or whole pixels
+    for ``simd = C·k``) or whole pixels for the parallel one, and ``pe`` out.
+    """
+
+    def structure(self, layer, choice) -> ConvStructure:
+        c, h, w = layer.in_shape
+        return conv2d_structure(h, w, c, layer.out_channels, layer.kernel, layer.stride, layer.padding,
+                                layer.pe, layer.simd, choice["window"], layer.in_format.bits)
+
+    def _serial_preferred(self, layer) -> bool:
+        c, h, w = layer.in_shape
+        if not serial_serves(c, layer.kernel, layer.simd):
+            return False
+        try:
+            serial = self.structure(layer, {"window": "serial"})
+        except ValueError:
+            return False
+        (pt, pb), (pl, pr) = layer.padding
+        if pt != pb or pl != pr:
+            return True                                   # the parallel unit cannot pad it
+        try:
+            parallel = self.resources(layer, {"window": "full"})
+        except ValueError:
+            return True
+        out = layer.out_shape[1] * layer.out_shape[2] * layer.cycles_per_pixel
+        if serial.in_beats > max(h * w, out):             # input-bound: more beats than today
+            return False
+        return _area(self.resources(layer, {"window": "serial"})) < _area(parallel)
+
+    def default_choice(self, layer) -> dict:
+        return {"window": "serial" if self._serial_preferred(layer) else "full"}
+
+    def baseline_choice(self, layer) -> dict:
+        return {"window": "full"}
+
+    def choices(self, layer, choice=None) -> tuple:
+        choice = self.default_choice(layer) if choice is None else choice
+        if choice["window"] == "serial":
+            return ()
+        return super().choices(layer, choice)
 
     def build(self, layer, choice):
         return Conv2dLayer.from_layer(layer, choice["window"])
 
     def token_models(self, layer, choice) -> list:
-        return conv2d_token_models(self.geometry(layer, choice), layer.in_shape[0], layer.out_channels,
-                                   layer.pe, layer.simd)
+        return self.structure(layer, choice).models()
+
+    def lanes(self, layer, choice) -> tuple:
+        return self.structure(layer, choice).in_lanes, layer.pe
+
+    def work(self, layer) -> int:
+        """A window per output pixel at its cycles per pixel; the input beats of the serial style."""
+        c, h, w = layer.in_shape
+        out = layer.out_shape[1] * layer.out_shape[2] * layer.cycles_per_pixel
+        if serial_serves(c, layer.kernel, layer.simd):
+            lanes = serial_window_in_lanes(c, layer.simd, layer.kernel, "window")
+            return max(h * w * c // lanes, out)
+        return max(h * w, out)
 
     def cycles_per_window(self, layer) -> int:
         return layer.cycles_per_pixel
@@ -167,9 +371,39 @@ class Conv2dHardware(WindowedHardware):
     def multipliers(self, layer, choice) -> int:
         return layer.pe * layer.simd
 
+    def line_buffer_bits(self, layer, choice) -> int:
+        if choice["window"] != "serial":
+            return super().line_buffer_bits(layer, choice)
+        g = self.structure(layer, choice).window
+        return g.depth * g.in_lanes * layer.in_format.bits
+
+    def describe(self, layer, choice) -> dict:
+        try:
+            s = self.structure(layer, choice)
+        except ValueError:
+            return {"window_unit": None, "lanes": None}
+        if s.serial:
+            unit = "serial"
+        else:
+            unit = "tiled" if s.window.tiled else f"{choice['window']} fifo"
+        return {"window_unit": unit, "lanes": {"in": s.in_lanes, "out": layer.pe}}
+
+    def window_resources(self, layer, choice):
+        if choice["window"] != "serial":
+            memories, bits = super().window_resources(layer, choice)
+            s = self.structure(layer, choice)
+            if s.scatter:
+                bits += width_converter_registers(*s.scatter[:2], layer.in_format.bits, s.scatter[2])
+            return memories, bits
+        g = self.structure(layer, choice).window
+        b = layer.in_format.bits
+        memories = [Memory(layer.name, "window buffer", g.in_lanes * b, g.depth // g.banks, False)
+                    for _ in range(g.banks)]
+        return memories, serial_window_registers(g, b) + 20
+
     def resources(self, layer, choice) -> LayerResources:
         """Window unit, then the MAC array: weight ROM when folded, bias ROM when ``pe < C_out``;
-        registers: the window copy, operands, products, accumulators and requantized outputs."""
+        registers: the window unit's, operands, products, accumulators and requantized outputs."""
         memories, bits = self.window_resources(layer, choice)
         a, wb = layer.in_format.bits, layer.weight_format.bits
         nf = layer.out_channels // layer.pe
@@ -179,8 +413,6 @@ class Conv2dHardware(WindowedHardware):
         if nf > 1:
             memories.append(Memory(layer.name, "bias ROM", layer.pe * layer.sum_bits, nf, True))
         lanes = layer.pe * layer.simd
-        bits += (layer.fan_in * a + layer.simd * a + lanes * (a + wb) * 2
-                 + layer.pe * (layer.acc_bits + layer.output.bits) * 2 + 150)
-        if nf > 1:
-            bits += layer.out_channels * layer.output.bits
+        bits += (layer.simd * a + lanes * (a + wb) * 2
+                 + layer.pe * (layer.acc_bits + layer.output.bits) * 2 + 100)
         return LayerResources(memories, [(a, wb)] * lanes, bits)
