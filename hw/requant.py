@@ -245,6 +245,8 @@ MULT_SHIFT_LIMITS = {"tflite_double": (-31, 30), "tflite_single": (-31, 30), "tf
                      "float64": (-31, 30)}
 #: tflite_double: bits of ``acc·2**shift`` before the multiplier that golden computes exactly
 DOUBLE_LEFT_BITS = 55
+#: tflite_single: bits of ``acc·2**shift`` whose result golden's int64 arithmetic holds
+SINGLE_LEFT_BITS = 62
 #: significand bits of an IEEE double
 _F64_BITS = 53
 
@@ -451,8 +453,12 @@ class MultiplierPlan:
             for mm in mults:
                 if not 0 <= mm <= (1 << 31) - 1:
                     raise RequantParamError(f"multiplier {mm} is outside [0, 2**31 - 1]", "requant.multiplier")
+            left = max(0, max(shifts))
+            if rounding == "tflite_single" and acc_bits - 1 + left > SINGLE_LEFT_BITS:
+                raise RequantParamError(f"shift {left} scales the {acc_bits}-bit accumulator to "
+                                        f"{acc_bits - 1 + left} bits, more than the {SINGLE_LEFT_BITS} the golden "
+                                        "model computes exactly", "requant.shift")
             if rounding == "tflite_double":
-                left = max(0, max(shifts))
                 if acc_bits - 1 + left > DOUBLE_LEFT_BITS:
                     raise RequantParamError(f"shift {left} scales the {acc_bits}-bit accumulator to "
                                             f"{acc_bits - 1 + left} bits before the multiplier, more than "
@@ -608,8 +614,8 @@ def _finish(m, plan, v, in32, name):
             m.d.comb += tw.eq(Mux(in32, t[:32].as_signed(), t))
         m.d.comb += out.eq(Mux(tw > hi, hi, Mux(tw < lo, lo, tw)))
         return out
-    low = v[:bits] if z == 0 else (v[:bits] + z)[:bits]
-    value = low
+    narrow = v[:bits].as_signed() if len(v) > bits else v.as_signed()   # only the low bits survive
+    value = narrow if z == 0 else narrow + z
     if plan.v_lo < lo - z:
         value = Mux(v < lo - z, lo, value)
     if plan.v_hi > hi - z:
