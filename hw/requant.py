@@ -120,7 +120,7 @@ from .unused import silence_if_invalid
 
 __all__ = ["Requantizer", "requantize_value", "acc_layout", "check_requant_params", "requantizer_unsupported",
            "requant_in_layout", "requantizer_depth", "requantizer_interval", "RequantizerModel",
-           "MultiplierPlan", "RequantParamError", "int_channel_constants", "int_channel_value",
+           "MultiplierPlan", "RequantParamError", "requant_kwargs", "multiplier_problem", "int_channel_constants", "int_channel_value",
            "float64_channel_constants", "float64_channel_value", "MULT_ACC_BITS", "MULT_DEPTH"]
 
 
@@ -133,11 +133,21 @@ def acc_layout(acc_bits: int, count: int) -> data.StructLayout:
 
 
 def requantizer_unsupported(layer) -> str | None:
-    """The §3.1 feature of a weighted layer (conv2d, dense) this requantizer lacks yet, or None.
+    """The §3.1 feature of a weighted layer (conv2d, dense) its hardware lacks yet, or None.
 
-    It shifts by a power of two with §4's four rounding modes, saturates or
-    wraps, and applies ``none`` or ``relu``; weights are ``frac`` codes.
+    The requantizer itself takes §4.1's multiplier modes (:class:`Requantizer`
+    with ``multiplier``/``effective_scale``); a ``requant`` parameter it cannot
+    take (:func:`multiplier_problem`: an accumulator over 48 bits, a shift or
+    multiplier out of range) is named with its field first.  The blocks that
+    feed it (the MAC array, the dense engine) do not pass it multipliers,
+    zero points or clamps yet, so those layers are still refused here.  The
+    shift-only path shifts by a power of two with §4's four rounding modes,
+    saturates or wraps, and applies ``none`` or ``relu``; weights are ``frac`` codes.
     """
+    if layer.uses_requant:
+        problem = multiplier_problem(layer)
+        if problem:
+            return problem
     if layer.weight_format.affine:
         return f"affine formats (the weight format {layer.weight_format} has a scale)"
     if layer.uses_requant:
@@ -147,6 +157,45 @@ def requantizer_unsupported(layer) -> str | None:
     if layer.activation not in ACTIVATIONS:
         activation = layer.activation
         return f"the activation {getattr(activation, 'to_json', lambda: activation)()}"
+    return None
+
+
+#: :class:`RequantParamError` fields -> the model-file field that sets them
+_LAYER_FIELDS = {"acc_bits": "weight", "effective_scale": "weight_format.scale", "count": "pe",
+                 "multipliers": "pe", "channels": "pe", "lane_channels": "pe"}
+
+
+def requant_kwargs(layer) -> dict:
+    """The :class:`Requantizer` arguments of a ``requant`` layer (conv2d, dense): what its block passes on.
+
+    ``acc_bits`` (the §4.1 width), ``shift`` and ``multiplier`` (per output
+    channel), ``effective_scale`` (``float64``), ``out_format``, ``rounding``,
+    ``activation``; the block adds ``count``, the lane map and ``multipliers``.
+    """
+    kwargs = dict(acc_bits=layer.acc_bits, shift=layer.requant_shift, out_format=layer.output,
+                  rounding=layer.rounding, overflow=layer.overflow, activation=layer.activation,
+                  multiplier=layer.requant_multiplier)
+    if layer.rounding == "float64":
+        kwargs["effective_scale"] = intmath.fc_effective_scale(layer.in_format.scales, layer.weight_format.scales,
+                                                               layer.output.scales)
+    return kwargs
+
+
+def multiplier_problem(layer, count: int | None = None) -> str | None:
+    """One phrase naming the field of a ``requant`` layer's parameter the requantizer cannot take, or None."""
+    kwargs = requant_kwargs(layer)
+    try:
+        if kwargs["overflow"] != "saturate":
+            raise RequantParamError(f"rounding {kwargs['rounding']} saturates; overflow {kwargs['overflow']!r} "
+                                    "is not defined for it", "overflow")
+        channels = int(np.asarray(kwargs["shift"]).size)
+        MultiplierPlan(kwargs["acc_bits"], kwargs["rounding"], kwargs["shift"], kwargs["multiplier"],
+                       kwargs.get("effective_scale"), kwargs["out_format"], kwargs["activation"],
+                       count or layer.pe, channels, None, None)
+    except RequantParamError as err:
+        return f"field '{_LAYER_FIELDS.get(err.field, err.field)}' ({err}) in the multiplier requantizer"
+    except ValueError as err:
+        return f"field 'activation' ({err}) in the multiplier requantizer"
     return None
 
 

@@ -399,3 +399,70 @@ def test_bad_parameters_name_the_field(kwargs, field):
 def test_shift_modes_refuse_multiplier_parameters():
     with pytest.raises(ValueError, match="multiplier modes"):
         Requantizer(12, 3, Format(8, 0), "half_up", multiplier=1 << 30)
+
+
+# --------------------------------------------------------------------------- imported models
+
+TFLITE = sorted((__import__("pathlib").Path(__file__).parent / "data" / "tflite").glob("*.tflite"))
+
+
+@pytest.mark.parametrize("path", [p for p in TFLITE if p.stem != "bench_100k"], ids=lambda p: p.stem)
+def test_imported_layers(path):
+    """Every requant layer of the imported test models: the requantizer takes its parameters (per-channel
+    multipliers and shifts, float64 scales from the file's float32 scales, zero points, RELU/RELU6 clamps)
+    and equals the layer's golden requantize on random accumulators of its width."""
+    pytest.importorskip("tflite")
+    from cnnforge import import_tflite
+    from cnnforge.golden.model import parse_model
+    from cnnforge.hw.requant import multiplier_problem, requant_kwargs
+    from cnnforge.tflite import TFLiteImportError
+    try:
+        result = import_tflite(path)
+    except TFLiteImportError:
+        pytest.skip("a model the importer refuses")
+    model = result if not isinstance(result, tuple) else parse_model(result[0], tensors=result[1])
+    layers = [layer for layer in model.layers if getattr(type(layer), "WEIGHTED", False) and layer.uses_requant]
+    assert layers
+    rng = np.random.default_rng(9)
+    for layer in layers:
+        assert multiplier_problem(layer) is None
+        kwargs = requant_kwargs(layer)
+        channels = int(np.asarray(kwargs["shift"]).size)
+        count = max(d for d in (1, 2, 3, 4) if channels % d == 0)
+        groups = channels // count
+        dut = Requantizer(count=count, multipliers=1 if count > 1 else None, **kwargs)
+        n, bits = 48, layer.acc_bits
+        accs = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (n, count)) >> rng.integers(0, bits, (n, count))
+        gs = rng.integers(0, groups, n)
+        beats = [{"data": a.tolist(), "last": 0, **({"group": int(g)} if groups > 1 else {})} for a, g in zip(accs, gs)]
+        run = run_streams(dut, beats, n, pause_out=0.2)
+        full = np.zeros((n, channels), dtype=np.int64)
+        chans = np.arange(channels).reshape(groups, count)[gs]
+        np.put_along_axis(full, chans, accs, axis=1)
+        want = np.take_along_axis(layer.requantize(full, channel_shape=(-1,)), chans, axis=1)
+        assert [b[0] for b in run.beats] == want.tolist(), layer.label
+
+
+def test_layer_refusals_name_the_layer_and_field():
+    """A requant layer keeps the blocks' refusal; a parameter the requantizer cannot take names its field."""
+    import dataclasses
+    from cnnforge.golden.model import parse_model
+    from cnnforge.hw.registry import unsupported_feature
+    from cnnforge.hw.requant import requantizer_unsupported
+    conv = {"type": "conv2d", "out_channels": 2, "kernel": 3, "padding": 1, "weight": "w",
+            "weight_format": {"bits": 8, "frac": 4}, "output": {"bits": 8, "frac": 4},
+            "requant": {"multiplier": "rq.m", "shift": "rq.s"}, "rounding": "tflite_double"}
+    doc = {"format": "cnnforge-model/1", "name": "m", "weights": "m.npz",
+           "input": {"shape": [1, 6, 6], "bits": 8, "frac": 4}, "layers": [conv]}
+    tensors = {"w": np.ones((2, 1, 3, 3), np.int8), "rq.m": np.array([1 << 30]), "rq.s": np.array([-1])}
+    model = parse_model(doc, tensors=tensors)
+    layer = model.layers[0]
+    assert requantizer_unsupported(layer) == "requant multipliers (rounding 'tflite_double')"
+    for change, field in ((dict(requant_shift=np.array([31, -1])), "requant.shift"),
+                          (dict(requant_multiplier=np.array([1 << 31, 1 << 30])), "requant.multiplier"),
+                          (dict(exact_acc_bits=49), "weight")):
+        bad = dataclasses.replace(layer, **change)
+        assert f"field '{field}'" in requantizer_unsupported(bad)
+        model.layers[0] = bad
+        line = unsupported_feature(model)
+        assert line.startswith(f"layer 0 '{layer.name}': ") and f"field '{field}'" in line and "\n" not in line
