@@ -82,11 +82,18 @@ float32 scales is a normal double.  Note ``INT32_MIN·INT32_MIN`` of
 ``tflite_double``'s high multiply cannot occur: multipliers are ``>= 0``.)
 
 *Pipeline* (one stall-all enable ``en = ~o.valid | o.ready``, :class:`Pipe`):
-1 operands (accumulator, or ``|acc|`` and its sign for float64; the ROM's read
-register), 2 product (DSP blocks), 3 sum ``P + k`` (float64: ``P + h``),
-4 shift, 5 ``+ z``, clamp: the output register.  :func:`requantizer_depth`
-gives the depth, asserted at elaboration; :class:`RequantizerModel` is the
-token model.
+1 operands: ``|acc|`` and its sign (every mode multiplies magnitudes:
+``floor((−P + kn + 2**(S−1)) / 2**S) = −floor((P + (−kn − 1) + 2**(S−1)) / 2**S)``,
+so the ROM holds ``−kn − 1``), and the ROM's read register; 2 the product's
+unsigned ``dsp_width × dsp_width`` pieces, one DSP block each, registered
+(so no adder follows a DSP block in the same cycle; 16 suits the iCE40's
+SB_MAC16 and maps one-to-one on ECP5 too, 18 uses the ECP5's MULT18X18D fully);
+3 the pieces summed, ``+ k`` (float64: the whole ``P``, then 4 ``P + h``); the
+shift; last: sign, ``+ z``, clamp (comparing the magnitude with each sign's
+bounds, so no negation precedes the comparators): the output register.  Five
+stages, six for float64.
+:func:`requantizer_depth` gives the depth, asserted at elaboration;
+:class:`RequantizerModel` is the token model.
 
 *Sharing the multipliers* (``multipliers < count``): a beat is taken when the
 phase counter is 0; its ``count/multipliers`` lane groups enter the pipeline on
@@ -94,7 +101,7 @@ that and the next enabled cycles (groups after the first from a hold
 register), each multiplier reading its ROM at ``group·phases + phase``; the
 outputs collect in the output register and ``o.valid`` rises with the last
 group.  One beat every ``count/multipliers`` cycles, latency
-``MULT_DEPTH + count/multipliers − 1``.  A MAC array whose fold delivers
+``requantizer_depth(rounding) + count/multipliers − 1``.  A MAC array whose fold delivers
 ``pe`` accumulators once per ``K_h·K_w·C_in/simd`` cycles loses nothing with
 ``multipliers = ceil(pe / (K_h·K_w·C_in/simd))``; see the block that feeds it.
 """
@@ -104,7 +111,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -121,7 +128,8 @@ from .unused import silence_if_invalid
 __all__ = ["Requantizer", "requantize_value", "acc_layout", "check_requant_params", "requantizer_unsupported",
            "requant_in_layout", "requantizer_depth", "requantizer_interval", "RequantizerModel",
            "MultiplierPlan", "RequantParamError", "requant_kwargs", "multiplier_problem", "int_channel_constants", "int_channel_value",
-           "float64_channel_constants", "float64_channel_value", "MULT_ACC_BITS", "MULT_DEPTH"]
+           "float64_channel_constants", "float64_channel_value", "MULT_ACC_BITS", "MULT_DEPTH", "FLOAT64_DEPTH",
+           "DSP_WIDTH"]
 
 
 def acc_layout(acc_bits: int, count: int) -> data.StructLayout:
@@ -287,8 +295,10 @@ def requantize_value(m, acc, *, acc_bits, shift, out_format, rounding="half_up",
 
 #: widest accumulator the multiplier path takes (DESIGN §4.1; TFLite asserts |acc| < 2**47)
 MULT_ACC_BITS = MAX_AFFINE_ACC_BITS
-#: register stages of the multiplier path (operands, product, sum, shift, output)
+#: register stages of the integer multiplier modes (operands, product pieces, sum, shift, output)
 MULT_DEPTH = 5
+#: register stages of ``float64`` (one more: the half-ulp ``P + h`` before the shift)
+FLOAT64_DEPTH = 6
 #: the shifts each multiplier mode takes (as the model file, golden.layers._weighted)
 MULT_SHIFT_LIMITS = {"tflite_double": (-31, 30), "tflite_single": (-31, 30), "tflite_int16": (-31, 7),
                      "float64": (-31, 30)}
@@ -296,6 +306,9 @@ MULT_SHIFT_LIMITS = {"tflite_double": (-31, 30), "tflite_single": (-31, 30), "tf
 DOUBLE_LEFT_BITS = 55
 #: tflite_single: bits of ``acc·2**shift`` whose result golden's int64 arithmetic holds
 SINGLE_LEFT_BITS = 62
+#: default width of the unsigned pieces of a product, one DSP block each (iCE40 SB_MAC16: 16×16;
+#: ECP5 MULT18X18D takes 18×18: ``dsp_width=18`` saves blocks on products wider than 32 bits)
+DSP_WIDTH = 16
 #: significand bits of an IEEE double
 _F64_BITS = 53
 
@@ -329,14 +342,15 @@ def requantizer_depth(rounding: str, count: int = 1, multipliers: int | None = N
     """Cycles from a beat's input handshake to its output handshake, stall-free.
 
     Shift modes (§4): 1.  Multiplier modes (§4.1): :data:`MULT_DEPTH` register
-    stages, plus ``count/multipliers − 1`` cycles when ``multipliers < count``
+    stages (``float64``: :data:`FLOAT64_DEPTH`), plus ``count/multipliers − 1`` cycles when ``multipliers < count``
     lanes share the multipliers in turn (the last group of lanes enters that
     much later).  A new beat is taken every ``count/multipliers`` cycles
     (:func:`requantizer_interval`).
     """
     if rounding not in REQUANT_MODES:
         return 1
-    return MULT_DEPTH + requantizer_interval(count, multipliers) - 1
+    depth = FLOAT64_DEPTH if rounding == "float64" else MULT_DEPTH
+    return depth + requantizer_interval(count, multipliers) - 1
 
 
 def requantizer_interval(count: int, multipliers: int | None = None) -> int:
@@ -443,7 +457,7 @@ class MultiplierPlan:
     """
 
     def __init__(self, acc_bits, rounding, shift, multiplier, effective_scale, out_format, activation,
-                 count, channels, lane_channels, multipliers):
+                 count, channels, lane_channels, multipliers, dsp_width=16):
         if rounding not in REQUANT_MODES:
             raise RequantParamError(f"rounding must be one of {', '.join(REQUANT_MODES)}, not {rounding!r}", "rounding")
         if not isinstance(acc_bits, int) or isinstance(acc_bits, bool) or not 2 <= acc_bits <= MULT_ACC_BITS:
@@ -456,7 +470,10 @@ class MultiplierPlan:
         units = count if multipliers is None else multipliers
         if not isinstance(units, int) or isinstance(units, bool) or units < 1 or count % units:
             raise RequantParamError(f"multipliers must divide count ({count}), not {multipliers!r}", "multipliers")
+        if not isinstance(dsp_width, int) or isinstance(dsp_width, bool) or not 2 <= dsp_width <= 64:
+            raise RequantParamError(f"dsp_width must be an integer in 2..64, not {dsp_width!r}", "dsp_width")
         self.mode, self.acc_bits, self.count, self.units = rounding, acc_bits, count, units
+        self.dsp_width = dsp_width
         self.phases = count // units
         self.lo, self.hi = activation_bounds(activation, out_format)   # raises for a bad activation
         self.z = out_format.zero_point
@@ -521,43 +538,40 @@ class MultiplierPlan:
         consts = [(0, s_any, 0, 0) if z else c for c, z in zip(consts, zero)]
         self.consts = consts
         self.value = value
+        self.f64 = rounding == "float64"
+        # what the hardware holds per channel: (A or m, S, k for acc >= 0, k for acc < 0), the product being
+        # |acc|·A: for acc < 0, floor((−P + kn + 2**(S−1)) / 2**S) = −floor((P + (−kn − 1) + 2**(S−1)) / 2**S)
+        hw = [(c[0], c[1], 0, 0) if self.f64 else (c[0], c[1], c[2], -c[3] - 1) for c in consts]
         # --- widths
-        self.a_bits = max(1, max(c[0] for c in consts).bit_length())
-        self.s_min = min(c[1] for c in consts)
-        self.s_max = max(c[1] for c in consts)
+        self.a_bits = max(1, max(c[0] for c in hw).bit_length())
+        self.s_min = min(c[1] for c in hw)
+        self.s_max = max(c[1] for c in hw)
         self.var_shift = self.s_max != self.s_min
         self.sel_bits = (self.s_max - self.s_min).bit_length()
-        self.k_lo = min(min(c[2], c[3]) for c in consts)
-        self.k_hi = max(max(c[2], c[3]) for c in consts)
-        self.k_var = any((c[2], c[3]) != (consts[0][2], consts[0][3]) for c in consts)
-        self.k_sign = any(c[2] != c[3] for c in consts)
-        self.f64 = rounding == "float64"
-        a_max = max(c[0] for c in consts)
+        self.k_lo = min(min(c[2], c[3]) for c in hw)
+        self.k_hi = max(max(c[2], c[3]) for c in hw)
+        self.k_sign = any(c[2] != c[3] for c in hw)
+        a_max = max(c[0] for c in hw)
+        self.mag_bits = acc_bits                          # |acc| <= 2**(acc_bits-1)
+        self.p_bits = max(1, ((1 << (acc_bits - 1)) * a_max).bit_length())
+        half = 0 if self.var_shift else 1 << (self.s_min - 1)
         if self.f64:
-            self.mag_bits = acc_bits                      # |acc| <= 2**(acc_bits-1)
-            self.p_bits = max(1, ((1 << (acc_bits - 1)) * a_max).bit_length())
-            half = 0 if self.var_shift else 1 << (self.s_min - 1)
             h_max = 1 << (self.p_bits - _F64_BITS) if self.p_bits > _F64_BITS else 0
             self.x_bits = max(1, ((1 << self.p_bits) - 1 + h_max + half).bit_length())   # P + h (+ half)
             self.y_hi = max(_f64_magnitude(1 << (acc_bits - 1), c[0], c[1]) for c in consts)
             self.y_bits = max(1, self.y_hi.bit_length())  # unsigned magnitude
+            self.mag_out_bits = self.y_bits
             self.overflow = self.y_hi >= 1 << 31
-            top = min(self.y_hi, (1 << 31) - 1)
             self.v_lo = intmath.INT32_MIN if self.overflow else -min(self.y_hi, 1 << 31)
-            self.v_hi = top
+            self.v_hi = min(self.y_hi, (1 << 31) - 1)
             self.in32_always = True
         else:
-            self.p_lo = min(lo_acc * a_max, 0)
-            self.p_hi = max(hi_acc * a_max, 0)
-            self.p_bits = signed_width(self.p_lo, self.p_hi)
-            self.x_lo, self.x_hi = self.p_lo + min(self.k_lo, 0), self.p_hi + max(self.k_hi, 0)
-            if not self.var_shift:
-                self.x_lo += 1 << (self.s_min - 1)
-                self.x_hi += 1 << (self.s_min - 1)
+            self.x_lo = min(self.k_lo, 0) + half
+            self.x_hi = ((1 << (acc_bits - 1)) * a_max) + max(self.k_hi, 0) + half
             self.x_bits = signed_width(self.x_lo, self.x_hi)
             self.y_lo = min(value(lo_acc, c) for c in consts)
             self.y_hi = max(value(hi_acc, c) for c in consts)
-            self.y_bits = signed_width(self.y_lo, self.y_hi)
+            self.mag_out_bits = max(1, max(-self.y_lo, self.y_hi).bit_length())
             self.overflow = False
             self.v_lo, self.v_hi = self.y_lo, self.y_hi
             self.in32_always = intmath.INT32_MIN <= self.y_lo and self.y_hi <= intmath.INT32_MAX
@@ -571,7 +585,7 @@ class MultiplierPlan:
             entries = []
             for g in range(self.groups):
                 for j in range(self.phases):
-                    entries.append(consts[self.lane_channels[g][j * units + u]])
+                    entries.append(hw[self.lane_channels[g][j * units + u]])
             self.rom.append(entries)
 
     def scaled(self, acc: int, channel: int) -> int:
@@ -649,26 +663,53 @@ def _leading_one_term(m, p, width):
     return Cat(*[p[i] & ~above[i] for i in range(_F64_BITS, width)])
 
 
-def _finish(m, plan, v, in32, name):
-    """``+ z`` (with golden ``finish``'s int32 wrap where reachable) and the clamp to ``[lo, hi]``."""
+def _gt(y, c, y_max):
+    """``y > c`` for an unsigned ``y <= y_max`` and a constant ``c`` (folded where it is constant)."""
+    if c < 0:
+        return Const(1, 1)
+    if c >= y_max:
+        return Const(0, 1)
+    return y > c
+
+
+def _lt(y, c, y_max):
+    """``y < c`` for an unsigned ``y <= y_max`` and a constant ``c``."""
+    if c <= 0:
+        return Const(0, 1)
+    if c > y_max:
+        return Const(1, 1)
+    return y < c
+
+
+def _finish(m, plan, y, neg, name):
+    """From the magnitude ``y`` and the sign: float64's ``INT32_MIN``, ``+ z`` (with golden ``finish``'s int32
+    wrap where reachable) and the clamp to ``[lo, hi]``; the output code."""
     z, lo, hi, bits = plan.z, plan.lo, plan.hi, plan.bits
     out = Signal(signed(bits), name=f"{name}_code")
+    ovf = y[31:].any() if plan.f64 and plan.overflow else None
     if plan.wrap:
+        v = Signal(signed(max(len(y) + 1, 33)), name=f"{name}_v")
+        m.d.comb += v.eq(Mux(neg, -y, y) if ovf is None else Mux(ovf, intmath.INT32_MIN, Mux(neg, -y, y)))
         t = Signal(signed(len(v) + 2), name=f"{name}_t")
         m.d.comb += t.eq(v + z)
         tw = Signal(signed(max(len(t), 32)), name=f"{name}_tw")
-        if in32 is None:
+        if plan.in32_always:
             m.d.comb += tw.eq(t[:32].as_signed())
         else:
-            m.d.comb += tw.eq(Mux(in32, t[:32].as_signed(), t))
+            upper = v[31:]
+            m.d.comb += tw.eq(Mux(upper.all() | ~upper.any(), t[:32].as_signed(), t))
         m.d.comb += out.eq(Mux(tw > hi, hi, Mux(tw < lo, lo, tw)))
         return out
-    narrow = v[:bits].as_signed() if len(v) > bits else v.as_signed()   # only the low bits survive
-    value = narrow if z == 0 else narrow + z
-    if plan.v_lo < lo - z:
-        value = Mux(v < lo - z, lo, value)
-    if plan.v_hi > hi - z:
-        value = Mux(v > hi - z, hi, value)
+    # no wrap: compare the magnitude with the bounds of each sign (no negation before the comparators)
+    low_z, high_z = lo - z, hi - z
+    pos_max, neg_max = max(plan.v_hi, 0), max(-plan.v_lo, 0)
+    big = Mux(neg, _lt(y, -high_z, neg_max), _gt(y, high_z, pos_max))
+    small = Mux(neg, _gt(y, -low_z, neg_max), _lt(y, low_z, pos_max))
+    low = y[:bits] if len(y) > bits else y
+    value = Mux(neg, z - low, low + z)
+    value = Mux(big, hi, Mux(small, lo, value))
+    if ovf is not None:                      # INT32_MIN + z (no wrap here: z >= 0), clamped
+        value = Mux(ovf, min(max(intmath.INT32_MIN + z, lo), hi), value)
     m.d.comb += out.eq(value)
     return out
 
@@ -715,41 +756,49 @@ def _elaborate_multiplier(self, m):
     m.d.comb += pipe.en.eq(en)
     roms = [_lane_rom(m, f"rq_rom{u}", plan.rom[u], plan.s_min, addr, en) for u in range(units)]
 
-    # --- 1: operands (the ROM's read register is this stage's constant half)
-    if plan.f64:
-        negs = [lane.as_signed() < 0 for lane in lanes]
-        mags = [Mux(neg, -lane.as_signed(), lane.as_signed()) for lane, neg in zip(lanes, negs)]
-        regs = pipe.stage(mags + negs, [unsigned(plan.mag_bits)] * units + [unsigned(1)] * units)
-        ops, negs = regs[:units], regs[units:]
-    else:
-        ops = pipe.stage(lanes, [signed(plan.acc_bits)] * units)
-        negs = [op < 0 for op in ops]
-    # --- 2: products (DSP), the offset k chosen by the sign, the shift select
-    prods = [op * rom["a"] for op, rom in zip(ops, roms)]
-    p_shape = unsigned(plan.p_bits) if plan.f64 else signed(plan.p_bits)
+    # --- 1: operands: |acc| and its sign (the ROM's read register is this stage's constant half)
+    negs = [lane.as_signed() < 0 for lane in lanes]
+    mags = [Mux(neg, -lane.as_signed(), lane.as_signed()) for lane, neg in zip(lanes, negs)]
+    regs = pipe.stage(mags + negs, [unsigned(plan.mag_bits)] * units + [unsigned(1)] * units)
+    mags, negs = regs[:units], regs[units:]
+    # --- 2: partial products, each one DSP block (dsp_width × dsp_width unsigned); the offset k by the sign
+    w = plan.dsp_width
+    pieces, parts = [], []
+    for mag, rom in zip(mags, roms):
+        a = rom["a"]
+        a_len = len(a)
+        terms = [(i + j, mag[i * w:min((i + 1) * w, plan.mag_bits)] * a[j * w:min((j + 1) * w, a_len)])
+                 for i in range(-(-plan.mag_bits // w)) for j in range(-(-a_len // w))]
+        parts.append([offset for offset, _ in terms])
+        pieces.extend(product for _, product in terms)
     k_shape = signed(signed_width(min(plan.k_lo, 0), max(plan.k_hi, 0)))
     ks = [Mux(neg, rom["kn"], rom["kp"]) if plan.k_sign else rom["kp"] for neg, rom in zip(negs, roms)]
     sels = [rom["sel"] for rom in roms]
     sel_shape = unsigned(max(1, plan.sel_bits))
-    extra = negs if plan.f64 else []
-    regs = pipe.stage(prods + ks + sels + extra, [p_shape] * units + [k_shape] * units + [sel_shape] * units
-                      + [unsigned(1)] * len(extra))
-    prods, ks, sels, extra = (regs[:units], regs[units:2 * units], regs[2 * units:3 * units],
-                              regs[3 * units:])
-    # --- 3: sums X = P + k (float64: P + the half-ulp of its 53-bit rounding); the rounding half when
-    # the shift is one for every channel
+    regs = pipe.stage(pieces + ks + sels + negs,
+                      [Value.cast(p).shape() for p in pieces] + [k_shape] * units
+                      + [sel_shape] * units + [unsigned(1)] * units)
+    pieces, rest = regs[:len(pieces)], regs[len(pieces):]
+    ks, sels, negs = rest[:units], rest[units:2 * units], rest[2 * units:]
+    # --- 3: the product summed from its pieces, plus k (integer modes) and the rounding half when the shift
+    # is one for every channel; float64 keeps P whole for stage 4
     half = 0 if plan.var_shift else 1 << (plan.s_min - 1)
-    sums = []
-    for u, (p, k) in enumerate(zip(prods, ks)):
-        if plan.f64:
-            term = _leading_one_term(m, p, plan.p_bits)
-            sums.append(p + term + half)
-        else:
-            sums.append(p + k + half)
-    x_shape = unsigned(plan.x_bits) if plan.f64 else signed(plan.x_bits)
-    regs = pipe.stage(sums + sels + extra, [x_shape] * units + [sel_shape] * units + [unsigned(1)] * len(extra))
-    sums, sels, extra = regs[:units], regs[units:2 * units], regs[2 * units:]
-    # --- 4: the arithmetic shift by S (a barrel shifter over the channels' shifts when they differ)
+    sums, at = [], 0
+    for u, offsets in enumerate(parts):
+        total = 0
+        for offset in offsets:
+            total = total + (pieces[at] << (w * offset))
+            at += 1
+        sums.append(total if plan.f64 else total + ks[u] + half)
+    x_shape = unsigned(plan.p_bits) if plan.f64 else signed(plan.x_bits)
+    regs = pipe.stage(sums + sels + negs, [x_shape] * units + [sel_shape] * units + [unsigned(1)] * units)
+    sums, sels, negs = regs[:units], regs[units:2 * units], regs[2 * units:]
+    # --- 4: (float64: + the half-ulp of P's 53-bit rounding, then) the shift by S: a barrel shifter over
+    # the channels' shifts when they differ, followed by the rounding half
+    if plan.f64:                        # float64: P + h registered on its own (the leading-one search is deep)
+        regs = pipe.stage([x + _leading_one_term(m, x, plan.p_bits) + half for x in sums] + sels + negs,
+                          [unsigned(plan.x_bits)] * units + [sel_shape] * units + [unsigned(1)] * units)
+        sums, sels, negs = regs[:units], regs[units:2 * units], regs[2 * units:]
     ys = []
     for x, sel in zip(sums, sels):
         if plan.var_shift:
@@ -759,32 +808,12 @@ def _elaborate_multiplier(self, m):
         else:
             top = x[plan.s_min:]
             ys.append(top if plan.f64 else top.as_signed())
-    y_shape = unsigned(plan.y_bits) if plan.f64 else signed(plan.y_bits)
-    regs = pipe.stage(ys + extra, [y_shape] * units + [unsigned(1)] * len(extra))
+    regs = pipe.stage(ys + negs, [unsigned(plan.mag_out_bits)] * units + [unsigned(1)] * units)
     ys, extra = regs[:units], regs[units:]
-    assert pipe.depth + 1 == MULT_DEPTH == requantizer_depth(plan.mode), pipe.depth
-    # --- 5: sign and int32 overflow (float64), + z, clamp: the output register
+    assert pipe.depth + 1 == requantizer_depth(plan.mode), pipe.depth
+    # --- last: sign and int32 overflow (float64), + z, clamp: the output register
     valid, last, final, phase_out = pipe.valid, *pipe.carry
-    codes = []
-    for u, y in enumerate(ys):
-        if plan.f64:
-            neg = extra[u]
-            v = Signal(signed(plan.y_bits + 1 if not plan.overflow else max(plan.y_bits + 1, 33)),
-                       name=f"rq_v{u}")
-            signed_mag = Mux(neg, -y, y)
-            if plan.overflow:
-                m.d.comb += v.eq(Mux(y[31:].any(), intmath.INT32_MIN, signed_mag))
-            else:
-                m.d.comb += v.eq(signed_mag)
-            in32 = None
-        else:
-            v = y
-            if plan.in32_always or not plan.wrap:
-                in32 = None
-            else:
-                upper = y[31:]
-                in32 = upper.all() | ~upper.any()
-        codes.append(_finish(m, plan, v, in32, f"rq{u}"))
+    codes = [_finish(m, plan, y, neg, f"rq{u}") for u, (y, neg) in enumerate(zip(ys, extra))]
     with m.If(en):
         m.d.sync += o.valid.eq(valid & final)
         with m.If(valid):
@@ -800,7 +829,7 @@ class Requantizer(wiring.Component):
 
     Shift modes: one register stage, latency 1 cycle, one beat per cycle,
     ``i.ready = ~o.valid | o.ready``; ``o.payload`` holds while ``o.valid`` waits.
-    Multiplier modes: :data:`MULT_DEPTH` stall-all stages (module docstring),
+    Multiplier modes: :func:`requantizer_depth` stall-all stages (module docstring),
     latency :func:`requantizer_depth`, one beat per ``count/multipliers`` cycles.
 
     Parameters
@@ -849,7 +878,7 @@ class Requantizer(wiring.Component):
 
     def __init__(self, acc_bits, shift, out_format, rounding="half_up", overflow="saturate",
                  activation="none", *, count=1, multiplier=None, effective_scale=None, channels=None,
-                 lane_channels=None, multipliers=None):
+                 lane_channels=None, multipliers=None, dsp_width=None):
         with silence_if_invalid(self):
             self.plan = None
             if rounding in REQUANT_MODES:
@@ -857,7 +886,8 @@ class Requantizer(wiring.Component):
                     raise RequantParamError(f"rounding {rounding} saturates (then clamps); overflow "
                                             f"{overflow!r} is not defined for it", "overflow")
                 self.plan = MultiplierPlan(acc_bits, rounding, shift, multiplier, effective_scale, out_format,
-                                           activation, count, channels, lane_channels, multipliers)
+                                           activation, count, channels, lane_channels, multipliers,
+                                           DSP_WIDTH if dsp_width is None else dsp_width)
                 self.acc_bits, self.shift, self.out_format = acc_bits, shift, out_format
                 self.rounding, self.overflow, self.activation, self.count = rounding, overflow, activation, count
                 self.multipliers = self.plan.units
@@ -867,7 +897,7 @@ class Requantizer(wiring.Component):
             else:
                 for name, value in (("multiplier", multiplier), ("effective_scale", effective_scale),
                                     ("channels", channels), ("lane_channels", lane_channels),
-                                    ("multipliers", multipliers)):
+                                    ("multipliers", multipliers), ("dsp_width", dsp_width)):
                     if value is not None:
                         raise ValueError(f"{name} is a parameter of the multiplier modes "
                                          f"({', '.join(REQUANT_MODES)}), not of rounding {rounding!r}")
@@ -907,7 +937,7 @@ class RequantizerModel(TokenModel):
     """Token model (DESIGN §6) of :class:`Requantizer`, for the blocks' chains.
 
     Shift modes: one register (:class:`cnnforge.hw.pipe.PipelineModel` of
-    depth 1).  Multiplier modes: :data:`MULT_DEPTH` stall-all stages on
+    depth 1).  Multiplier modes: :func:`requantizer_depth` stall-all stages on
     ``en = ~o.valid | o.ready``; with ``multipliers < count`` a beat is taken
     (``i.ready = en`` and the phase counter at 0) and its ``count/multipliers``
     lane groups enter the pipe on that and the following enabled cycles; the
@@ -918,7 +948,7 @@ class RequantizerModel(TokenModel):
     __slots__ = ("bits", "top", "mask", "phase", "phases")
 
     def __init__(self, rounding: str, count: int = 1, multipliers: int | None = None):
-        depth = MULT_DEPTH if rounding in REQUANT_MODES else 1
+        depth = requantizer_depth(rounding)
         self.phases = requantizer_interval(count, multipliers) if rounding in REQUANT_MODES else 1
         self.top = depth - 1
         self.mask = (1 << depth) - 1

@@ -19,7 +19,7 @@ from amaranth.sim import Simulator
 from cnnforge.golden import intmath
 from cnnforge.golden.formats import Clamp, Format, affine_format, requantize
 from cnnforge.golden.tokens import chain_stamps
-from cnnforge.hw.requant import (MULT_DEPTH, Requantizer, RequantizerModel, RequantParamError,
+from cnnforge.hw.requant import (FLOAT64_DEPTH, MULT_DEPTH, Requantizer, RequantizerModel, RequantParamError,
                                  float64_channel_constants, float64_channel_value, int_channel_constants,
                                  int_channel_value, requantizer_depth)
 from cnnforge.sim.streams import run_streams
@@ -280,8 +280,9 @@ def test_float64_per_layer_constant_shift():
 
 # --------------------------------------------------------------------------- random wide accumulators
 
-@pytest.mark.parametrize("mode", INT_MODES + ("float64",))
-def test_random_48_bit(mode):
+@pytest.mark.parametrize("mode, dsp_width", [(mode, 16) for mode in INT_MODES + ("float64",)]
+                         + [("tflite_double", 18), ("float64", 18), ("tflite_single", 7), ("float64", 11)])
+def test_random_48_bit(mode, dsp_width):
     rng = np.random.default_rng(5)
     count, groups, n = 8, 4, 600
     channels = count * groups
@@ -295,7 +296,7 @@ def test_random_48_bit(mode):
         eff[:6] = [_tie_scales(a)[j] for a, j in ((99999999999, 0), (99999999999, 1), (12345677, 1),
                                                   (-(1 << 40) + 1, 0), ((1 << 44) + 3, 1), (7, 0))]
     fmt = affine_format(16, -300, 0.1)
-    dut = Requantizer(48, s, fmt, mode, count=count, multiplier=m, effective_scale=eff)
+    dut = Requantizer(48, s, fmt, mode, count=count, multiplier=m, effective_scale=eff, dsp_width=dsp_width)
     accs = rng.integers(-(1 << 47), 1 << 47, (n, count))
     accs[:4] = [[-(1 << 47)] * count, [(1 << 47) - 1] * count, [0] * count, [-1] * count]
     accs[4:10] = [[99999999999, -99999999999, 12345677, -12345677, -(1 << 40) + 1, (1 << 44) + 3, 7, -7]] * 6
@@ -363,7 +364,8 @@ def test_token_model_matches_simulation(mode, count, multipliers):
 def test_depth():
     assert requantizer_depth("half_even") == 1
     assert requantizer_depth("tflite_double") == MULT_DEPTH == 5
-    assert requantizer_depth("float64", 8, 2) == MULT_DEPTH + 3
+    assert requantizer_depth("float64") == FLOAT64_DEPTH == 6
+    assert requantizer_depth("float64", 8, 2) == FLOAT64_DEPTH + 3
 
 
 # --------------------------------------------------------------------------- refusals
@@ -384,6 +386,7 @@ def test_depth():
     (dict(shift=[1, 2, 3]), "requant.shift"),
     (dict(acc_bits=48, shift=9), "requant.shift"),                    # tflite_double: 47 + 9 > 55 bits
     (dict(acc_bits=48, shift=16, rounding="tflite_single"), "requant.shift"),   # 47 + 16 > 62 bits
+    (dict(dsp_width=1), "dsp_width"),
 ])
 def test_bad_parameters_name_the_field(kwargs, field):
     args = dict(acc_bits=24, shift=-3, out_format=affine_format(8, 0, 0.1), rounding="tflite_double",
