@@ -88,10 +88,11 @@ so the ROM holds ``−kn − 1``), and the ROM's read register; 2 the product's
 unsigned ``dsp_width × dsp_width`` pieces, one DSP block each, registered
 (so no adder follows a DSP block in the same cycle; 16 suits the iCE40's
 SB_MAC16 and maps one-to-one on ECP5 too, 18 uses the ECP5's MULT18X18D fully);
-3 the pieces summed, ``+ k`` (float64: the whole ``P``, then 4 ``P + h``); the
-shift; last: sign, ``+ z``, clamp (comparing the magnitude with each sign's
-bounds, so no negation precedes the comparators): the output register.  Five
-stages, six for float64.
+3 the pieces summed (two-input carry-chain adders in a balanced tree), ``+ k``
+(float64: the whole ``P``, then 4 its half-ulp ``h``, a leading-one search,
+and 5 ``P + h``, each on its own stage); the shift; last: sign, ``+ z``, clamp
+(comparing the magnitude with each sign's bounds, so no negation precedes the
+comparators): the output register.  Five stages, seven for float64.
 :func:`requantizer_depth` gives the depth, asserted at elaboration;
 :class:`RequantizerModel` is the token model.
 
@@ -103,7 +104,7 @@ outputs collect in the output register and ``o.valid`` rises with the last
 group.  One beat every ``count/multipliers`` cycles, latency
 ``requantizer_depth(rounding) + count/multipliers − 1``.  A MAC array whose fold delivers
 ``pe`` accumulators once per ``K_h·K_w·C_in/simd`` cycles loses nothing with
-``multipliers = ceil(pe / (K_h·K_w·C_in/simd))``; see the block that feeds it.
+:func:`shared_multipliers` ``(pe, K_h·K_w·C_in/simd)`` multipliers.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ from .pipe import Pipe
 from .unused import silence_if_invalid
 
 __all__ = ["Requantizer", "requantize_value", "acc_layout", "check_requant_params", "requantizer_unsupported",
-           "requant_in_layout", "requantizer_depth", "requantizer_interval", "RequantizerModel",
+           "requant_in_layout", "requantizer_depth", "requantizer_interval", "shared_multipliers", "RequantizerModel",
            "MultiplierPlan", "RequantParamError", "requant_kwargs", "multiplier_problem", "int_channel_constants", "int_channel_value",
            "float64_channel_constants", "float64_channel_value", "MULT_ACC_BITS", "MULT_DEPTH", "FLOAT64_DEPTH",
            "DSP_WIDTH"]
@@ -297,8 +298,8 @@ def requantize_value(m, acc, *, acc_bits, shift, out_format, rounding="half_up",
 MULT_ACC_BITS = MAX_AFFINE_ACC_BITS
 #: register stages of the integer multiplier modes (operands, product pieces, sum, shift, output)
 MULT_DEPTH = 5
-#: register stages of ``float64`` (one more: the half-ulp ``P + h`` before the shift)
-FLOAT64_DEPTH = 6
+#: register stages of ``float64`` (two more: the half-ulp ``h`` of ``P``, then ``P + h``, before the shift)
+FLOAT64_DEPTH = 7
 #: the shifts each multiplier mode takes (as the model file, golden.layers._weighted)
 MULT_SHIFT_LIMITS = {"tflite_double": (-31, 30), "tflite_single": (-31, 30), "tflite_int16": (-31, 7),
                      "float64": (-31, 30)}
@@ -357,6 +358,19 @@ def requantizer_interval(count: int, multipliers: int | None = None) -> int:
     """Cycles per beat: ``count/multipliers`` (1 when every lane has its multiplier)."""
     units = count if multipliers is None else multipliers
     return count // units
+
+
+def shared_multipliers(count: int, cycles_per_beat: int) -> int:
+    """Fewest multipliers (a divisor of ``count``) that still take a beat every ``cycles_per_beat`` cycles.
+
+    A MAC array folded over its input taps delivers its ``pe`` accumulators once
+    per ``K_h·K_w·C_in/simd`` cycles; with ``multipliers = shared_multipliers(pe,
+    K_h·K_w·C_in/simd)`` its requantizer never slows it (one beat per
+    ``count/multipliers <= cycles_per_beat`` cycles).
+    """
+    if not isinstance(count, int) or count < 1 or not isinstance(cycles_per_beat, int) or cycles_per_beat < 1:
+        raise ValueError(f"count and cycles_per_beat must be positive integers, not {count!r}, {cycles_per_beat!r}")
+    return min(u for u in range(1, count + 1) if count % u == 0 and count // u <= cycles_per_beat)
 
 
 def int_channel_constants(multiplier: int, shift: int, mode: str) -> tuple:
@@ -714,6 +728,41 @@ def _finish(m, plan, y, neg, name):
     return out
 
 
+def _rows(terms):
+    """Shifted unsigned pieces ``(offset, value)`` packed into few non-overlapping rows (concatenations: free)."""
+    rows = []                                          # [end, parts]
+    for offset, value in sorted(terms, key=lambda t: t[0]):
+        for row in rows:
+            if row[0] <= offset:
+                break
+        else:
+            row = [0, []]
+            rows.append(row)
+        if offset > row[0]:
+            row[1].append(Const(0, offset - row[0]))
+        row[1].append(value)
+        row[0] = offset + len(value)
+    return [Cat(*parts) for _, parts in rows]
+
+
+def _sum_tree(m, operands, name):
+    """The sum of ``operands`` as a balanced tree of two-input adders (``keep``: each stays a carry chain,
+    not merged by Yosys into a LUT compressor tree)."""
+    level = 0
+    while len(operands) > 1:
+        nxt = []
+        for k in range(0, len(operands) - 1, 2):
+            a, b = Value.cast(operands[k]), Value.cast(operands[k + 1])
+            total = a + b
+            sig = Signal(total.shape(), name=f"{name}_{level}_{k // 2}", attrs={"keep": 1})
+            m.d.comb += sig.eq(total)
+            nxt.append(sig)
+        if len(operands) % 2:
+            nxt.append(operands[-1])
+        operands, level = nxt, level + 1
+    return operands[0]
+
+
 def _elaborate_multiplier(self, m):
     """The multiplier path (§4.1): see the module and :class:`Requantizer` docstrings."""
     plan = self.plan
@@ -785,18 +834,20 @@ def _elaborate_multiplier(self, m):
     half = 0 if plan.var_shift else 1 << (plan.s_min - 1)
     sums, at = [], 0
     for u, offsets in enumerate(parts):
-        total = 0
-        for offset in offsets:
-            total = total + (pieces[at] << (w * offset))
-            at += 1
-        sums.append(total if plan.f64 else total + ks[u] + half)
+        terms = [(w * offset, pieces[at + j]) for j, offset in enumerate(offsets)]
+        at += len(offsets)
+        extra_terms = [] if plan.f64 else [ks[u] + half if half else ks[u]]
+        sums.append(_sum_tree(m, _rows(terms) + extra_terms, f"rq_sum{u}"))
     x_shape = unsigned(plan.p_bits) if plan.f64 else signed(plan.x_bits)
     regs = pipe.stage(sums + sels + negs, [x_shape] * units + [sel_shape] * units + [unsigned(1)] * units)
     sums, sels, negs = regs[:units], regs[units:2 * units], regs[2 * units:]
     # --- 4: (float64: + the half-ulp of P's 53-bit rounding, then) the shift by S: a barrel shifter over
     # the channels' shifts when they differ, followed by the rounding half
-    if plan.f64:                        # float64: P + h registered on its own (the leading-one search is deep)
-        regs = pipe.stage([x + _leading_one_term(m, x, plan.p_bits) + half for x in sums] + sels + negs,
+    if plan.f64:                        # float64: h, then P + h, each on its own stage (both are deep)
+        hs = [_leading_one_term(m, x, plan.p_bits) for x in sums]
+        regs = pipe.stage(sums + hs + sels + negs)
+        sums, hs, sels, negs = regs[:units], regs[units:2 * units], regs[2 * units:3 * units], regs[3 * units:]
+        regs = pipe.stage([x + h + half for x, h in zip(sums, hs)] + sels + negs,
                           [unsigned(plan.x_bits)] * units + [sel_shape] * units + [unsigned(1)] * units)
         sums, sels, negs = regs[:units], regs[units:2 * units], regs[2 * units:]
     ys = []

@@ -361,10 +361,17 @@ def test_token_model_matches_simulation(mode, count, multipliers):
             assert np.diff(run.out_stamps).tolist() == [step] * (len(beats) - 1)
 
 
+def test_shared_multipliers():
+    from cnnforge.hw.requant import shared_multipliers
+    assert shared_multipliers(4, 1) == 4 and shared_multipliers(4, 2) == 2 and shared_multipliers(4, 3) == 2
+    assert shared_multipliers(4, 4) == 1 and shared_multipliers(6, 4) == 2 and shared_multipliers(1, 9) == 1
+    assert shared_multipliers(8, 27) == 1
+
+
 def test_depth():
     assert requantizer_depth("half_even") == 1
     assert requantizer_depth("tflite_double") == MULT_DEPTH == 5
-    assert requantizer_depth("float64") == FLOAT64_DEPTH == 6
+    assert requantizer_depth("float64") == FLOAT64_DEPTH == 7
     assert requantizer_depth("float64", 8, 2) == FLOAT64_DEPTH + 3
 
 
