@@ -102,9 +102,19 @@ that and the next enabled cycles (groups after the first from a hold
 register), each multiplier reading its ROM at ``group·phases + phase``; the
 outputs collect in the output register and ``o.valid`` rises with the last
 group.  One beat every ``count/multipliers`` cycles, latency
-``requantizer_depth(rounding) + count/multipliers − 1``.  A MAC array whose fold delivers
-``pe`` accumulators once per ``K_h·K_w·C_in/simd`` cycles loses nothing with
-:func:`shared_multipliers` ``(pe, K_h·K_w·C_in/simd)`` multipliers.
+``requantizer_depth(rounding, count, multipliers)`` (``+ count/multipliers − 1``).
+
+Decision: share.  A folded MAC array delivers its ``pe`` accumulators once per
+``K_h·K_w·C_in/simd`` cycles (3 to 32 in the weighted layers of the bundled
+digits and tiny models, never fewer than their ``pe``; the dense engine's whole
+vector of ``out_features`` once per ``in_features/simd`` cycles), so :func:`shared_multipliers` ``(pe, K_h·K_w·C_in/simd)`` multipliers
+lose no cycle of throughput, and the cost is ``count/multipliers − 1`` cycles
+of latency once per layer.  Measured (``scripts/bench_requant.py``, 24-bit
+accumulators, 16 channels, ECP5-25F): ``tflite_double`` with pe 4 takes 609
+LUT4 + 404 CCU2C, 792 FF and 16 MULT18X18D with a multiplier per lane, 352 +
+101, 364 FF and 4 MULT18X18D with one shared (and 16 / 4 SB_MAC16 on the
+iCE40UP5K, which has 8); float64 24 → 6 MULT18X18D.  Per-lane multipliers stay
+for folds faster than ``pe`` cycles (``multipliers = count``, the default).
 """
 
 from __future__ import annotations
