@@ -211,11 +211,21 @@ def run_streams(dut, beats, count, *, pause_in=0.0, pause_out=0.0, seed=0, decod
     return StreamRun(sink.beats, source.stamps, sink.stamps)
 
 
-def frame_beats(x):
+def frame_beats(x, lanes=None):
     """Payloads of frames as the blocks stream them: ``(N, C, H, W)`` → raster-order pixel
-    beats, channels innermost, ``last`` on each frame's final pixel; ``(N, F)`` → one beat a frame."""
+    beats, channels innermost, ``last`` on each frame's final pixel; ``(N, F)`` → one beat a frame.
+
+    ``lanes`` (default: whole pixels / the whole vector) cuts each pixel (or vector) into
+    ``C/lanes`` beats of ``lanes`` values, beat ``g`` holding values ``g·lanes ..`` (DESIGN §5).
+    """
     if x.ndim == 2:
-        return [{"data": frame.tolist(), "last": 1} for frame in x]
-    _, _, h, w = x.shape
-    return [{"data": frame[:, yy, xx].tolist(), "last": int(yy == h - 1 and xx == w - 1)}
-            for frame in x for yy in range(h) for xx in range(w)]
+        lanes = x.shape[1] if lanes is None else lanes
+        groups = x.shape[1] // lanes
+        return [{"data": frame[g * lanes:(g + 1) * lanes].tolist(), "last": int(g == groups - 1)}
+                for frame in x for g in range(groups)]
+    _, c, h, w = x.shape
+    lanes = c if lanes is None else lanes
+    groups = c // lanes
+    return [{"data": frame[g * lanes:(g + 1) * lanes, yy, xx].tolist(),
+             "last": int(yy == h - 1 and xx == w - 1 and g == groups - 1)}
+            for frame in x for yy in range(h) for xx in range(w) for g in range(groups)]
