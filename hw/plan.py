@@ -116,12 +116,32 @@ def make_plan(model, choices: dict, register_slices: str = "skid", planned=True)
                       register_slices, planned)
 
 
+def _walk_choices(model, pick) -> dict:
+    """Per layer ``pick(kind, layer, in_lanes)``, in topological order: ``in_lanes`` is what the
+    layer's (first) producer gives with the choices made so far (the AXI input: ``input.lanes``)."""
+    from .registry import stream_values
+    lanes = {INPUT: model.in_lanes}
+    choices = {}
+    for layer in model.layers:
+        kind = hardware(layer.type)
+        given = lanes[layer.inputs[0]]
+        choice = choices[layer.name] = pick(kind, layer, given)
+        if layer.PASSES_STREAM:
+            lanes[layer.name] = given
+            continue
+        try:
+            lanes[layer.name] = kind.lanes(layer, choice)[1]
+        except (ValueError, NotImplementedError):      # a layer the hardware cannot build: the builder says why
+            lanes[layer.name] = stream_values(layer.out_stream)
+    return choices
+
+
 def _defaults(model) -> dict:
-    return {layer.name: hardware(layer.type).default_choice(layer) for layer in model.layers}
+    return _walk_choices(model, lambda kind, layer, lanes: kind.default_choice(layer, lanes))
 
 
 def _baselines(model) -> dict:
-    return {layer.name: hardware(layer.type).baseline_choice(layer) for layer in model.layers}
+    return _walk_choices(model, lambda kind, layer, lanes: kind.baseline_choice(layer, lanes))
 
 
 def default_plan(model: Model) -> DesignPlan:

@@ -343,10 +343,14 @@ def test_layer_models_compose():
                                                                                MacArrayModel]
     assert layer_cycles(conv_layer, conv_choice) == conv2d_cycles(6, 6, 2, 4, 3, 1, 1, 2, 9,
                                                                   conv_choice["window"])
-    assert plan.choice(pool_layer) == {"window": "tiled"}
+    # the 2x2/2 pool after a 2-lane conv: the partial-result line at the conv's 2 lanes
+    assert plan.choice(pool_layer) == {"window": "line", "lanes": 2}
     assert layer_cycles(pool_layer, plan.choice(pool_layer)) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0,
-                                                                             "tiled")
-    assert layer_cycles(pool_layer) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0, "full")   # default
+                                                                             "line", 2)
+    assert layer_cycles(pool_layer) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0, "line")   # default
+    for style in ("tiled", "full"):                         # the parallel structures, whole pixels
+        assert layer_cycles(pool_layer, {"window": style}) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0,
+                                                                           style)
     assert network_beats(model) == (36, 9)
 
 
@@ -512,16 +516,18 @@ def _plan_model(conv1_fold):
 
 def test_window_fifo_plan():
     # Fully parallel: conv1 sets the rate (64 cycles a frame), so it keeps the full FIFO;
-    # the 2x2 pool loses nothing with the compact one; conv2 (4x4 image) has slack.
+    # the 2x2 pool takes the partial-result line (as fast as its input, smaller than any window);
+    # conv2 (4x4 image) has slack.
     fast = _plan_model({})
     plan = plan_design(fast)
-    assert [plan.choice(layer)["window"] for layer in fast.layers] == ["full", "tiled", "compact"]
+    assert [plan.choice(layer)["window"] for layer in fast.layers] == ["full", "line", "compact"]
     assert network_cycles(fast, plan).frame_interval == 64
     # conv1 folded to 18 cycles a pixel (simd 2 of 2 channels: the serial window), nothing else
-    # is near the rate: tiled pool, compact conv2.
+    # is near the rate: the line pool at conv1's 2 lanes, compact conv2.
     slow = _plan_model({"pe": 2, "simd": 2})
     plan = plan_design(slow)
-    assert [plan.choice(layer)["window"] for layer in slow.layers] == ["serial", "tiled", "compact"]
+    assert [plan.choice(layer)["window"] for layer in slow.layers] == ["serial", "line", "compact"]
+    assert plan.choice(slow.layers[1])["lanes"] == 2
     assert network_cycles(slow, plan).frame_interval == 64 * 18
     # The plan never costs rate: the same network with every window parallel and its FIFO full
     # has the same interval.

@@ -155,12 +155,12 @@ def test_plan_styles_and_links():
     model = net((4, 6, 6), [conv(8, 3, padding=1, pe=2, simd=2), {"type": "maxpool2d", "kernel": 2},
                             conv(4, 3, padding=1)])
     plan = plan_design(model)
-    assert [plan.choice(layer)["window"] for layer in model.layers] == ["serial", "tiled", "compact"]
+    assert [plan.choice(layer)["window"] for layer in model.layers] == ["serial", "line", "compact"]
     links = network_links(model, plan)
     steps = {name: link.steps for name, link in links.items()}
-    # input: 4 channels -> a 2-lane scatter; conv 2 lanes -> gather to the pool's 8; the pool's
-    # whole pixels are what the parallel conv takes; the last conv gives whole pixels
-    assert steps == {"input": [(4, 2)], "conv2d0": [(2, 8)], "maxpool2d1": [], "conv2d2": []}
+    # input: 4 channels -> a 2-lane scatter; the pool takes the conv's 2 lanes and keeps them;
+    # a gather to the whole pixels the parallel conv takes; the last conv gives whole pixels
+    assert steps == {"input": [(4, 2)], "conv2d0": [], "maxpool2d1": [(2, 8)], "conv2d2": []}
     # full-window simd: the parallel window, whole pixels (the first version's ports)
     fast = net((2, 5, 5), [conv(4, 3, padding=1)])
     assert plan_design(fast).choice(fast.layers[0])["window"] in ("full", "compact")
