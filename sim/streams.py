@@ -18,6 +18,8 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
+import numpy as np
+
 from amaranth.sim import Simulator
 
 __all__ = ["frame_beats", "stream_put", "stream_get", "StreamSource", "StreamSink", "raw", "decode_beat",
@@ -215,17 +217,15 @@ def frame_beats(x, lanes=None):
     """Payloads of frames as the blocks stream them: ``(N, C, H, W)`` → raster-order pixel
     beats, channels innermost, ``last`` on each frame's final pixel; ``(N, F)`` → one beat a frame.
 
-    ``lanes`` (default: whole pixels / the whole vector) cuts each pixel (or vector) into
-    ``C/lanes`` beats of ``lanes`` values, beat ``g`` holding values ``g·lanes ..`` (DESIGN §5).
+    ``lanes`` (default: whole pixels / the whole vector) cuts the frame's values, in that
+    stream order, into beats of ``lanes`` values (DESIGN §5: a pixel of ``C`` channels is
+    ``C/lanes`` beats, beat ``g`` holding channels ``g·lanes ..``; a ``lanes`` above ``C``
+    spans pixels, as a dense engine's gathered input does).
     """
-    if x.ndim == 2:
-        lanes = x.shape[1] if lanes is None else lanes
-        groups = x.shape[1] // lanes
-        return [{"data": frame[g * lanes:(g + 1) * lanes].tolist(), "last": int(g == groups - 1)}
-                for frame in x for g in range(groups)]
-    _, c, h, w = x.shape
-    lanes = c if lanes is None else lanes
-    groups = c // lanes
-    return [{"data": frame[g * lanes:(g + 1) * lanes, yy, xx].tolist(),
-             "last": int(yy == h - 1 and xx == w - 1 and g == groups - 1)}
-            for frame in x for yy in range(h) for xx in range(w) for g in range(groups)]
+    x = np.asarray(x)
+    if lanes is None:
+        lanes = x.shape[1]
+    flat = x.transpose(0, 2, 3, 1).reshape(len(x), -1) if x.ndim == 4 else x.reshape(len(x), -1)
+    beats = flat.shape[1] // lanes
+    return [{"data": frame[k * lanes:(k + 1) * lanes].tolist(), "last": int(k == beats - 1)}
+            for frame in flat for k in range(beats)]

@@ -25,7 +25,7 @@ from cnnforge.hw.layers.pool2d import AvgPoolReduce, MaxPoolReduce, pool2d_cycle
 from cnnforge.hw.mac import MacArrayModel, mac_array_cycles
 from cnnforge.hw.pipe import PipelineModel
 from cnnforge.hw.plan import (StalePlanError, layer_cycles, layer_token_models, make_plan, network_beats,
-                              network_cycles, network_token_models, plan_design, default_plan)
+                              network_cycles, network_links, network_token_models, plan_design, default_plan)
 from cnnforge.hw.slice import RegisterSliceModel
 from cnnforge.hw.unused import silence
 from cnnforge.hw.width import ScatterModel, WidthConverter, width_model
@@ -418,16 +418,17 @@ def test_conv_dense_argmax_chain():
     plan = plan_design(model)
     conv_layer, _, fc, head = model.layers
     # simd 3 = a kernel row of the 1-channel window: the serial style, one output channel a beat,
-    # gathered into whole pixels for the dense engine
+    # which the dense engine takes as it comes (its default simd: the values a beat), giving pe = 4
+    # lanes, the whole vector, to the argmax
     assert plan.choice(conv_layer) == {"window": "serial"}
-    from amaranth.hdl import signed
+    assert plan.choice(fc) == {"lanes": 1} and plan.choice(head) == {"lanes": 4}
+    assert all(not link.steps for link in network_links(model, plan).values() if link.source != "input")
     make = lambda: Chain(Conv2dLayer.from_layer(conv_layer, plan.choice(conv_layer)["window"]),
-                         WidthConverter(signed(8), 1, 2),
-                         DenseEngine.from_layer(fc, in_shape=conv_layer.out_shape),
-                         ArgmaxHead(fc.out_features, fc.out_format.bits))
+                         DenseEngine.from_layer(fc, in_shape=conv_layer.out_shape, lanes=1),
+                         ArgmaxHead.for_stream(fc.out_shape, fc.out_format.bits, 4))
     beats = pixel_beats(np.random.default_rng(9), FRAMES, 1, 5, 6, bits=8)
     models = lambda layer: layer_token_models(layer, plan.choice(layer))
-    blocks = lambda: models(conv_layer) + [width_model(1, 2)] + models(fc) + models(head)
+    blocks = lambda: models(conv_layer) + models(fc) + models(head)
     ins, outs = check(make, blocks, beats, FRAMES, pauses=(0.0, STALL, BACKPRESSURE))
     assert measure(ins, outs, 1) == model_cycles(blocks, 30, 1)
 
