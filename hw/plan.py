@@ -375,7 +375,9 @@ def _keep_styles(model, styles) -> dict:
 
     All at once when that holds (one more stepping of the network); else layer by
     layer in order, each style kept if the network with it (and the styles kept so
-    far) is no slower.  When the baseline cannot be built (e.g. padding only the
+    far) is no slower, else the first of its kind's fallbacks
+    (:meth:`~cnnforge.hw.registry.LayerHardware.fallbacks`, e.g. a dense engine's
+    input FIFO) that is no slower, else the baseline.  When the baseline cannot be built (e.g. padding only the
     serial window takes) the styles stay.
     """
     base = _baselines(model)
@@ -391,9 +393,12 @@ def _keep_styles(model, styles) -> dict:
     for layer in model.layers:
         if styles[layer.name] == base[layer.name]:
             continue
-        trial = dict(kept, **{layer.name: styles[layer.name]})
-        if network_cycles(model, make_plan(model, trial, "skid")).frame_interval <= limit:
-            kept = trial
+        style = styles[layer.name]
+        for option in (style, *hardware(layer.type).fallbacks(layer, style)):
+            trial = dict(kept, **{layer.name: option})
+            if network_cycles(model, make_plan(model, trial, "skid")).frame_interval <= limit:
+                kept = trial
+                break
     return kept
 
 

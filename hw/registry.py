@@ -71,6 +71,11 @@ class LayerHardware:
         planner falls back to when the preferred style would slow the network."""
         return self.default_choice(layer, in_lanes)
 
+    def fallbacks(self, layer, choice) -> tuple:
+        """Variants of the preferred ``choice`` the planner tries, in order, before the baseline when
+        the preferred one slows the network (e.g. a dense engine with an input FIFO); default none."""
+        return ()
+
     def lanes(self, layer, choice) -> tuple:
         """``(in_lanes, out_lanes)``: values per beat of the streams the block takes and gives.
 

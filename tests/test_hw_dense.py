@@ -234,3 +234,26 @@ def test_from_layer_matches_golden_network():
                       pe=dut.pe, simd=dut.simd)
         _, result = run(params, inputs, pause_in=0.3, pause_out=0.3, dut=dut)
         assert [v for b in result.beats for v in b[0]] == want.reshape(-1).tolist()
+
+
+@pytest.mark.parametrize("fold,fifo", [(((12,), 6, 3, 1, 1), 12), (((4, 2, 2), 6, 3, 2, 2), 3),
+                                       (((2, 3, 3), 5, 1, 3, 9), 2)])
+def test_input_fifo(fold, fifo):
+    """An input FIFO (the planner's fallback behind a bursty producer): same values, every handshake
+    as the FIFO's and the engine's models chained; stall-free it takes a burst at a beat per clock."""
+    from cnnforge.golden.tokens import chain_stamps
+    from cnnforge.hw.fifo import FifoModel
+    from cnnforge.hw.layers.dense import DenseEngineModel
+    in_shape, out_features, pe, simd, lanes = fold
+    params, x = make_case(70 + fifo, in_shape, out_features, 4, pe=pe, simd=simd, lanes=lanes, in_fifo=fifo)
+    for pause in (0.0, 0.4):
+        dut, result = run(params, x, pause_in=pause, pause_out=pause, seed=fifo)
+        models = [FifoModel(fifo), DenseEngineModel(in_shape, out_features, pe, simd, lanes)]
+        assert (result.in_stamps, result.out_stamps) == chain_stamps(
+            models, len(x) * dut.beats_per_frame, len(x) * dut.neuron_folds, source_pause=pause,
+            source_seed=fifo, sink_pause=pause, sink_seed=fifo + 1)
+    assert dut.cycles == dense_cycles(in_shape, out_features, pe, simd, lanes, fifo)
+    # a frame of at most fifo + 2 beats arrives at a beat per clock
+    calm = run(params, x)[1]
+    if dut.beats_per_frame <= fifo + 2:
+        assert calm.in_stamps[:dut.beats_per_frame] == list(range(dut.beats_per_frame))

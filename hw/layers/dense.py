@@ -41,6 +41,13 @@ the skid buffer):
 Frames are delimited by counting beats; the input ``last`` flag is not used
 (the network top checks framing).
 
+Where its producer gives a frame in a burst the engine takes slowly (another
+dense engine, whose outputs are final only in its frame's last beat, into one
+that spends ``out/pe`` cycles on each beat), ``in_fifo`` puts a
+:class:`cnnforge.hw.fifo.StreamFifo` of a frame's beats in front (block or LUT
+RAM), so the producer goes on with its next frame; the planner asks for it
+where the network would otherwise be slower (:meth:`DenseHardware.fallbacks`).
+
 Default fold (:func:`dense_default_fold`): ``simd`` = values per beat, ``pe`` =
 ``out_features`` — one beat per clock.  Upstream blocks deliver beats at one
 per cycle in bursts (e.g. a 2×2 max-pool: every other cycle on every other
@@ -62,6 +69,7 @@ from cnnforge.golden.formats import Format, acc_bits as _acc_bits, ceil_log2, di
 from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
 from ..devices import Memory as MemoryEstimate
+from ..fifo import FifoModel, StreamFifo, fifo_registers
 from ..layouts import pixel_layout
 from ..mac import _mac_folds, check_fold, mac_datapath
 from ..pipe import Pipe
@@ -150,7 +158,7 @@ def _folds(in_shape, out_features, pe, simd, lanes):
     return beats, codes, pe, simd
 
 
-def dense_cycles(in_shape, out_features: int, pe=None, simd=None, lanes=None) -> Cycles:
+def dense_cycles(in_shape, out_features: int, pe=None, simd=None, lanes=None, in_fifo=0) -> Cycles:
     """Latency and frame interval of :class:`DenseEngine` alone (stall-free, from reset).
 
     From :class:`DenseEngineModel` (exact).  Each beat takes ``(lanes/simd)·(out/pe)``
@@ -161,8 +169,8 @@ def dense_cycles(in_shape, out_features: int, pe=None, simd=None, lanes=None) ->
     the first group's in the frame's last beat.
     """
     beats, codes, pe, simd = _folds(in_shape, out_features, pe, simd, lanes)
-    return model_cycles(lambda: [DenseEngineModel(in_shape, out_features, pe, simd, lanes)], beats,
-                        out_features // pe)
+    return model_cycles(lambda: ([FifoModel(in_fifo)] if in_fifo else [])
+                        + [DenseEngineModel(in_shape, out_features, pe, simd, lanes)], beats, out_features // pe)
 
 
 class DenseEngineModel(TokenModel):
@@ -259,6 +267,8 @@ class DenseEngine(wiring.Component):
     lanes : int or None
         Values per input beat, a divisor of ``in_features`` (default: whole pixels,
         ``C``, or the whole vector ``F``).
+    in_fifo : int
+        Beats of an input :class:`cnnforge.hw.fifo.StreamFifo` (0: none).
 
     Attributes
     ----------
@@ -287,8 +297,11 @@ class DenseEngine(wiring.Component):
     """
 
     def __init__(self, in_shape, in_format, weight, bias=None, *, weight_format, out_format,
-                 rounding="half_up", overflow="saturate", activation="none", pe=None, simd=None, lanes=None):
+                 rounding="half_up", overflow="saturate", activation="none", pe=None, simd=None, lanes=None,
+                 in_fifo=0):
         with silence_if_invalid(self):
+            if not isinstance(in_fifo, int) or isinstance(in_fifo, bool) or in_fifo < 0:
+                raise ValueError(f"in_fifo must be an int >= 0, not {in_fifo!r}")
             for name, fmt in (("in_format", in_format), ("weight_format", weight_format),
                               ("out_format", out_format)):
                 if not isinstance(fmt, Format):
@@ -339,7 +352,8 @@ class DenseEngine(wiring.Component):
                 (self.bias_bits if self.neuron_folds > 1 else 0)
             self.accumulator_bits = out_features * self.acc_bits
             self.macs_per_frame = in_features * out_features
-            self.cycles = dense_cycles(self.in_shape, out_features, self.pe, self.simd, codes)
+            self.in_fifo = in_fifo
+            self.cycles = dense_cycles(self.in_shape, out_features, self.pe, self.simd, codes, in_fifo)
             self.latency = self.cycles.latency
         super().__init__({
             "i": In(stream.Signature(pixel_layout(in_format.bits, codes))),
@@ -347,7 +361,7 @@ class DenseEngine(wiring.Component):
         })
 
     @classmethod
-    def from_layer(cls, layer, in_shape=None, lanes=None):
+    def from_layer(cls, layer, in_shape=None, lanes=None, in_fifo=0):
         """Build from a resolved ``dense`` layer.
 
         ``in_shape`` is the shape of the incoming stream's frame — the
@@ -358,7 +372,7 @@ class DenseEngine(wiring.Component):
                    layer.bias, weight_format=layer.weight_format, out_format=layer.output,
                    rounding=layer.rounding, overflow=layer.overflow, activation=layer.activation,
                    pe=layer.pe if layer.pe_given else None,
-                   simd=layer.simd if layer.simd_given else None, lanes=lanes)
+                   simd=layer.simd if layer.simd_given else None, lanes=lanes, in_fifo=in_fifo)
 
     def _weight_words(self):
         """ROM word per op ``(beat, nf, sf)``: element ``p·simd + j`` = W[nf·pe + p, beat·lanes + sf·simd + j]."""
@@ -375,6 +389,11 @@ class DenseEngine(wiring.Component):
         depth = self.cycles_per_frame
         wbits, in_bits = self.weight_format.bits, self.in_format.bits
         en = Signal()
+        i = self.i
+        if self.in_fifo:
+            m.submodules.in_fifo = fifo = StreamFifo(self.i.payload.shape(), self.in_fifo)
+            wiring.connect(m, wiring.flipped(self.i), fifo.i)
+            i = fifo.o
 
         # --- A: beat register and op counters (they run freely; a beat ends with them at 0) --
         beat = Signal(data.ArrayLayout(signed(in_bits), C))
@@ -383,7 +402,7 @@ class DenseEngine(wiring.Component):
         sf, nf, pix = Signal(range(SF)), Signal(range(NF)), Signal(range(P))
         op_last = Signal()
         m.d.comb += [op_last.eq((sf == SF - 1) & (nf == NF - 1)),
-                     self.i.ready.eq(en & (~busy | op_last))]
+                     i.ready.eq(en & (~busy | op_last))]
         with m.If(en):
             with m.If(busy):                            # one op: advance every counter
                 m.d.sync += addr.eq(Mux(addr == depth - 1, 0, addr + 1))
@@ -394,8 +413,8 @@ class DenseEngine(wiring.Component):
                     m.d.sync += [pix.eq(Mux(pix == P - 1, 0, pix + 1)), busy.eq(0)]
                 if SF > 1:                              # next SIMD slice to position 0
                     m.d.sync += [beat[j].eq(beat[(j + simd) % C]) for j in range(C)]
-            with m.If(self.i.valid & self.i.ready):
-                m.d.sync += [beat.eq(self.i.payload.data), busy.eq(1)]
+            with m.If(i.valid & i.ready):
+                m.d.sync += [beat.eq(i.payload.data), busy.eq(1)]
 
         # --- B, R, P, T and the bias: the MAC datapath shared with the conv MAC array -----------
         first = (pix == 0) & (sf == 0)                  # the group's first products of the frame
@@ -441,7 +460,8 @@ class DenseHardware(LayerHardware):
     """The ``dense`` kind: :class:`DenseEngine` on the incoming stream (flatten costs nothing).
 
     Choice ``{"lanes": L}``: the values per beat it takes (:func:`dense_lanes` of what its
-    producer gives and its ``simd``); it gives ``pe`` lanes.
+    producer gives and its ``simd``); it gives ``pe`` lanes.  ``"fifo": n`` adds an input
+    FIFO of ``n`` beats (:meth:`fallbacks`).
     """
 
     @staticmethod
@@ -468,12 +488,20 @@ class DenseHardware(LayerHardware):
     def lanes(self, layer, choice) -> tuple:
         return self._lanes(layer, choice), self._fold(layer, choice)[0]
 
+    def fallbacks(self, layer, choice) -> tuple:
+        """With an input FIFO of one frame's beats, when there are several (a burst from a producer
+        whose outputs come at its frame's end need not wait for this engine)."""
+        beats, _ = stream_geometry(layer.in_stream, self._lanes(layer, choice))
+        return ({**choice, "fifo": beats},) if beats > 1 and not choice.get("fifo") else ()
+
     def build(self, layer, choice):
-        return DenseEngine.from_layer(layer, in_shape=layer.in_stream, lanes=self._lanes(layer, choice))
+        return DenseEngine.from_layer(layer, in_shape=layer.in_stream, lanes=self._lanes(layer, choice),
+                                      in_fifo=choice.get("fifo", 0))
 
     def token_models(self, layer, choice) -> list:
-        return [DenseEngineModel(layer.in_stream, layer.out_features, *self._given(layer),
-                                 self._lanes(layer, choice))]
+        fifo = choice.get("fifo", 0)
+        return ([FifoModel(fifo)] if fifo else []) + [
+            DenseEngineModel(layer.in_stream, layer.out_features, *self._given(layer), self._lanes(layer, choice))]
 
     def work(self, layer) -> int:
         engine = self.token_models(layer, self.default_choice(layer))[0]
@@ -509,4 +537,8 @@ class DenseHardware(LayerHardware):
         products = pe * simd
         bits = (codes * a + products * (a + wb) * 2 + layer.out_features * layer.acc_bits
                 + pe * (2 * layer.acc_bits + layer.output.bits) + 100)
+        fifo = choice.get("fifo", 0)
+        if fifo:
+            memories.append(MemoryEstimate(layer.name, "input FIFO", codes * a + 1, fifo, False))
+            bits += fifo_registers(fifo, codes * a + 1)
         return LayerResources(memories, [(a, wb)] * products, bits)
