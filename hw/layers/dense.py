@@ -35,7 +35,8 @@ the skid buffer):
     P    ``pe·simd`` products
     T    ``ceil(log2(simd))`` adder-tree levels per PE
     ACC  the rotating accumulator bank (``out_features`` accumulators)
-    S    :class:`hw.slice.RegisterSlice` on the ``pe`` final accumulators
+    S    :class:`hw.slice.RegisterSlice` on the ``pe`` final accumulators (a single register
+         where final groups come at most every other clock, :func:`dense_slice_skid`)
     RQ   :class:`hw.requant.Requantizer` on ``pe`` lanes = output register
 
 Frames are delimited by counting beats; the input ``last`` flag is not used
@@ -79,7 +80,8 @@ from ..slice import RegisterSlice, RegisterSliceModel
 from ..unused import silence_if_invalid
 
 __all__ = ["DenseEngine", "DenseEngineModel", "DenseHardware", "dense_weights_to_stream_order",
-           "stream_geometry", "dense_default_fold", "dense_cycles", "dense_pipe_depth", "dense_lanes"]
+           "stream_geometry", "dense_default_fold", "dense_cycles", "dense_pipe_depth", "dense_lanes",
+           "dense_slice_skid"]
 
 
 def stream_geometry(in_shape, lanes=None) -> tuple:
@@ -114,6 +116,13 @@ def dense_lanes(in_lanes: int, simd) -> int:
     if simd is None or in_lanes % simd == 0:
         return in_lanes
     return simd
+
+
+def dense_slice_skid(beats: int, synapse_folds: int, neuron_folds: int) -> bool:
+    """Whether the slice after the bank must be a skid buffer: final groups every clock (one slice
+    a group and several groups, or a frame of one beat of one op); else they come at most every
+    other clock and a single register (half the flip-flops) loses nothing."""
+    return synapse_folds < 2 and (neuron_folds > 1 or beats < 2)
 
 
 def dense_pipe_depth(cycles_per_frame: int, simd: int) -> int:
@@ -197,19 +206,19 @@ class DenseEngineModel(TokenModel):
         self.top, self.mask = stages - 1, (1 << stages) - 1
         self.busy, self.op, self.pix, self.pipe = False, 0, 0, 0
         self.acc_valid = self.rq_valid = False
-        self.skid = RegisterSliceModel()
+        self.skid = RegisterSliceModel(dense_slice_skid(self.beats, self.sf, out_features // pe))
 
     def out_valid(self):
         return self.rq_valid
 
     def in_ready(self, out_ready):
-        en = not self.acc_valid or not self.skid.skid_full
+        en = not self.acc_valid or self.skid.in_ready(None)
         return en and (not self.busy or self.op == self.ops - 1)
 
     def clock(self, in_fire, out_fire):
         rq_i_ready = not self.rq_valid or out_fire
         skid_out = self.skid.out_full
-        skid_in_ready = not self.skid.skid_full
+        skid_in_ready = self.skid.in_ready(None)
         if rq_i_ready:
             self.rq_valid = skid_out
         self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
@@ -443,7 +452,7 @@ class DenseEngine(wiring.Component):
                     m.d.sync += [a.eq(v) for a, v in zip(bank[0], new)]
 
         # --- S: skid buffer, then RQ: the shared requantizer on the pe lanes (the output) -------
-        m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe))
+        m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe), dense_slice_skid(P, SF, NF))
         m.submodules.requant = rq = Requantizer(
             self.acc_bits, self.shift, self.out_format, self.rounding, self.overflow,
             self.activation, count=pe)
