@@ -24,7 +24,9 @@ result waits for the skid buffer after it; every stage holds its contents then):
     T  ``ceil(log2(simd))`` registered adder-tree levels per PE
     ACC  accumulator (``acc_bits`` wide, DESIGN §4), initialised with the bias
     S    :class:`hw.slice.RegisterSlice` on the ``pe`` accumulator lanes: ``en`` (and so
-         ``i.ready``) depends on its flip-flops only, never on the output's ``ready``
+         ``i.ready``) depends on its flip-flops only, never on the output's ``ready``; a
+         single register when a window's chunks are two or more beats (results at most every
+         other clock, :func:`acc_slice_skid`), else a skid buffer
     RQ   :class:`hw.requant.Requantizer` on ``pe`` lanes (the output register)
 
 Weights and biases live in ROM (``lib.memory.Memory``) when the array is
@@ -49,7 +51,7 @@ from .slice import RegisterSlice, RegisterSliceModel
 from .unused import silence_if_invalid
 
 __all__ = ["MacArray", "mac_datapath", "conv_weights_to_window_order", "check_fold",
-           "mac_array_pipeline_depth", "mac_array_cycles", "MacArrayModel"]
+           "mac_array_pipeline_depth", "acc_slice_skid", "mac_array_cycles", "MacArrayModel"]
 
 
 def conv_weights_to_window_order(weight) -> np.ndarray:
@@ -139,6 +141,13 @@ def _mac_folds(window_len: int, out_channels: int, pe, simd):
     return pe, simd
 
 
+def acc_slice_skid(synapse_folds: int) -> bool:
+    """Whether the slice after the accumulators must be a skid buffer: results every clock
+    (one chunk per window); from two chunks on, results come at most every other clock and a
+    single register (half the flip-flops) loses nothing."""
+    return synapse_folds < 2
+
+
 def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=None) -> int:
     """Register stages of the MAC array from its input to its output register.
 
@@ -175,18 +184,18 @@ class MacArrayModel(TokenModel):
         self.pipeline_depth = stages + 3                 # + accumulator, skid, requantizer
         self.op, self.pipe = 0, 0
         self.acc_valid = self.rq_valid = False
-        self.skid = RegisterSliceModel()
+        self.skid = RegisterSliceModel(acc_slice_skid(self.sf))
 
     def out_valid(self):
         return self.rq_valid
 
     def in_ready(self, out_ready):
-        return not self.acc_valid or not self.skid.skid_full
+        return not self.acc_valid or self.skid.in_ready(None)
 
     def clock(self, in_fire, out_fire):
         rq_i_ready = not self.rq_valid or out_fire
         skid_out = self.skid.out_full
-        skid_in_ready = not self.skid.skid_full
+        skid_in_ready = self.skid.in_ready(None)
         if rq_i_ready:
             self.rq_valid = skid_out
         self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
@@ -346,7 +355,7 @@ class MacArray(wiring.Component):
                              for acc, bias, total in zip(accs, biases, sums)]
 
         # --- S: skid buffer, then RQ: the shared requantizer on the PE lanes (the output) -------
-        m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe))
+        m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe), acc_slice_skid(SF))
         m.submodules.requant = rq = Requantizer(
             self.acc_bits, self.shift, self.out_format, self.rounding, self.overflow,
             self.activation, count=pe)

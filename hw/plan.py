@@ -116,12 +116,32 @@ def make_plan(model, choices: dict, register_slices: str = "skid", planned=True)
                       register_slices, planned)
 
 
+def _walk_choices(model, pick) -> dict:
+    """Per layer ``pick(kind, layer, in_lanes)``, in topological order: ``in_lanes`` is what the
+    layer's (first) producer gives with the choices made so far (the AXI input: ``input.lanes``)."""
+    from .registry import stream_values
+    lanes = {INPUT: model.in_lanes}
+    choices = {}
+    for layer in model.layers:
+        kind = hardware(layer.type)
+        given = lanes[layer.inputs[0]]
+        choice = choices[layer.name] = pick(kind, layer, given)
+        if layer.PASSES_STREAM:
+            lanes[layer.name] = given
+            continue
+        try:
+            lanes[layer.name] = kind.lanes(layer, choice)[1]
+        except (ValueError, NotImplementedError):      # a layer the hardware cannot build: the builder says why
+            lanes[layer.name] = stream_values(layer.out_stream)
+    return choices
+
+
 def _defaults(model) -> dict:
-    return {layer.name: hardware(layer.type).default_choice(layer) for layer in model.layers}
+    return _walk_choices(model, lambda kind, layer, lanes: kind.default_choice(layer, lanes))
 
 
 def _baselines(model) -> dict:
-    return {layer.name: hardware(layer.type).baseline_choice(layer) for layer in model.layers}
+    return _walk_choices(model, lambda kind, layer, lanes: kind.baseline_choice(layer, lanes))
 
 
 def default_plan(model: Model) -> DesignPlan:
@@ -355,7 +375,9 @@ def _keep_styles(model, styles) -> dict:
 
     All at once when that holds (one more stepping of the network); else layer by
     layer in order, each style kept if the network with it (and the styles kept so
-    far) is no slower.  When the baseline cannot be built (e.g. padding only the
+    far) is no slower, else the first of its kind's fallbacks
+    (:meth:`~cnnforge.hw.registry.LayerHardware.fallbacks`, e.g. a dense engine's
+    input FIFO) that is no slower, else the baseline.  When the baseline cannot be built (e.g. padding only the
     serial window takes) the styles stay.
     """
     base = _baselines(model)
@@ -371,9 +393,12 @@ def _keep_styles(model, styles) -> dict:
     for layer in model.layers:
         if styles[layer.name] == base[layer.name]:
             continue
-        trial = dict(kept, **{layer.name: styles[layer.name]})
-        if network_cycles(model, make_plan(model, trial, "skid")).frame_interval <= limit:
-            kept = trial
+        style = styles[layer.name]
+        for option in (style, *hardware(layer.type).fallbacks(layer, style)):
+            trial = dict(kept, **{layer.name: option})
+            if network_cycles(model, make_plan(model, trial, "skid")).frame_interval <= limit:
+                kept = trial
+                break
     return kept
 
 

@@ -55,15 +55,26 @@ class LayerHardware:
         the smallest first; ``()`` when none."""
         return ()
 
-    def default_choice(self, layer) -> dict:
+    def default_choice(self, layer, in_lanes=None) -> dict:
         """The choice a layer gets without stepping token models: its preferred style (e.g. the
-        serial window of a folded conv), largest variant; always buildable if the layer is."""
+        serial window of a folded conv), largest variant; always buildable if the layer is.
+
+        ``in_lanes`` is what the layer's producer gives (values per beat; the planner walks
+        the graph in order, so it knows), None when unknown (whole pixels are assumed).  A
+        kind whose block can take any width (pools, dense, argmax) takes it, so no width
+        converter is needed; others ignore it.
+        """
         return {}
 
-    def baseline_choice(self, layer) -> dict:
+    def baseline_choice(self, layer, in_lanes=None) -> dict:
         """The choice of the first version (whole-pixel streams, parallel window), which the
         planner falls back to when the preferred style would slow the network."""
-        return self.default_choice(layer)
+        return self.default_choice(layer, in_lanes)
+
+    def fallbacks(self, layer, choice) -> tuple:
+        """Variants of the preferred ``choice`` the planner tries, in order, before the baseline when
+        the preferred one slows the network (e.g. a dense engine with an input FIFO); default none."""
+        return ()
 
     def lanes(self, layer, choice) -> tuple:
         """``(in_lanes, out_lanes)``: values per beat of the streams the block takes and gives.

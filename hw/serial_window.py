@@ -805,7 +805,9 @@ class SerialWindowUnit(wiring.Component):
             for L in range(n):
                 with m.If(Const(1) if L == 0 else wrap[L - 1]):
                     m.d.sync += count[L].eq(Mux(at_max[L], 0, count[L] + 1))
-        m.d.sync += s.eq(s + wr - Mux(rd, by_level(g.idx_step), 0))
+        # Both sums are formed from registers and the write alone; ``rd`` (which depends on the
+        # consumer's ready) only selects between them, one LUT level before the flip-flops.
+        m.d.sync += s.eq(Mux(rd, s + wr - by_level(g.idx_step), s + wr))
 
         # base moves (r): ox step (0 in frozen rows), oy and frame steps (per output row)
         kw_ = g.window_level
@@ -821,7 +823,7 @@ class SerialWindowUnit(wiring.Component):
             base_step = Mux(wrap[L - 1], moves[j], base_step)
         if kw_ > 0:
             base_step = Mux(wrap[kw_ - 1], base_step, 0)
-        m.d.sync += r.eq(r + wr - Mux(rd, base_step, 0))
+        m.d.sync += r.eq(Mux(rd, r + wr - base_step, r + wr))
 
         # padding: the tap's row and column, tracked where that axis has padding
         def tracked(steps, init, lo, hi, name):

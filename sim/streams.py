@@ -18,6 +18,8 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
+import numpy as np
+
 from amaranth.sim import Simulator
 
 __all__ = ["frame_beats", "stream_put", "stream_get", "StreamSource", "StreamSink", "raw", "decode_beat",
@@ -211,11 +213,19 @@ def run_streams(dut, beats, count, *, pause_in=0.0, pause_out=0.0, seed=0, decod
     return StreamRun(sink.beats, source.stamps, sink.stamps)
 
 
-def frame_beats(x):
+def frame_beats(x, lanes=None):
     """Payloads of frames as the blocks stream them: ``(N, C, H, W)`` → raster-order pixel
-    beats, channels innermost, ``last`` on each frame's final pixel; ``(N, F)`` → one beat a frame."""
-    if x.ndim == 2:
-        return [{"data": frame.tolist(), "last": 1} for frame in x]
-    _, _, h, w = x.shape
-    return [{"data": frame[:, yy, xx].tolist(), "last": int(yy == h - 1 and xx == w - 1)}
-            for frame in x for yy in range(h) for xx in range(w)]
+    beats, channels innermost, ``last`` on each frame's final pixel; ``(N, F)`` → one beat a frame.
+
+    ``lanes`` (default: whole pixels / the whole vector) cuts the frame's values, in that
+    stream order, into beats of ``lanes`` values (DESIGN §5: a pixel of ``C`` channels is
+    ``C/lanes`` beats, beat ``g`` holding channels ``g·lanes ..``; a ``lanes`` above ``C``
+    spans pixels, as a dense engine's gathered input does).
+    """
+    x = np.asarray(x)
+    if lanes is None:
+        lanes = x.shape[1]
+    flat = x.transpose(0, 2, 3, 1).reshape(len(x), -1) if x.ndim == 4 else x.reshape(len(x), -1)
+    beats = flat.shape[1] // lanes
+    return [{"data": frame[k * lanes:(k + 1) * lanes].tolist(), "last": int(k == beats - 1)}
+            for frame in flat for k in range(beats)]

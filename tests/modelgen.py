@@ -201,8 +201,10 @@ def gen_dense(net: Net):
     wfmt, ofmt = _requant_fields(net, layer, features, out, key)
     net.tensors[f"{key}.w"] = codes(rng, wfmt, (out, features))
     if rng.random() < 0.4:
+        # a divisor of the values per incoming beat, or a multiple of it dividing the features
+        legal = [d for d in divisors(features) if net.per_beat % d == 0 or d % net.per_beat == 0]
         layer["pe"] = int(rng.choice(divisors(out)))
-        layer["simd"] = int(rng.choice(divisors(net.per_beat)))
+        layer["simd"] = int(rng.choice(legal))
     net.shape, net.fmt, net.per_beat = (out,), ofmt, out
     return layer
 

@@ -25,7 +25,7 @@ from cnnforge.hw.layers.pool2d import AvgPoolReduce, MaxPoolReduce, pool2d_cycle
 from cnnforge.hw.mac import MacArrayModel, mac_array_cycles
 from cnnforge.hw.pipe import PipelineModel
 from cnnforge.hw.plan import (StalePlanError, layer_cycles, layer_token_models, make_plan, network_beats,
-                              network_cycles, network_token_models, plan_design, default_plan)
+                              network_cycles, network_links, network_token_models, plan_design, default_plan)
 from cnnforge.hw.slice import RegisterSliceModel
 from cnnforge.hw.unused import silence
 from cnnforge.hw.width import ScatterModel, WidthConverter, width_model
@@ -343,10 +343,14 @@ def test_layer_models_compose():
                                                                                MacArrayModel]
     assert layer_cycles(conv_layer, conv_choice) == conv2d_cycles(6, 6, 2, 4, 3, 1, 1, 2, 9,
                                                                   conv_choice["window"])
-    assert plan.choice(pool_layer) == {"window": "tiled"}
+    # the 2x2/2 pool after a 2-lane conv: the partial-result line at the conv's 2 lanes
+    assert plan.choice(pool_layer) == {"window": "line", "lanes": 2}
     assert layer_cycles(pool_layer, plan.choice(pool_layer)) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0,
-                                                                             "tiled")
-    assert layer_cycles(pool_layer) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0, "full")   # default
+                                                                             "line", 2)
+    assert layer_cycles(pool_layer) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0, "line")   # default
+    for style in ("tiled", "full"):                         # the parallel structures, whole pixels
+        assert layer_cycles(pool_layer, {"window": style}) == pool2d_cycles("maxpool2d", 6, 6, 4, 2, 2, 0,
+                                                                           style)
     assert network_beats(model) == (36, 9)
 
 
@@ -414,16 +418,17 @@ def test_conv_dense_argmax_chain():
     plan = plan_design(model)
     conv_layer, _, fc, head = model.layers
     # simd 3 = a kernel row of the 1-channel window: the serial style, one output channel a beat,
-    # gathered into whole pixels for the dense engine
+    # which the dense engine takes as it comes (its default simd: the values a beat), giving pe = 4
+    # lanes, the whole vector, to the argmax
     assert plan.choice(conv_layer) == {"window": "serial"}
-    from amaranth.hdl import signed
+    assert plan.choice(fc) == {"lanes": 1} and plan.choice(head) == {"lanes": 4}
+    assert all(not link.steps for link in network_links(model, plan).values() if link.source != "input")
     make = lambda: Chain(Conv2dLayer.from_layer(conv_layer, plan.choice(conv_layer)["window"]),
-                         WidthConverter(signed(8), 1, 2),
-                         DenseEngine.from_layer(fc, in_shape=conv_layer.out_shape),
-                         ArgmaxHead(fc.out_features, fc.out_format.bits))
+                         DenseEngine.from_layer(fc, in_shape=conv_layer.out_shape, lanes=1),
+                         ArgmaxHead.for_stream(fc.out_shape, fc.out_format.bits, 4))
     beats = pixel_beats(np.random.default_rng(9), FRAMES, 1, 5, 6, bits=8)
     models = lambda layer: layer_token_models(layer, plan.choice(layer))
-    blocks = lambda: models(conv_layer) + [width_model(1, 2)] + models(fc) + models(head)
+    blocks = lambda: models(conv_layer) + models(fc) + models(head)
     ins, outs = check(make, blocks, beats, FRAMES, pauses=(0.0, STALL, BACKPRESSURE))
     assert measure(ins, outs, 1) == model_cycles(blocks, 30, 1)
 
@@ -512,16 +517,18 @@ def _plan_model(conv1_fold):
 
 def test_window_fifo_plan():
     # Fully parallel: conv1 sets the rate (64 cycles a frame), so it keeps the full FIFO;
-    # the 2x2 pool loses nothing with the compact one; conv2 (4x4 image) has slack.
+    # the 2x2 pool takes the partial-result line (as fast as its input, smaller than any window);
+    # conv2 (4x4 image) has slack.
     fast = _plan_model({})
     plan = plan_design(fast)
-    assert [plan.choice(layer)["window"] for layer in fast.layers] == ["full", "tiled", "compact"]
+    assert [plan.choice(layer)["window"] for layer in fast.layers] == ["full", "line", "compact"]
     assert network_cycles(fast, plan).frame_interval == 64
     # conv1 folded to 18 cycles a pixel (simd 2 of 2 channels: the serial window), nothing else
-    # is near the rate: tiled pool, compact conv2.
+    # is near the rate: the line pool at conv1's 2 lanes, compact conv2.
     slow = _plan_model({"pe": 2, "simd": 2})
     plan = plan_design(slow)
-    assert [plan.choice(layer)["window"] for layer in slow.layers] == ["serial", "tiled", "compact"]
+    assert [plan.choice(layer)["window"] for layer in slow.layers] == ["serial", "line", "compact"]
+    assert plan.choice(slow.layers[1])["lanes"] == 2
     assert network_cycles(slow, plan).frame_interval == 64 * 18
     # The plan never costs rate: the same network with every window parallel and its FIFO full
     # has the same interval.

@@ -11,10 +11,12 @@ from cnnforge.hw.layers.argmax import ArgmaxHead
 from cnnforge.sim.streams import frame_beats, run_streams
 
 
-def run(x, bits, pause_in=0.0, pause_out=0.0, seed=0):
-    """Stream frames ``x`` through an ArgmaxHead; check the golden indices; return (dut, StreamRun)."""
-    dut = ArgmaxHead.for_stream(x.shape[1:], bits)
-    result = run_streams(dut, frame_beats(x), len(x), pause_in=pause_in, pause_out=pause_out, seed=seed)
+def run(x, bits, pause_in=0.0, pause_out=0.0, seed=0, lanes=None):
+    """Stream frames ``x`` through an ArgmaxHead (``lanes`` values a beat, default whole pixels or
+    the whole vector); check the golden indices; return (dut, StreamRun)."""
+    dut = ArgmaxHead.for_stream(x.shape[1:], bits, lanes)
+    result = run_streams(dut, frame_beats(x, lanes), len(x), pause_in=pause_in, pause_out=pause_out,
+                         seed=seed)
     assert [b[0] for b in result.beats] == argmax(x).tolist()
     assert [b[1] for b in result.beats] == [1] * len(x)
     return dut, result
@@ -118,3 +120,31 @@ def test_token_model_matches_simulation(shape, pause):
     assert (ins, outs) == (result.in_stamps, result.out_stamps)
     assert model_cycles(lambda: [ArgmaxHeadModel(shape[0], beats)], beats, 1) == \
         argmax_cycles(shape[0], beats)
+
+
+@pytest.mark.parametrize("shape,lanes", [((10,), 1), ((10,), 2), ((10,), 5), ((6,), 3), ((4, 2, 3), 1),
+                                         ((4, 2, 3), 2), ((6, 1, 3), 3), ((2, 3, 1), 1)])
+def test_lanes_streams(shape, lanes):
+    """The lanes a producer gives (a dense engine's pe, a pool's lanes): the first maximum in PyTorch
+    order, with ties across beats and pixels, under stalls; every handshake as ArgmaxHeadModel."""
+    from cnnforge.hw.layers.argmax import ArgmaxHeadModel
+    from cnnforge.golden.tokens import chain_stamps
+    count = 9
+    x = frames(11, shape[0], 5, count) if len(shape) == 1 else pixel_frames(11, shape, 5, count)
+    for pause in (0.0, 0.4):
+        dut, result = run(x, 5, pause_in=pause, pause_out=pause, seed=4, lanes=lanes)
+        beats = int(np.prod(shape)) // lanes
+        assert dut.beats == beats and dut.features == lanes
+        assert (result.in_stamps, result.out_stamps) == chain_stamps(
+            [ArgmaxHeadModel(lanes, beats)], count * beats, count, source_pause=pause, source_seed=4,
+            sink_pause=pause, sink_seed=5)
+
+
+def test_lanes_ties_across_groups():
+    """One lane a beat of a 2-channel pixel stream: channel 1 of pixel 0 and channel 0 of pixel 1 tie;
+    channel 0 (index 0·4 + 1 = 1) wins over channel 1 (index 1·4 + 0 = 4) although it comes later."""
+    x = np.zeros((2, 2, 2, 2), np.int64)
+    x[0, 1, 0, 0] = x[0, 0, 0, 1] = 7
+    x[1, 1, 1, 1] = 2
+    run(x, 4, pause_in=0.3, pause_out=0.3, lanes=1)
+    assert argmax(x).tolist() == [1, 7]

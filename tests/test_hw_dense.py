@@ -40,12 +40,21 @@ def expected(params, x):
 
 
 def run(params, x, pause_in=0.0, pause_out=0.0, seed=0, dut=None):
-    """Stream frames ``x`` through a DenseEngine (built from ``params`` unless given); check every beat."""
+    """Stream frames ``x`` (``params["lanes"]`` values a beat) through a DenseEngine (built from
+    ``params`` unless given); check every output beat: ``out/pe`` beats of ``pe`` codes a frame."""
     dut = DenseEngine(**params) if dut is None else dut
-    result = run_streams(dut, frame_beats(x), len(x), pause_in=pause_in, pause_out=pause_out, seed=seed)
-    assert [b[0] for b in result.beats] == expected(params, x)
-    assert [b[1] for b in result.beats] == [1] * len(x)
+    pe, nf = dut.pe, dut.neuron_folds
+    result = run_streams(dut, frame_beats(x, params.get("lanes")), len(x) * nf, pause_in=pause_in,
+                         pause_out=pause_out, seed=seed)
+    assert [b[0] for b in result.beats] == [row[k * pe:(k + 1) * pe] for row in expected(params, x)
+                                            for k in range(nf)]
+    assert [b[1] for b in result.beats] == ([0] * (nf - 1) + [1]) * len(x)
     return dut, result
+
+
+def frame_ends(result, dut):
+    """Output stamps of each frame's last beat."""
+    return result.out_stamps[dut.neuron_folds - 1::dut.neuron_folds]
 
 
 def test_weight_permutation_matches_pytorch_flatten():
@@ -76,6 +85,32 @@ def test_random_stalls(seed, fold):
     run(params, x, pause_in=0.3 + 0.015 * seed, pause_out=0.5 - 0.015 * seed, seed=seed)
 
 
+# (in_shape, out_features, pe, simd, lanes): lanes below a pixel, spanning pixels, of a vector
+LANES = [((3, 2, 3), 4, 1, 1, 1), ((3, 2, 3), 4, 2, 1, 1), ((4, 2, 2), 6, 3, 2, 2), ((4, 2, 2), 6, 6, 4, 4),
+         ((2, 3, 3), 5, 1, 3, 9), ((2, 3, 3), 5, 5, 6, 6), ((3, 2, 2), 4, 2, 3, 6), ((12,), 4, 1, 2, 4),
+         ((12,), 6, 3, 1, 1), ((10,), 3, None, None, 5), ((4, 2, 2), 2, None, None, 2)]
+
+
+@pytest.mark.parametrize("seed,fold", list(enumerate(LANES)))
+def test_lanes(seed, fold):
+    """``lanes`` values a beat (a serial producer's pe, or a gather for simd = k·lanes): the same
+    weights in the same stream order, under stalls; every handshake as DenseEngineModel."""
+    from cnnforge.golden.tokens import chain_stamps
+    from cnnforge.hw.layers.dense import DenseEngineModel
+    in_shape, out_features, pe, simd, lanes = fold
+    params, x = make_case(40 + seed, in_shape, out_features, 4, pe=pe, simd=simd, lanes=lanes)
+    for pause in (0.0, 0.4):
+        dut, result = run(params, x, pause_in=pause, pause_out=pause, seed=seed)
+        assert dut.beats_per_frame == int(np.prod(in_shape)) // lanes and dut.codes_per_beat == lanes
+        want = chain_stamps([DenseEngineModel(in_shape, out_features, pe, simd, lanes)],
+                            len(x) * dut.beats_per_frame, len(x) * dut.neuron_folds, source_pause=pause,
+                            source_seed=seed, sink_pause=pause, sink_seed=seed + 1)
+        assert (result.in_stamps, result.out_stamps) == want
+    calm = run(params, x)[1]
+    ends = frame_ends(calm, dut)
+    assert {b - a for a, b in zip(ends[1:], ends[2:])} == {dut.cycles_per_frame}
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_modes_and_extremes(seed):
     """Every rounding/overflow mode with relu on and off, including left shifts."""
@@ -90,17 +125,18 @@ def test_modes_and_extremes(seed):
 
 
 def test_dense_after_dense():
-    """Two engines chained: the first's one-beat output frame is the second's flat input."""
+    """Two engines chained: the first's output frame (two beats of pe = 3) is the second's flat input,
+    taken 3 values a beat."""
     params1, x = make_case(42, (2, 2, 2), 6, 3, pe=3, simd=1, activation="relu")
     dut1, run1 = run(params1, x, pause_in=0.4, pause_out=0.3, seed=3)
-    y = np.array([b[0] for b in run1.beats])
+    y = np.array([b[0] for b in run1.beats]).reshape(len(x), 6)
     rng = np.random.default_rng(43)
     fmt_in = params1["out_format"]
     w_fmt = Format(6, 4)
     params2 = dict(in_shape=(6,), in_format=fmt_in, weight=rng.integers(-32, 32, (4, 6)),
                    bias=rng.integers(-200, 200, 4), weight_format=w_fmt,
                    out_format=Format(8, fmt_in.frac + 1), rounding="half_even",
-                   overflow="saturate", activation="none", pe=2, simd=3)
+                   overflow="saturate", activation="none", pe=2, simd=3, lanes=3)
     run(params2, y, pause_in=0.4, pause_out=0.4, seed=4)
 
 
@@ -116,7 +152,8 @@ def test_cycle_model(fold):
     model = dense_cycles(in_shape, out_features, pe, simd)
     assert (dut.pe, dut.simd) == ((pe, simd) if pe else dense_default_fold(in_shape, out_features))
     assert result.out_stamps[0] - result.in_stamps[0] == model.latency == dut.latency
-    intervals = {b - a for a, b in zip(result.out_stamps[1:], result.out_stamps[2:])}
+    ends = frame_ends(result, dut)
+    intervals = {b - a for a, b in zip(ends[1:], ends[2:])}
     assert intervals == {model.frame_interval} == {dut.cycles_per_frame}
     utilization = dut.macs_per_frame / (dut.multipliers * model.frame_interval)
     assert utilization >= 0.95
@@ -131,7 +168,8 @@ def test_cifar_sized_flatten(pe, simd):
     dut, result = run(params, x)
     model = dense_cycles((3, 32, 32), 10, pe, simd)
     assert result.out_stamps[0] - result.in_stamps[0] == model.latency
-    assert {b - a for a, b in zip(result.out_stamps, result.out_stamps[1:])} == {model.frame_interval}
+    ends = frame_ends(result, dut)
+    assert {b - a for a, b in zip(ends, ends[1:])} == {model.frame_interval}
     assert model.frame_interval == 1024 * (10 // dut.pe) * (3 // dut.simd)
 
 
@@ -195,4 +233,27 @@ def test_from_layer_matches_golden_network():
                       rounding=layer.rounding, overflow=layer.overflow, activation=layer.activation,
                       pe=dut.pe, simd=dut.simd)
         _, result = run(params, inputs, pause_in=0.3, pause_out=0.3, dut=dut)
-        assert [b[0] for b in result.beats] == want.tolist()
+        assert [v for b in result.beats for v in b[0]] == want.reshape(-1).tolist()
+
+
+@pytest.mark.parametrize("fold,fifo", [(((12,), 6, 3, 1, 1), 12), (((4, 2, 2), 6, 3, 2, 2), 3),
+                                       (((2, 3, 3), 5, 1, 3, 9), 2)])
+def test_input_fifo(fold, fifo):
+    """An input FIFO (the planner's fallback behind a bursty producer): same values, every handshake
+    as the FIFO's and the engine's models chained; stall-free it takes a burst at a beat per clock."""
+    from cnnforge.golden.tokens import chain_stamps
+    from cnnforge.hw.fifo import FifoModel
+    from cnnforge.hw.layers.dense import DenseEngineModel
+    in_shape, out_features, pe, simd, lanes = fold
+    params, x = make_case(70 + fifo, in_shape, out_features, 4, pe=pe, simd=simd, lanes=lanes, in_fifo=fifo)
+    for pause in (0.0, 0.4):
+        dut, result = run(params, x, pause_in=pause, pause_out=pause, seed=fifo)
+        models = [FifoModel(fifo), DenseEngineModel(in_shape, out_features, pe, simd, lanes)]
+        assert (result.in_stamps, result.out_stamps) == chain_stamps(
+            models, len(x) * dut.beats_per_frame, len(x) * dut.neuron_folds, source_pause=pause,
+            source_seed=fifo, sink_pause=pause, sink_seed=fifo + 1)
+    assert dut.cycles == dense_cycles(in_shape, out_features, pe, simd, lanes, fifo)
+    # a frame of at most fifo + 2 beats arrives at a beat per clock
+    calm = run(params, x)[1]
+    if dut.beats_per_frame <= fifo + 2:
+        assert calm.in_stamps[:dut.beats_per_frame] == list(range(dut.beats_per_frame))

@@ -16,14 +16,15 @@ from cnnforge.golden.model import ModelError, parse_model, save_model
 from cnnforge.golden.network import run
 from cnnforge.golden.tokens import graph_stamps, measure
 from cnnforge.hw.network import NetworkTop
-from cnnforge.hw.plan import network_beats, network_cycles, network_links, network_token_models, plan_design
+from cnnforge.hw.plan import (make_plan, network_beats, network_cycles, network_links, network_token_models,
+                              plan_design)
 from cnnforge.sim.amaranth_backend import run_top_amaranth
 from cnnforge.sim.vectors import input_words, output_stream, output_words, unpack_outputs
 
 try:
-    from modelgen import conv, with_weights
+    from modelgen import conv, dense, with_weights
 except ImportError:  # tests/ made a package
-    from tests.modelgen import conv, with_weights
+    from tests.modelgen import conv, dense, with_weights
 
 FRAMES = 3
 
@@ -155,12 +156,12 @@ def test_plan_styles_and_links():
     model = net((4, 6, 6), [conv(8, 3, padding=1, pe=2, simd=2), {"type": "maxpool2d", "kernel": 2},
                             conv(4, 3, padding=1)])
     plan = plan_design(model)
-    assert [plan.choice(layer)["window"] for layer in model.layers] == ["serial", "tiled", "compact"]
+    assert [plan.choice(layer)["window"] for layer in model.layers] == ["serial", "line", "compact"]
     links = network_links(model, plan)
     steps = {name: link.steps for name, link in links.items()}
-    # input: 4 channels -> a 2-lane scatter; conv 2 lanes -> gather to the pool's 8; the pool's
-    # whole pixels are what the parallel conv takes; the last conv gives whole pixels
-    assert steps == {"input": [(4, 2)], "conv2d0": [(2, 8)], "maxpool2d1": [], "conv2d2": []}
+    # input: 4 channels -> a 2-lane scatter; the pool takes the conv's 2 lanes and keeps them;
+    # a gather to the whole pixels the parallel conv takes; the last conv gives whole pixels
+    assert steps == {"input": [(4, 2)], "conv2d0": [], "maxpool2d1": [(2, 8)], "conv2d2": []}
     # full-window simd: the parallel window, whole pixels (the first version's ports)
     fast = net((2, 5, 5), [conv(4, 3, padding=1)])
     assert plan_design(fast).choice(fast.layers[0])["window"] in ("full", "compact")
@@ -178,6 +179,22 @@ NETWORKS = [
                  {"type": "dense", "out_features": 4, "weight_format": {"bits": 6, "frac": 4},
                   "output": {"bits": 10, "frac": 4}}], 3, 2),
     ((6, 4, 4), [conv(4, 3, padding=1, pe=2, simd=3), conv(2, 3, padding=1, pe=1, simd=12)], 2, 2),
+    # the digits CNN's structure: serial convs, line pools at one lane, gathers 1 -> 4 (conv2) and
+    # 1 -> 2 (fc simd 2), the dense engine on lanes beats, the argmax on its pe = 1 lane
+    ((1, 8, 8), [conv(8, 3, padding=1, pe=1, simd=1, activation="relu"), {"type": "maxpool2d", "kernel": 2},
+                 conv(16, 3, padding=1, pe=1, simd=4, activation="relu"), {"type": "maxpool2d", "kernel": 2},
+                 {"type": "flatten"}, dense(10, pe=1, simd=2), {"type": "argmax"}], None, None),
+    # a parallel conv's whole pixels into a dense engine whose outputs (final in its last beat)
+    # feed a slower one: the planner gives the second an input FIFO
+    ((2, 4, 4), [conv(4, 3, padding=1, activation="relu"), {"type": "flatten"}, dense(12, pe=1, simd=4),
+                 dense(6, pe=1, simd=1)], None, 2),
+    # a serial pool (3x3/3 windows with padding) at a serial conv's 2 lanes, a dense head, argmax
+    ((2, 9, 9), [conv(4, 3, padding=1, pe=2, simd=2), {"type": "maxpool2d", "kernel": 3, "padding": 1},
+                 {"type": "flatten"}, dense(5, pe=5, simd=2), {"type": "argmax"}], 1, None),
+    # an average line pool (divisor 9, the magic multiplier) at 3 lanes; dense simd 2·C (a gather
+    # across pixels); the vector out 2 values a beat
+    ((3, 6, 6), [conv(3, 3, padding=1, pe=3, simd=3), {"type": "avgpool2d", "kernel": 3, "rounding": "half_even"},
+                 {"type": "flatten"}, dense(4, pe=2, simd=6)], None, 2),
 ]
 
 
@@ -200,6 +217,43 @@ def test_network_in_amaranth(index):
                             source_pause=stall, source_seed=index, sink_pause=stall, sink_seed=index + 1)
         assert (r.in_cycles, r.out_cycles) == want
     assert measure(r.in_cycles, r.out_cycles, beats_out) == network_cycles(model, plan)
+
+
+def test_new_networks_plan_serial_pools_dense_lanes_and_a_fifo():
+    """The plans of the networks above that exercise the serial pools, dense lanes and the FIFO."""
+    digits, fifo, serial_pool, avg = (net(*NETWORKS[k][:2]) for k in range(5, 9))
+    plan = plan_design(digits)
+    assert [plan.choice(layer) for layer in digits.layers] == [
+        {"window": "serial"}, {"window": "line", "lanes": 1}, {"window": "serial"}, {"window": "line", "lanes": 1},
+        {}, {"lanes": 2}, {"lanes": 1}]
+    assert {k: v.steps for k, v in network_links(digits, plan).items()} == {
+        "input": [], "conv2d0": [], "maxpool2d1": [(1, 4)], "conv2d2": [], "maxpool2d3": [(1, 2)],
+        "dense5": [], "argmax6": []}
+    plan = plan_design(fifo)
+    assert plan.choice(fifo.layers[3]) == {"lanes": 1, "fifo": 12}
+    slow = make_plan(fifo, {**plan.layers, "dense3": {"lanes": 1}}, plan.register_slices)
+    assert network_cycles(fifo, slow).frame_interval > network_cycles(fifo, plan).frame_interval == 192
+    plan = plan_design(serial_pool)
+    assert plan.choice(serial_pool.layers[1]) == {"window": "serial", "lanes": 2}
+    plan = plan_design(avg)
+    assert plan.choice(avg.layers[1]) == {"window": "line", "lanes": 3}
+    assert plan.choice(avg.layers[3]) == {"lanes": 6}
+    assert network_links(avg, plan)["avgpool2d1"].steps == [(3, 6)]
+
+
+@pytest.mark.parametrize("index", [5, 6, pytest.param(7, marks=pytest.mark.slow),
+                                   pytest.param(8, marks=pytest.mark.slow)])
+def test_serial_pool_and_dense_networks_on_verilator(index, cache_dir):
+    """Serial convs, line and serial pools, dense engines on lanes beats (a FIFO, a gather across
+    pixels), argmax on one lane, parallel convs between: bit-exact and cycle-exact on Verilator."""
+    from cnnforge.flow import build_design, verify
+    shape, layers, lanes_in, lanes_out = NETWORKS[index]
+    model = net(shape, layers, seed=index, input_lanes=lanes_in, output_lanes=lanes_out)
+    x = np.random.default_rng(60 + index).integers(-128, 128, (4, *shape))
+    report = verify(build_design(model), x, "verilator", cache_dir=cache_dir, progress=False)
+    assert report["match"], report["first_mismatch"]
+    assert report["first_output_latency_cycles"] == report["predicted_latency_cycles"]
+    assert report["frame_interval_cycles"] == report["predicted_frame_interval_cycles"]
 
 
 def test_conv32_full_parallelism_keeps_its_interval():

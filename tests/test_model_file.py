@@ -154,7 +154,9 @@ BAD_DOCS = [
     (("layers", 0, "output"), [8, 4], "0 'conv1'", "output", "bits"),
     (("layers", 0, "pe"), 3, "0 'conv1'", "pe", "does not divide out_channels = 8"),
     (("layers", 0, "simd"), 2, "0 'conv1'", "simd", "1, 3, 9"),
-    (("layers", 3, "simd"), 16, "3 'fc'", "simd", "in_channels per incoming pixel = 8"),
+    (("layers", 3, "simd"), 12, "3 'fc'", "simd", "in_channels per incoming pixel = 8 and is not a multiple "
+                                                  "of it dividing in_features = 128; choose one of 1, 2, 4, 8, 16, "
+                                                  "32, 64, 128"),
     (("layers", 0, "pe"), 0, "0 'conv1'", "pe", ">= 1"),
     (("layers", 0, "name"), "fc", "3 'fc'", "name", "unique"),
     (("layers", 0, "name"), "conv 1", "0", "name", "identifier"),

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..formats import divisors
 from ..model import ParseContext
 from ..ops import exact_matmul
 from ..registry import register_kind
@@ -38,8 +39,23 @@ def dense_acc(x, weight, bias, zero_point=0, bound=None) -> np.ndarray:
 def dense(x, weight, bias, *, shift, out_format, rounding="half_up", overflow="saturate",
           activation="none") -> np.ndarray:
     """Fully connected layer, bias, requantization and activation (DESIGN §4) on plain arguments."""
-    from ..formats import requantize
+    from ..formats import divisors, requantize
     return requantize(dense_acc(x, weight, bias), shift, out_format, rounding, overflow, activation)
+
+
+def _parse_simd(ctx: ParseContext, per_beat: int, in_features: int, pixels: bool):
+    """``simd``: a divisor of the values per incoming beat (a pixel's channels, or the vector), or a
+    multiple of it that divides ``in_features`` (DESIGN §5; the hardware gathers beats in front)."""
+    if "simd" not in ctx.raw:
+        return per_beat, False
+    value = ctx.integer("simd", 1)
+    legal = [d for d in divisors(in_features) if per_beat % d == 0 or d % per_beat == 0]
+    if value not in legal:
+        what = "in_channels per incoming pixel" if pixels else "in_features"
+        more = f" and is not a multiple of it dividing in_features = {in_features}" if pixels else ""
+        raise ctx.error(f"{value} does not divide {what} = {per_beat}{more}; choose one of "
+                        f"{', '.join(map(str, legal))}", "simd")
+    return value, True
 
 
 @register_kind
@@ -74,8 +90,7 @@ class Dense(WeightedLayer):
         requant = cls.parse_requant(ctx, in_features, out_features)
         pe, pe_given = ctx.fold("pe", out_features, "out_features")
         stream = ctx.source.stream
-        what = "in_channels per incoming pixel" if len(stream) == 3 else "in_features"
-        simd, simd_given = ctx.fold("simd", stream[0], what)
+        simd, simd_given = _parse_simd(ctx, stream[0], in_features, len(stream) == 3)
         tensors = cls.parse_tensors(ctx, (out_features, in_features), requant, in_features)
         return cls(**ctx.common(), out_shape=(out_features,), out_format=requant["output"],
                    out_features=out_features, pe=pe, simd=simd, pe_given=pe_given, simd_given=simd_given,

@@ -6,7 +6,13 @@ from ..devices import Memory
 from ..registry import LayerHardware
 from ..window import window_unit_geometry, window_unit_line_buffer_bits, windows_tile
 
-__all__ = ["WindowedHardware", "symmetric_padding"]
+__all__ = ["WindowedHardware", "symmetric_padding", "area"]
+
+
+def area(resources) -> float:
+    """One number to order a layer's candidates by (smallest first): flip-flops plus
+    memory bits at a sixteenth (block-RAM- or LUT-mappable storage is cheap per bit)."""
+    return resources.registers + sum(mem.bits for mem in resources.memories) / 16
 
 
 def symmetric_padding(layer) -> tuple:
@@ -31,7 +37,7 @@ class WindowedHardware(LayerHardware):
         tiles = (pt, pb, pl, pr) == (0, 0, 0, 0) and windows_tile(layer.kernel, layer.stride, 0)
         return (({"window": "tiled"},) if tiles else ()) + ({"window": "compact"},)
 
-    def default_choice(self, layer) -> dict:
+    def default_choice(self, layer, in_lanes=None) -> dict:
         return {"window": "full"}
 
     def geometry(self, layer, choice):

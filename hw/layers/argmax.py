@@ -1,11 +1,12 @@
 """Hardware of the ``argmax`` kind: the index of a frame's first maximum (DESIGN §3, §4).
 
-:class:`ArgmaxHead` takes one beat per frame carrying all ``features`` codes
-(the dense engine's output, or any flat one-beat frame) and emits one beat per
-frame whose payload is the unsigned index of the first maximum (``last`` = 1).
-With ``beats > 1`` (see :meth:`ArgmaxHead.for_stream`) it also serves an
-``argmax`` right after ``flatten`` of a pixel stream: a frame of ``H·W`` beats
-of ``C`` codes, the index counted in PyTorch's ``(C, H, W)`` flatten order.
+:class:`ArgmaxHead` takes the stream it is given, ``features`` codes a beat
+(the lanes its producer gives: a dense engine's ``pe``, a pool's lanes), and
+emits one beat per frame whose payload is the unsigned index of the first
+maximum (``last`` = 1), counted in PyTorch's order: for a vector of ``F``
+values in ``F/lanes`` beats the value's position, for a ``(C, H, W)`` frame
+after ``flatten`` (raster order, channels innermost, ``C/lanes`` beats a
+pixel) the flatten index ``c·H·W + y·W + x`` (see :meth:`ArgmaxHead.for_stream`).
 
 Design: a pipelined comparator tree.  Each level registers ``(value, index)``
 pairs; a pair's right candidate wins only if strictly greater, and the left
@@ -16,8 +17,10 @@ comparators and ``ceil(log2(features))`` cycles of latency.  A sequential scan
 would need one comparator but ``features`` cycles per frame; the tree is small
 for classifier widths (10–100 classes) and never limits the network's
 throughput, so it is the choice.  Multi-beat frames add a running-maximum
-register after the tree: a later beat (higher pixel index) replaces the best
-so far only if greater, or equal at a lower channel (a lower flatten index
+register after the tree: a later beat replaces the best so far only if
+greater, or equal at a lower flatten index: within a pixel's beats the channel
+grows with the beat, so for equal values a later beat has the higher index
+unless it is a later pixel at a lower channel ``c = g·lanes + lane`` (index
 ``c·H·W + p``).
 """
 
@@ -32,7 +35,7 @@ from cnnforge.golden.tokens import Cycles, TokenModel
 
 from ..layouts import element_shape, pixel_layout
 from ..pipe import Pipe
-from ..registry import LayerHardware, LayerResources, register_hardware
+from ..registry import LayerHardware, LayerResources, register_hardware, stream_values
 
 __all__ = ["ArgmaxHead", "ArgmaxHeadModel", "ArgmaxHardware", "index_layout", "argmax_cycles"]
 
@@ -112,9 +115,13 @@ class ArgmaxHead(wiring.Component):
     bits : int
         Width of each signed code, ``2..64``.
     beats : int
-        Beats per frame (default 1).  With ``beats > 1`` beat ``p`` code ``c``
-        has the flatten index ``c·beats + p`` (PyTorch order of a ``(C, H, W)``
-        frame streamed in raster order, channels innermost).
+        Beats per frame (default 1).
+    groups : int
+        Beats per pixel (default 1): beat ``b`` is pixel ``p = b // groups``, channel
+        group ``g = b % groups``; its code ``k`` has channel ``c = g·features + k`` and
+        the flatten index ``c·P + p`` with ``P = beats / groups`` pixels (PyTorch order
+        of a ``(C, H, W)`` frame streamed in raster order, channels innermost).  A
+        vector of ``F`` values in ``F/features`` beats is ``groups = beats`` (one pixel).
 
     Attributes
     ----------
@@ -127,16 +134,19 @@ class ArgmaxHead(wiring.Component):
     cycles : cnnforge.golden.tokens.Cycles
     """
 
-    def __init__(self, features, bits, *, beats=1):
+    def __init__(self, features, bits, *, beats=1, groups=1):
         try:
             _positive("features", features)
             _positive("beats", beats)
+            _positive("groups", groups)
+            if beats % groups:
+                raise ValueError(f"groups ({groups}) must divide beats ({beats})")
             if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 64:
                 raise ValueError(f"bits must be an integer in 2..64, not {bits!r}")
         except ValueError:
             self._MustUse__silence = True               # never elaborated: no "unused" warning
             raise
-        self.features, self.bits, self.beats = features, bits, beats
+        self.features, self.bits, self.beats, self.groups = features, bits, beats, groups
         self.cycles = argmax_cycles(features, beats)
         self.latency = self.cycles.latency
         super().__init__({
@@ -145,14 +155,18 @@ class ArgmaxHead(wiring.Component):
         })
 
     @classmethod
-    def for_stream(cls, in_shape, bits):
-        """Argmax of frames of shape ``(C, H, W)`` (``H·W`` beats of ``C``) or ``(F,)`` (one beat)."""
+    def for_stream(cls, in_shape, bits, lanes=None):
+        """Argmax of frames of shape ``(C, H, W)`` or ``(F,)``, ``lanes`` values a beat (default:
+        whole pixels, the whole vector)."""
         shape = tuple(in_shape)
-        if len(shape) == 1:
-            return cls(shape[0], bits)
-        if len(shape) != 3:
+        if len(shape) not in (1, 3):
             raise ValueError(f"in_shape must be (C, H, W) or (F,), not {in_shape!r}")
-        return cls(shape[0], bits, beats=shape[1] * shape[2])
+        lanes = shape[0] if lanes is None else lanes
+        if shape[0] % lanes:
+            raise ValueError(f"lanes ({lanes}) must divide {shape[0]}")
+        groups = shape[0] // lanes
+        pixels = shape[1] * shape[2] if len(shape) == 3 else 1
+        return cls(lanes, bits, beats=pixels * groups, groups=groups)
 
     def elaborate(self, platform):
         m = Module()
@@ -162,12 +176,15 @@ class ArgmaxHead(wiring.Component):
         en = Signal()
         m.d.comb += self.i.ready.eq(en)
 
+        G, P = self.groups, self.beats // self.groups
         carry = []
-        if multi:                                       # pixel index of the beat, counted at the input
-            pix = Signal(range(self.beats))
+        if multi:                                       # pixel and group of the beat, counted at the input
+            pix, grp = Signal(range(P), name="pix"), Signal(range(G), name="grp")
             with m.If(self.i.valid & self.i.ready):
-                m.d.sync += pix.eq(Mux(pix == self.beats - 1, 0, pix + 1))
-            carry = [pix]
+                m.d.sync += grp.eq(Mux(grp == G - 1, 0, grp + 1))
+                with m.If(grp == G - 1):
+                    m.d.sync += pix.eq(Mux(pix == P - 1, 0, pix + 1))
+            carry = [pix, grp]
         pipe = Pipe(m, self.i.valid, *carry, name="argmax")
         m.d.comb += pipe.en.eq(en)
         cands = [(self.i.payload.data[k], k) for k in range(self.features)]
@@ -196,17 +213,21 @@ class ArgmaxHead(wiring.Component):
             return m
 
         # running maximum over the frame's beats; the output register takes the final choice
-        p = pipe.carry[0]
-        best_v, best_c = Signal(value_shape), Signal(chan_shape)
-        best_p = Signal(range(self.beats))
-        take = (p == 0) | (value > best_v) | ((value == best_v) & (chan < best_c))
-        sel_c, sel_p = Mux(take, chan, best_c), Mux(take, p, best_p)
+        p, g = pipe.carry
+        full_shape = unsigned(max(1, ceil_log2(self.features * G)))
+        cc = Signal(full_shape, name="channel")             # the code's channel g·features + k
+        m.d.comb += cc.eq(g * self.features + chan if G > 1 else chan)
+        best_v, best_c = Signal(value_shape), Signal(full_shape)
+        best_p = Signal(range(P))
+        start = (p == 0) & (g == 0)
+        take = start | (value > best_v) | ((value == best_v) & (cc < best_c))
+        sel_c, sel_p = Mux(take, cc, best_c), Mux(take, p, best_p)
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
         with m.If(en):
-            m.d.sync += self.o.valid.eq(pipe.valid & (p == self.beats - 1))
+            m.d.sync += self.o.valid.eq(pipe.valid & (p == P - 1) & (g == G - 1))
             with m.If(pipe.valid):
                 m.d.sync += [best_v.eq(Mux(take, value, best_v)), best_c.eq(sel_c), best_p.eq(sel_p),
-                             self.o.payload.data.eq(sel_c * self.beats + sel_p)]
+                             self.o.payload.data.eq(sel_c * P + sel_p if P > 1 else sel_c)]
         m.d.comb += self.o.payload.last.eq(1)
         assert pipe.depth + 1 == self.latency - self.beats + 1
         return m
@@ -214,20 +235,40 @@ class ArgmaxHead(wiring.Component):
 
 @register_hardware("argmax")
 class ArgmaxHardware(LayerHardware):
-    """The ``argmax`` kind: :class:`ArgmaxHead` on the incoming stream."""
+    """The ``argmax`` kind: :class:`ArgmaxHead` on the incoming stream, at the lanes it is given.
+
+    Choice ``{"lanes": L}``: its producer's lanes (a dense engine's ``pe``), so no gather
+    is needed in front; default whole pixels (or the whole vector).
+    """
+
+    def _lanes(self, layer, choice) -> int:
+        lanes = choice.get("lanes")
+        values = stream_values(layer.in_stream)
+        return lanes if lanes and values % lanes == 0 else values
+
+    def default_choice(self, layer, in_lanes=None) -> dict:
+        values = stream_values(layer.in_stream)
+        return {"lanes": in_lanes if in_lanes and values % in_lanes == 0 else values}
+
+    def lanes(self, layer, choice) -> tuple:
+        return self._lanes(layer, choice), 1
 
     def build(self, layer, choice):
-        return ArgmaxHead.for_stream(layer.in_stream, layer.in_format.bits)
+        return ArgmaxHead.for_stream(layer.in_stream, layer.in_format.bits, self._lanes(layer, choice))
 
     def token_models(self, layer, choice) -> list:
-        # As ArgmaxHead.for_stream: (F,) is one beat of F codes, (C, H, W) H·W beats of C.
+        # As ArgmaxHead.for_stream: a frame of (C, H, W) or (F,) in beats of `lanes` values.
         shape = tuple(layer.in_stream)
-        if len(shape) == 1:
-            return [ArgmaxHeadModel(shape[0])]
-        return [ArgmaxHeadModel(shape[0], shape[1] * shape[2])]
+        lanes = self._lanes(layer, choice)
+        beats = (shape[1] * shape[2] if len(shape) == 3 else 1) * (shape[0] // lanes)
+        return [ArgmaxHeadModel(lanes, beats)]
 
     def work(self, layer) -> int:
         return 0
 
+    def describe(self, layer, choice) -> dict:
+        return {"lanes": {"in": self._lanes(layer, choice), "out": 1}}
+
     def resources(self, layer, choice) -> LayerResources:
-        return LayerResources([], [], int(layer.in_shape[0]) * (layer.in_format.bits + 8) + 50)
+        lanes = self._lanes(layer, choice)
+        return LayerResources([], [], lanes * (layer.in_format.bits + 8) + 50)

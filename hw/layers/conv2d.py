@@ -44,7 +44,7 @@ from ..serial_window import (SerialWindowModel, SerialWindowUnit, serial_window_
 from ..unused import silence_if_invalid
 from ..width import WidthConverter, width_converter_registers, width_model
 from ..window import WINDOW_FIFOS, WindowUnit, window_unit_geometry, window_unit_model
-from ._windowed import WindowedHardware
+from ._windowed import WindowedHardware, area
 
 __all__ = ["CONV_WINDOWS", "ConvStructure", "conv2d_structure", "Conv2dLayer", "Conv2dHardware",
            "conv2d_token_models", "conv2d_cycles", "serial_serves"]
@@ -286,12 +286,6 @@ class Conv2dLayer(wiring.Component):
         return m
 
 
-def _area(resources: LayerResources) -> float:
-    """One number to order a layer's candidates by (smallest first): flip-flops plus
-    memory bits at a sixteenth (block-RAM- or LUT-mappable storage is cheap per bit)."""
-    return resources.registers + sum(mem.bits for mem in resources.memories) / 16
-
-
 @register_hardware("conv2d")
 class Conv2dHardware(WindowedHardware):
     """The ``conv2d`` kind: :class:`Conv2dLayer` (a window unit + the MAC array).
@@ -330,12 +324,12 @@ class Conv2dHardware(WindowedHardware):
         out = layer.out_shape[1] * layer.out_shape[2] * layer.cycles_per_pixel
         if serial.in_beats > max(h * w, out):             # input-bound: more beats than today
             return False
-        return _area(self.resources(layer, {"window": "serial"})) < _area(parallel)
+        return area(self.resources(layer, {"window": "serial"})) < area(parallel)
 
-    def default_choice(self, layer) -> dict:
+    def default_choice(self, layer, in_lanes=None) -> dict:
         return {"window": "serial" if self._serial_preferred(layer) else "full"}
 
-    def baseline_choice(self, layer) -> dict:
+    def baseline_choice(self, layer, in_lanes=None) -> dict:
         return {"window": "full"}
 
     def choices(self, layer, choice=None) -> tuple:

@@ -1,28 +1,32 @@
 """Folded dense (fully connected) engine, DESIGN §3 (flatten, dense) and §5.
 
-:class:`DenseEngine` consumes the previous layer's pixel stream directly
-(``flatten`` costs no hardware): a frame of ``(C, H, W)`` arrives as ``H·W``
-beats of ``C`` codes in raster order, channels innermost; a frame from another
-dense layer arrives as one beat of ``F`` codes.  It emits one beat per frame
-carrying all ``out_features`` codes (``last`` = 1 on every beat).
+:class:`DenseEngine` consumes the previous layer's stream directly (``flatten``
+costs no hardware): a frame of ``(C, H, W)`` arrives in raster order, channels
+innermost, ``lanes`` values a beat (DESIGN §5: a pixel is ``C/lanes`` beats;
+``lanes`` may also span pixels, any divisor of ``in_features``), a frame from
+another dense layer as ``F/lanes`` beats.  Either way a frame is ``in_features/
+lanes`` beats in the stream's order, so the weights stay in that order whatever
+the lanes.  It emits ``out_features/pe`` beats a frame of ``pe`` codes each
+(beat ``nf`` holds outputs ``nf·pe ..``; ``last`` on the frame's final beat),
+as the conv MAC array does.
 
 Design: *weight-stationary streaming accumulation*.  Every input beat is
 multiplied, on arrival, against all output neurons — ``out/pe`` neuron groups ×
-``C/simd`` input slices, ``pe·simd`` MACs per cycle — into a bank of
+``lanes/simd`` input slices, ``pe·simd`` MACs per cycle — into a bank of
 ``out_features`` accumulators (``acc_bits`` wide, DESIGN §4).  No copy of the
-frame is stored (an input double buffer would cost ``2·in_features·in_bits``
-bits and gain nothing: a stream delivering one beat per clock brings a frame
-every ``H·W`` cycles at best, which this engine already matches with
-``C·out`` multipliers).  The next beat is taken on the last cycle of the
-current one and the finished bank is handed to the requantizer while the next
-frame's first beat already accumulates (its first products start from the
-bias), so the multipliers never idle while beats are offered: MAC utilization
-is exactly 1 when fed at full rate.  The bank rotates by one neuron group
-after each group's last slice (a shift register, no addressed write), which
-brings it back to group order at the end of every beat.
+frame is stored.  The next beat is taken on the last cycle of the current one,
+and a frame's first products start from the bias, so the multipliers never
+idle while beats are offered: MAC utilization is exactly 1 when fed at full
+rate.  The bank rotates by one neuron group after each group's last slice (a
+shift register, no addressed write), which brings it back to group order at
+the end of every beat.  In a frame's last beat each group, when its last slice
+is added, is final: it leaves the bank for the skid buffer and the ``pe``-lane
+requantizer (the bank slot is free again: the next frame starts that group
+from the bias), so the bank is never copied and the next frame accumulates
+while the outputs drain.
 
-Pipeline (one global enable ``en``, dropped only while the finished bank waits
-for the requantizer):
+Pipeline (one global enable ``en``, dropped only while a final group waits for
+the skid buffer):
 
     A    beat register (rotates by ``simd``), op counters, weight-ROM address
     B    operands: ``simd`` inputs, ``pe·simd`` weights (registered ROM read)
@@ -31,26 +35,28 @@ for the requantizer):
     P    ``pe·simd`` products
     T    ``ceil(log2(simd))`` adder-tree levels per PE
     ACC  the rotating accumulator bank (``out_features`` accumulators)
-    RQ   :class:`hw.requant.Requantizer` on all ``out_features`` lanes = output register
+    S    :class:`hw.slice.RegisterSlice` on the ``pe`` final accumulators (a single register
+         where final groups come at most every other clock, :func:`dense_slice_skid`)
+    RQ   :class:`hw.requant.Requantizer` on ``pe`` lanes = output register
 
-The requantizer works on all outputs at once (``count=out_features``): the
-bank is handed over in one cycle, so no second copy of the accumulators is
-needed to let the next frame start; a ``count=pe`` requantizer would need
-that copy (``out·acc_bits`` flip-flops) to drain from.  Frames are delimited
-by counting ``H·W`` beats; the input ``last`` flag is not used (the network
-top checks framing).
+Frames are delimited by counting beats; the input ``last`` flag is not used
+(the network top checks framing).
 
-Default fold (:func:`dense_default_fold`): ``simd`` = codes per
-beat, ``pe`` = ``out_features`` — one beat per clock.  Upstream blocks deliver
-pixels at one per cycle in bursts (e.g. a 2×2 max-pool: every other cycle on
-every other row); any fold slower than one beat per clock back-pressures the
-burst, and whether that costs throughput depends on the upstream's slack, which
-the engine cannot see.  One beat per clock never stalls upstream, and a frame
-of ``H·W`` beats cannot arrive faster than ``H·W`` cycles, so ``C·out``
-multipliers is also the least that matches the fastest possible stream (an
-input-buffered design would need as many).  When the network's model knows
-the upstream frame interval, ``dense_default_fold(..., frame_interval=T)``
-gives the cheapest fold that fits in it.
+Where its producer gives a frame in a burst the engine takes slowly (another
+dense engine, whose outputs are final only in its frame's last beat, into one
+that spends ``out/pe`` cycles on each beat), ``in_fifo`` puts a
+:class:`cnnforge.hw.fifo.StreamFifo` of a frame's beats in front (block or LUT
+RAM), so the producer goes on with its next frame; the planner asks for it
+where the network would otherwise be slower (:meth:`DenseHardware.fallbacks`).
+
+Default fold (:func:`dense_default_fold`): ``simd`` = values per beat, ``pe`` =
+``out_features`` — one beat per clock.  Upstream blocks deliver beats at one
+per cycle in bursts (e.g. a 2×2 max-pool: every other cycle on every other
+row); any fold slower than one beat per clock back-pressures the burst, and
+whether that costs throughput depends on the upstream's slack, which the
+engine cannot see.  When the network's model knows the upstream frame
+interval, ``dense_default_fold(..., frame_interval=T)`` gives the cheapest
+fold that fits in it.
 """
 
 from __future__ import annotations
@@ -60,31 +66,63 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.formats import Format, acc_bits as _acc_bits, ceil_log2
-from cnnforge.golden.tokens import Cycles, TokenModel
+from cnnforge.golden.formats import Format, acc_bits as _acc_bits, ceil_log2, divisors
+from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
 from ..devices import Memory as MemoryEstimate
+from ..fifo import FifoModel, StreamFifo, fifo_registers
 from ..layouts import pixel_layout
 from ..mac import _mac_folds, check_fold, mac_datapath
 from ..pipe import Pipe
-from ..registry import LayerHardware, LayerResources, register_hardware
-from ..requant import Requantizer, check_requant_params, requantizer_unsupported
+from ..registry import LayerHardware, LayerResources, register_hardware, stream_values
+from ..requant import Requantizer, acc_layout, check_requant_params, requantizer_unsupported
+from ..slice import RegisterSlice, RegisterSliceModel
 from ..unused import silence_if_invalid
 
 __all__ = ["DenseEngine", "DenseEngineModel", "DenseHardware", "dense_weights_to_stream_order",
-           "stream_geometry", "dense_default_fold", "dense_cycles", "dense_pipe_depth"]
+           "stream_geometry", "dense_default_fold", "dense_cycles", "dense_pipe_depth", "dense_lanes",
+           "dense_slice_skid"]
 
 
-def stream_geometry(in_shape) -> tuple:
-    """``(beats_per_frame, codes_per_beat)`` of a frame of shape ``(C, H, W)`` or ``(F,)``."""
+def stream_geometry(in_shape, lanes=None) -> tuple:
+    """``(beats_per_frame, codes_per_beat)`` of a frame of shape ``(C, H, W)`` or ``(F,)``.
+
+    ``lanes`` values a beat (default: whole pixels, ``C``; one beat of ``F``); it must
+    divide the frame's values.
+    """
     shape = tuple(in_shape)
     if len(shape) not in (1, 3) or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                                            and v >= 1 for v in shape):
         raise ValueError(f"in_shape must be (C, H, W) or (F,) of positive ints, not {in_shape!r}")
-    if len(shape) == 1:
-        return 1, int(shape[0])
-    c, h, w = (int(v) for v in shape)
-    return h * w, c
+    total = int(np.prod(shape))
+    if lanes is None:
+        if len(shape) == 1:
+            return 1, int(shape[0])
+        c, h, w = (int(v) for v in shape)
+        return h * w, c
+    if not isinstance(lanes, (int, np.integer)) or isinstance(lanes, bool) or lanes < 1 or total % lanes:
+        raise ValueError(f"lanes must divide the frame's {total} values; valid values: "
+                         f"{', '.join(map(str, divisors(total)))}; got {lanes!r}")
+    return total // int(lanes), int(lanes)
+
+
+def dense_lanes(in_lanes: int, simd) -> int:
+    """Values per beat a dense engine with ``simd`` takes from a producer giving ``in_lanes``.
+
+    ``in_lanes`` itself when ``simd`` divides it (the engine's beat register slices it),
+    else ``simd`` (a gather in front: DESIGN §5's "multiple of the values per beat");
+    ``simd`` None (the default fold) takes ``in_lanes``.
+    """
+    if simd is None or in_lanes % simd == 0:
+        return in_lanes
+    return simd
+
+
+def dense_slice_skid(beats: int, synapse_folds: int, neuron_folds: int) -> bool:
+    """Whether the slice after the bank must be a skid buffer: final groups every clock (one slice
+    a group and several groups, or a frame of one beat of one op); else they come at most every
+    other clock and a single register (half the flip-flops) loses nothing."""
+    return synapse_folds < 2 and (neuron_folds > 1 or beats < 2)
 
 
 def dense_pipe_depth(cycles_per_frame: int, simd: int) -> int:
@@ -97,13 +135,12 @@ def dense_pipe_depth(cycles_per_frame: int, simd: int) -> int:
     return 2 + (1 if cycles_per_frame > 1 else 0) + ceil_log2(simd)
 
 
-def dense_default_fold(in_shape, out_features: int, frame_interval=None) -> tuple:
-    """Default ``(pe, simd)`` of :class:`DenseEngine`: ``(out_features, codes per beat)``.
+def dense_default_fold(in_shape, out_features: int, frame_interval=None, lanes=None) -> tuple:
+    """Default ``(pe, simd)`` of :class:`DenseEngine`: ``(out_features, values per beat)``.
 
-    One input beat per clock — the least multipliers (``C·out``) that keep up
-    with an upstream delivering one pixel per cycle in its bursts (the fastest
-    a frame of ``H·W`` beats can arrive), at MAC utilization 1; for a flat
-    ``(F,)`` input (one beat per frame) that is fully parallel.
+    One input beat per clock — the least multipliers (``lanes·out``) that keep up
+    with an upstream delivering a beat per cycle in its bursts, at MAC utilization
+    1; for a flat ``(F,)`` input in one beat that is fully parallel.
 
     ``frame_interval`` (optional, cycles): when the upstream is known to
     deliver a frame at most that often, the fold with the fewest multipliers
@@ -111,7 +148,7 @@ def dense_default_fold(in_shape, out_features: int, frame_interval=None) -> tupl
     ``pe``); never slower than one beat per clock can ask for.  The hardware's
     own default (``pe``/``simd`` = ``None``) is the call without it.
     """
-    beats, codes = stream_geometry(in_shape)
+    beats, codes = stream_geometry(in_shape, lanes)
     out_features = int(out_features)
     if frame_interval is None or frame_interval <= beats:
         return out_features, codes
@@ -123,74 +160,80 @@ def dense_default_fold(in_shape, out_features: int, frame_interval=None) -> tupl
     return pe, simd
 
 
-def dense_cycles(in_shape, out_features: int, pe=None, simd=None) -> Cycles:
+def _folds(in_shape, out_features, pe, simd, lanes):
+    beats, codes = stream_geometry(in_shape, lanes)
+    d_pe, d_simd = dense_default_fold(in_shape, out_features, lanes=lanes)
+    pe, simd = _mac_folds(codes, out_features, d_pe if pe is None else pe, d_simd if simd is None else simd)
+    return beats, codes, pe, simd
+
+
+def dense_cycles(in_shape, out_features: int, pe=None, simd=None, lanes=None, in_fifo=0) -> Cycles:
     """Latency and frame interval of :class:`DenseEngine` alone (stall-free, from reset).
 
-    Each beat takes ``(C/simd)·(out/pe)`` cycles and the next beat is taken on
-    the last of them, so a frame takes ``beats·(C/simd)·(out/pe)`` cycles; the
-    frame's last products leave the operand, operand re-register (only when the
-    weights come from ROM, i.e. more than one op per frame), product,
-    ``ceil(log2(simd))`` adder-tree, accumulator and requantizer registers
-    ``4 + ceil(log2(simd))`` (+1 with ROM) cycles after the last op cycle.
+    From :class:`DenseEngineModel` (exact).  Each beat takes ``(lanes/simd)·(out/pe)``
+    cycles and the next beat is taken on the last of them, so a frame takes
+    ``beats·(lanes/simd)·(out/pe)`` cycles; a group's result leaves the operand,
+    operand re-register (weights in ROM only), product, ``ceil(log2(simd))``
+    adder-tree, accumulator, skid and requantizer registers after its last op,
+    the first group's in the frame's last beat.
     """
-    beats, codes = stream_geometry(in_shape)
-    d_pe, d_simd = dense_default_fold(in_shape, out_features)
-    pe, simd = _mac_folds(codes, out_features, d_pe if pe is None else pe,
-                          d_simd if simd is None else simd)
-    per_frame = beats * (codes // simd) * (out_features // pe)
-    return Cycles(latency=per_frame + 2 + dense_pipe_depth(per_frame, simd), frame_interval=per_frame)
+    beats, codes, pe, simd = _folds(in_shape, out_features, pe, simd, lanes)
+    return model_cycles(lambda: ([FifoModel(in_fifo)] if in_fifo else [])
+                        + [DenseEngineModel(in_shape, out_features, pe, simd, lanes)], beats, out_features // pe)
 
 
 class DenseEngineModel(TokenModel):
     """Token model of :class:`DenseEngine`, register for register (control only).
 
-    Stage A runs ``(C/simd)·(out/pe)`` ops per beat and takes the next beat on
-    the last one; the "frame done" flag of a frame's last op travels through the
-    ``2 + ceil(log2(simd))`` registers of the stall-all pipe (one more, the operand
-    re-register, when the weights come from ROM) into ``full``; one
-    global enable ``en = ~full | rq.i.ready`` moves them; then the requantizer
-    register, which is the output.  ``in_shape`` is the incoming stream's frame:
-    ``(C, H, W)`` (``H·W`` beats of ``C``) or ``(F,)`` (one beat).
+    Stage A runs ``(lanes/simd)·(out/pe)`` ops per beat and takes the next beat on
+    the last one; the "final group" flag of each op that completes a group in the
+    frame's last beat travels through the ``2 + ceil(log2(simd))`` registers of
+    the stall-all pipe (one more, the operand re-register, when the weights come
+    from ROM) into ``acc_valid``; one global enable ``en = ~acc_valid |
+    skid.i.ready`` moves them; then the skid buffer (a :class:`RegisterSliceModel`)
+    and the requantizer register, which is the output.  ``in_shape`` is the
+    incoming stream's frame: ``(C, H, W)`` or ``(F,)``, ``lanes`` values a beat.
     """
 
-    __slots__ = ("ops", "beats", "top", "mask", "busy", "op", "pix", "pipe", "full", "rq_valid")
+    __slots__ = ("ops", "sf", "beats", "top", "mask", "busy", "op", "pix", "pipe", "acc_valid", "skid",
+                 "rq_valid")
 
-    def __init__(self, in_shape, out_features: int, pe=None, simd=None):
-        self.beats, codes = stream_geometry(in_shape)
-        d_pe, d_simd = dense_default_fold(in_shape, out_features)
-        pe, simd = _mac_folds(codes, out_features, d_pe if pe is None else pe,
-                              d_simd if simd is None else simd)
-        self.ops = (codes // simd) * (out_features // pe)
+    def __init__(self, in_shape, out_features: int, pe=None, simd=None, lanes=None):
+        self.beats, codes, pe, simd = _folds(in_shape, out_features, pe, simd, lanes)
+        self.sf = codes // simd
+        self.ops = self.sf * (out_features // pe)
         stages = dense_pipe_depth(self.beats * self.ops, simd)
         self.top, self.mask = stages - 1, (1 << stages) - 1
         self.busy, self.op, self.pix, self.pipe = False, 0, 0, 0
-        self.full = self.rq_valid = False
+        self.acc_valid = self.rq_valid = False
+        self.skid = RegisterSliceModel(dense_slice_skid(self.beats, self.sf, out_features // pe))
 
     def out_valid(self):
         return self.rq_valid
 
     def in_ready(self, out_ready):
-        en = not self.full or not self.rq_valid or out_ready
+        en = not self.acc_valid or self.skid.in_ready(None)
         return en and (not self.busy or self.op == self.ops - 1)
 
     def clock(self, in_fire, out_fire):
         rq_i_ready = not self.rq_valid or out_fire
+        skid_out = self.skid.out_full
+        skid_in_ready = self.skid.in_ready(None)
         if rq_i_ready:
-            self.rq_valid = self.full
-        if not self.full or rq_i_ready:                 # en
-            self.full = bool(self.pipe >> self.top)
-            op_last = self.op == self.ops - 1
-            done = self.busy and op_last and self.pix == self.beats - 1
-            self.pipe = ((self.pipe << 1) | done) & self.mask
+            self.rq_valid = skid_out
+        self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
+        if not self.acc_valid or skid_in_ready:          # en
+            self.acc_valid = bool(self.pipe >> self.top)
+            final = self.busy and self.pix == self.beats - 1 and self.op % self.sf == self.sf - 1
+            self.pipe = ((self.pipe << 1) | final) & self.mask
             if self.busy:
-                if op_last:
+                if self.op == self.ops - 1:
                     self.op, self.busy = 0, False
                     self.pix = self.pix + 1 if self.pix + 1 < self.beats else 0
                 else:
                     self.op += 1
             if in_fire:
                 self.busy = True
-
 
 
 def dense_weights_to_stream_order(weight, in_shape) -> np.ndarray:
@@ -212,13 +255,13 @@ def dense_weights_to_stream_order(weight, in_shape) -> np.ndarray:
 
 
 class DenseEngine(wiring.Component):
-    """Folded matrix–vector unit with bias, requantizer and ReLU on a pixel stream.
+    """Folded matrix–vector unit with bias, requantizer and ReLU on a ``lanes`` stream.
 
     Parameters
     ----------
     in_shape : (int, int, int) or (int,)
-        Shape of the incoming frame: ``(C, H, W)`` for a pixel stream (``H·W``
-        beats of ``C`` codes), ``(F,)`` for one beat of ``F`` codes.
+        Shape of the incoming frame: ``(C, H, W)`` for a pixel stream (raster order,
+        channels innermost), ``(F,)`` for a vector.
     in_format : cnnforge.golden.formats.Format
     weight : array_like of int, shape (out_features, in_features)
         Weight codes in PyTorch's flatten order ``(C, H, W)``.
@@ -228,14 +271,21 @@ class DenseEngine(wiring.Component):
     rounding, overflow, activation : str
         As :func:`cnnforge.golden.formats.requantize`.
     pe, simd : int or None
-        ``pe`` divides ``out_features``, ``simd`` divides the codes per beat
-        (``C``, or ``F``); ``None`` = :func:`dense_default_fold`.
+        ``pe`` divides ``out_features``, ``simd`` divides ``lanes``; ``None`` =
+        :func:`dense_default_fold`.
+    lanes : int or None
+        Values per input beat, a divisor of ``in_features`` (default: whole pixels,
+        ``C``, or the whole vector ``F``).
+    in_fifo : int
+        Beats of an input :class:`cnnforge.hw.fifo.StreamFifo` (0: none).
 
     Attributes
     ----------
-    i : In(stream.Signature(pixel_layout(in_format.bits, codes_per_beat)))
-    o : Out(stream.Signature(pixel_layout(out_format.bits, out_features)))
+    i : In(stream.Signature(pixel_layout(in_format.bits, lanes)))
+    o : Out(stream.Signature(pixel_layout(out_format.bits, pe)))
+        ``out_features/pe`` beats a frame; ``last`` on the frame's final beat.
     in_features, out_features, beats_per_frame, codes_per_beat : int
+        ``codes_per_beat`` is ``lanes``.
     multipliers : int
         ``pe·simd``.
     weight_bits, bias_bits : int
@@ -248,7 +298,7 @@ class DenseEngine(wiring.Component):
     acc_bits : int
         ``cnnforge.golden.formats.acc_bits(b_in, b_w, in_features)``.
     cycles_per_beat, cycles_per_frame : int
-        ``(C/simd)·(out/pe)`` and ``beats_per_frame`` times that.
+        ``(lanes/simd)·(out/pe)`` and ``beats_per_frame`` times that.
     latency : int
         ``dense_cycles(...).latency``.
     cycles : cnnforge.golden.tokens.Cycles
@@ -256,13 +306,16 @@ class DenseEngine(wiring.Component):
     """
 
     def __init__(self, in_shape, in_format, weight, bias=None, *, weight_format, out_format,
-                 rounding="half_up", overflow="saturate", activation="none", pe=None, simd=None):
+                 rounding="half_up", overflow="saturate", activation="none", pe=None, simd=None, lanes=None,
+                 in_fifo=0):
         with silence_if_invalid(self):
+            if not isinstance(in_fifo, int) or isinstance(in_fifo, bool) or in_fifo < 0:
+                raise ValueError(f"in_fifo must be an int >= 0, not {in_fifo!r}")
             for name, fmt in (("in_format", in_format), ("weight_format", weight_format),
                               ("out_format", out_format)):
                 if not isinstance(fmt, Format):
                     raise TypeError(f"{name} must be a cnnforge.golden.formats.Format, not {fmt!r}")
-            beats, codes = stream_geometry(in_shape)
+            beats, codes = stream_geometry(in_shape, lanes)
             in_features = beats * codes
             weight = np.asarray(weight)
             if (weight.ndim != 2 or weight.shape[1] != in_features or weight.shape[0] < 1
@@ -279,10 +332,11 @@ class DenseEngine(wiring.Component):
                 raise ValueError(f"bias must be integer codes of shape ({out_features},), not {bias.shape}")
             if bias.min() < -(1 << (sum_bits - 1)) or bias.max() >= 1 << (sum_bits - 1):
                 raise ValueError(f"bias codes must fit in {sum_bits} signed bits (DESIGN §4)")
-            default_pe, default_simd = dense_default_fold(tuple(in_shape), out_features)
+            default_pe, default_simd = dense_default_fold(tuple(in_shape), out_features, lanes=lanes)
             self.pe = check_fold("pe", default_pe if pe is None else pe, out_features, "out_features")
             self.simd = check_fold("simd", default_simd if simd is None else simd, codes,
-                                   "the codes per input beat (C of (C, H, W), or F of (F,))")
+                                   "the codes per input beat (its lanes: C of (C, H, W), or F of (F,), "
+                                   "by default)")
             self.acc_bits = _acc_bits(in_format.bits, weight_format.bits, in_features)
             shift = in_format.frac + weight_format.frac - out_format.frac
             check_requant_params(self.acc_bits, shift, out_format, rounding, overflow, activation)
@@ -292,6 +346,7 @@ class DenseEngine(wiring.Component):
             self.rounding, self.overflow, self.activation, self.shift = rounding, overflow, activation, shift
             self.in_features, self.out_features = in_features, out_features
             self.beats_per_frame, self.codes_per_beat = beats, codes
+            self.lanes = codes
             self.weight = dense_weights_to_stream_order(weight, self.in_shape).astype(np.int64)
             self.bias = bias.astype(np.int64)
             self.sum_bits = sum_bits
@@ -306,28 +361,30 @@ class DenseEngine(wiring.Component):
                 (self.bias_bits if self.neuron_folds > 1 else 0)
             self.accumulator_bits = out_features * self.acc_bits
             self.macs_per_frame = in_features * out_features
-            self.cycles = dense_cycles(self.in_shape, out_features, self.pe, self.simd)
+            self.in_fifo = in_fifo
+            self.cycles = dense_cycles(self.in_shape, out_features, self.pe, self.simd, codes, in_fifo)
             self.latency = self.cycles.latency
         super().__init__({
             "i": In(stream.Signature(pixel_layout(in_format.bits, codes))),
-            "o": Out(stream.Signature(pixel_layout(out_format.bits, out_features))),
+            "o": Out(stream.Signature(pixel_layout(out_format.bits, self.pe))),
         })
 
     @classmethod
-    def from_layer(cls, layer, in_shape=None):
+    def from_layer(cls, layer, in_shape=None, lanes=None, in_fifo=0):
         """Build from a resolved ``dense`` layer.
 
         ``in_shape`` is the shape of the incoming stream's frame — the
-        ``(C, H, W)`` before a ``flatten`` — and defaults to ``layer.in_shape``.
+        ``(C, H, W)`` before a ``flatten`` — and defaults to ``layer.in_shape``;
+        ``lanes`` its values per beat (default whole pixels).
         """
         return cls(layer.in_shape if in_shape is None else in_shape, layer.in_format, layer.weight,
                    layer.bias, weight_format=layer.weight_format, out_format=layer.output,
                    rounding=layer.rounding, overflow=layer.overflow, activation=layer.activation,
                    pe=layer.pe if layer.pe_given else None,
-                   simd=layer.simd if layer.simd_given else None)
+                   simd=layer.simd if layer.simd_given else None, lanes=lanes, in_fifo=in_fifo)
 
     def _weight_words(self):
-        """ROM word per op ``(beat, nf, sf)``: element ``p·simd + j`` = W[nf·pe + p, beat·C + sf·simd + j]."""
+        """ROM word per op ``(beat, nf, sf)``: element ``p·simd + j`` = W[nf·pe + p, beat·lanes + sf·simd + j]."""
         pe, simd, codes = self.pe, self.simd, self.codes_per_beat
         w = self.weight
         return [[int(w[nf * pe + p, beat * codes + sf * simd + j]) for p in range(pe) for j in range(simd)]
@@ -341,6 +398,11 @@ class DenseEngine(wiring.Component):
         depth = self.cycles_per_frame
         wbits, in_bits = self.weight_format.bits, self.in_format.bits
         en = Signal()
+        i = self.i
+        if self.in_fifo:
+            m.submodules.in_fifo = fifo = StreamFifo(self.i.payload.shape(), self.in_fifo)
+            wiring.connect(m, wiring.flipped(self.i), fifo.i)
+            i = fifo.o
 
         # --- A: beat register and op counters (they run freely; a beat ends with them at 0) --
         beat = Signal(data.ArrayLayout(signed(in_bits), C))
@@ -349,7 +411,7 @@ class DenseEngine(wiring.Component):
         sf, nf, pix = Signal(range(SF)), Signal(range(NF)), Signal(range(P))
         op_last = Signal()
         m.d.comb += [op_last.eq((sf == SF - 1) & (nf == NF - 1)),
-                     self.i.ready.eq(en & (~busy | op_last))]
+                     i.ready.eq(en & (~busy | op_last))]
         with m.If(en):
             with m.If(busy):                            # one op: advance every counter
                 m.d.sync += addr.eq(Mux(addr == depth - 1, 0, addr + 1))
@@ -360,25 +422,27 @@ class DenseEngine(wiring.Component):
                     m.d.sync += [pix.eq(Mux(pix == P - 1, 0, pix + 1)), busy.eq(0)]
                 if SF > 1:                              # next SIMD slice to position 0
                     m.d.sync += [beat[j].eq(beat[(j + simd) % C]) for j in range(C)]
-            with m.If(self.i.valid & self.i.ready):
-                m.d.sync += [beat.eq(self.i.payload.data), busy.eq(1)]
+            with m.If(i.valid & i.ready):
+                m.d.sync += [beat.eq(i.payload.data), busy.eq(1)]
 
         # --- B, R, P, T and the bias: the MAC datapath shared with the conv MAC array -----------
         first = (pix == 0) & (sf == 0)                  # the group's first products of the frame
-        pipe = Pipe(m, busy, first, sf == SF - 1, op_last & (pix == P - 1), nf, name="dense")
+        final = (pix == P - 1) & (sf == SF - 1)         # the group's last products of the frame
+        pipe = Pipe(m, busy, first, sf == SF - 1, final, op_last & (pix == P - 1), nf, name="dense")
         m.d.comb += pipe.en.eq(en)
         sums, biases = mac_datapath(m, pipe, [beat[j] for j in range(simd)], self._weight_words(),
                                     self.bias, pe=pe, wbits=wbits, sum_bits=self.sum_bits,
-                                    rom_addr=addr, nf_carry=3)
+                                    rom_addr=addr, nf_carry=4)
         assert pipe.depth == dense_pipe_depth(self.cycles_per_frame, simd)
-        valid, is_first, group_done, frame_done, _ = pipe.valid, *pipe.carry
+        valid, is_first, group_done, is_final, frame_done, _ = pipe.valid, *pipe.carry
 
-        # --- ACC: rotating bank; bank[0] is the group being accumulated ------------------------
+        # --- ACC: rotating bank; bank[0] is the group being accumulated; a final group lands in
+        # bank[NF - 1] (the rotation) and leaves for the skid buffer on the next enabled edge --
         bank = [[Signal(signed(self.acc_bits), name=f"acc_{g}_{p}") for p in range(pe)] for g in range(NF)]
-        full = Signal()                                 # bank holds a finished frame
+        acc_valid, acc_last = Signal(), Signal()
         new = [Mux(is_first, b, a) + s for a, b, s in zip(bank[0], biases, sums)]
         with m.If(en):
-            m.d.sync += full.eq(valid & frame_done)
+            m.d.sync += [acc_valid.eq(valid & is_final), acc_last.eq(frame_done)]
             with m.If(valid):
                 with m.If(group_done):
                     for g in range(NF - 1):
@@ -387,46 +451,90 @@ class DenseEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += [a.eq(v) for a, v in zip(bank[0], new)]
 
-        # --- RQ: the shared requantizer on every output; its register is the output -----------
+        # --- S: skid buffer, then RQ: the shared requantizer on the pe lanes (the output) -------
+        m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe), dense_slice_skid(P, SF, NF))
         m.submodules.requant = rq = Requantizer(
             self.acc_bits, self.shift, self.out_format, self.rounding, self.overflow,
-            self.activation, count=self.out_features)
-        m.d.comb += [rq.i.valid.eq(full), rq.i.payload.last.eq(1), en.eq(~full | rq.i.ready)]
-        m.d.comb += [rq.i.payload.data[g * pe + p].eq(bank[g][p]) for g in range(NF) for p in range(pe)]
+            self.activation, count=pe)
+        m.d.comb += [cut.i.valid.eq(acc_valid), cut.i.payload.last.eq(acc_last),
+                     en.eq(~acc_valid | cut.i.ready)]
+        m.d.comb += [cut.i.payload.data[p].eq(bank[NF - 1][p]) for p in range(pe)]
+        wiring.connect(m, cut.o, rq.i)
         wiring.connect(m, rq.o, wiring.flipped(self.o))
         return m
 
 
 @register_hardware("dense")
 class DenseHardware(LayerHardware):
-    """The ``dense`` kind: :class:`DenseEngine` on the incoming stream (flatten costs nothing)."""
+    """The ``dense`` kind: :class:`DenseEngine` on the incoming stream (flatten costs nothing).
+
+    Choice ``{"lanes": L}``: the values per beat it takes (:func:`dense_lanes` of what its
+    producer gives and its ``simd``); it gives ``pe`` lanes.  ``"fifo": n`` adds an input
+    FIFO of ``n`` beats (:meth:`fallbacks`).
+    """
 
     @staticmethod
-    def _folds(layer):
+    def _given(layer):
         # An unset pe/simd takes the engine's default fold, as DenseEngine.from_layer does.
         return (layer.pe if layer.pe_given else None), (layer.simd if layer.simd_given else None)
 
+    def _lanes(self, layer, choice) -> int:
+        return choice.get("lanes") or dense_lanes(stream_values(layer.in_stream), self._given(layer)[1])
+
+    def _fold(self, layer, choice) -> tuple:
+        """``(pe, simd)`` of the engine built with ``choice``."""
+        pe, simd = self._given(layer)
+        lanes = self._lanes(layer, choice)
+        return (layer.out_features if pe is None else pe), (lanes if simd is None else simd)
+
+    def default_choice(self, layer, in_lanes=None) -> dict:
+        in_lanes = stream_values(layer.in_stream) if in_lanes is None else in_lanes
+        return {"lanes": dense_lanes(in_lanes, self._given(layer)[1])}
+
+    def baseline_choice(self, layer, in_lanes=None) -> dict:
+        return self.default_choice(layer, None)
+
+    def lanes(self, layer, choice) -> tuple:
+        return self._lanes(layer, choice), self._fold(layer, choice)[0]
+
+    def fallbacks(self, layer, choice) -> tuple:
+        """With an input FIFO of one frame's beats, when there are several (a burst from a producer
+        whose outputs come at its frame's end need not wait for this engine)."""
+        beats, _ = stream_geometry(layer.in_stream, self._lanes(layer, choice))
+        return ({**choice, "fifo": beats},) if beats > 1 and not choice.get("fifo") else ()
+
     def build(self, layer, choice):
-        return DenseEngine.from_layer(layer, in_shape=layer.in_stream)
+        return DenseEngine.from_layer(layer, in_shape=layer.in_stream, lanes=self._lanes(layer, choice),
+                                      in_fifo=choice.get("fifo", 0))
 
     def token_models(self, layer, choice) -> list:
-        return [DenseEngineModel(layer.in_stream, layer.out_features, *self._folds(layer))]
+        fifo = choice.get("fifo", 0)
+        return ([FifoModel(fifo)] if fifo else []) + [
+            DenseEngineModel(layer.in_stream, layer.out_features, *self._given(layer), self._lanes(layer, choice))]
 
     def work(self, layer) -> int:
-        engine = self.token_models(layer, {})[0]
+        engine = self.token_models(layer, self.default_choice(layer))[0]
         return engine.beats * engine.ops
 
     def unsupported(self, layer) -> str | None:
         return super().unsupported(layer) or requantizer_unsupported(layer)
 
     def multipliers(self, layer, choice) -> int:
-        return layer.pe * layer.simd
+        pe, simd = self._fold(layer, choice)
+        return pe * simd
+
+    def describe(self, layer, choice) -> dict:
+        try:
+            return {"lanes": dict(zip(("in", "out"), self.lanes(layer, choice)))}
+        except ValueError:
+            return {}
 
     def resources(self, layer, choice) -> LayerResources:
         """Weight ROM unless a frame is one op, bias ROM when ``pe < out``; registers: the beat,
-        operands and products, the accumulator bank and the requantized outputs."""
-        beats, codes = stream_geometry(layer.in_stream)
-        pe, simd = layer.pe, layer.simd
+        operands and products, the accumulator bank, the skid buffer and the requantized outputs."""
+        lanes = self._lanes(layer, choice)
+        beats, codes = stream_geometry(layer.in_stream, lanes)
+        pe, simd = self._fold(layer, choice)
         a, wb = layer.in_format.bits, layer.weight_format.bits
         nf = layer.out_features // pe
         depth = beats * (codes // simd) * nf
@@ -435,7 +543,11 @@ class DenseHardware(LayerHardware):
             memories.append(MemoryEstimate(layer.name, "weight ROM", pe * simd * wb, depth, True))
         if nf > 1:
             memories.append(MemoryEstimate(layer.name, "bias ROM", pe * layer.sum_bits, nf, True))
-        lanes = pe * simd
-        bits = (codes * a + lanes * (a + wb) * 2 + layer.out_features * (layer.acc_bits + layer.output.bits)
-                + 150)
-        return LayerResources(memories, [(a, wb)] * lanes, bits)
+        products = pe * simd
+        bits = (codes * a + products * (a + wb) * 2 + layer.out_features * layer.acc_bits
+                + pe * (2 * layer.acc_bits + layer.output.bits) + 100)
+        fifo = choice.get("fifo", 0)
+        if fifo:
+            memories.append(MemoryEstimate(layer.name, "input FIFO", codes * a + 1, fifo, False))
+            bits += fifo_registers(fifo, codes * a + 1)
+        return LayerResources(memories, [(a, wb)] * products, bits)

@@ -1,13 +1,31 @@
-"""Hardware of the ``maxpool2d`` and ``avgpool2d`` kinds (DESIGN §4, §5): window unit + reduction.
+"""Hardware of the ``maxpool2d`` and ``avgpool2d`` kinds (DESIGN §4, §5): three styles.
 
-Both reductions take one window per beat from the window unit (``window_layout``:
-taps in (ky, kx, c) order) and give one pixel (``pixel_layout``, same element
-width) per window, one per clock, with full back-pressure.  They are straight
-pipelines on :class:`cnnforge.hw.pipe.Pipe`: a registered tree per channel
-(comparators for max, adders for average), then for average the exact
-constant divider by ``kh·kw`` (padding taps are 0 and counted, DESIGN §4).
-Depths are :func:`pool_reduce_depth`; :class:`Pool2dHardware` registers both
-kinds.
+- **line** (``window="line"``, stride = kernel and no padding):
+  :class:`cnnforge.hw.pool_line.PoolLineUnit` folds each beat of ``lanes``
+  channels into a line of partial maxima or sums, one word per output column and
+  channel group; no window is kept.
+- **serial** (``window="serial"``): the serial window unit in channel order
+  (:class:`cnnforge.hw.serial_window.SerialWindowUnit`, ``order="channel"``)
+  gives each channel group's ``K_h·K_w`` taps one beat each (padding
+  substituted), :class:`cnnforge.hw.serial_pool.SerialPoolReduce` reduces them
+  with ``lanes`` comparators or accumulators.
+- **parallel** (``window`` = ``"full"``, ``"compact"`` or ``"tiled"``, whole
+  pixels): the parallel window unit, a whole window per beat, into
+  :class:`MaxPoolReduce` / :class:`AvgPoolReduce` below.
+
+The two serial styles take and give ``lanes`` channels a beat (the choice's
+``lanes``: the lanes its producer gives, so no converter is needed); the
+parallel one whole pixels.  Average pools divide exactly by ``kh·kw`` with the
+same constant divider (:class:`cnnforge.hw.divide.DividerPlan`) in every style.
+
+The parallel reductions take one window per beat from the window unit
+(``window_layout``: taps in (ky, kx, c) order) and give one pixel
+(``pixel_layout``, same element width) per window, one per clock, with full
+back-pressure.  They are straight pipelines on :class:`cnnforge.hw.pipe.Pipe`:
+a registered tree per channel (comparators for max, adders for average), then
+for average the exact constant divider by ``kh·kw`` (padding taps are 0 and
+counted, DESIGN §4).  Depths are :func:`pool_reduce_depth`;
+:class:`Pool2dHardware` registers both kinds.
 """
 
 from __future__ import annotations
@@ -19,15 +37,27 @@ from amaranth.lib.wiring import In, Out
 from cnnforge.golden.formats import ROUNDING_MODES, Format, ceil_log2
 from cnnforge.golden.tokens import Cycles, model_cycles
 
+from ..devices import Memory
 from ..divide import DividerPlan, const_divider_depth
 from ..layouts import pixel_layout, window_layout
 from ..pipe import Pipe, PipelineModel
-from ..registry import LayerResources, register_hardware
-from ..window import WindowUnit, window_unit_geometry, window_unit_model
-from ._windowed import WindowedHardware, symmetric_padding
+from ..pool_line import PoolLineModel, PoolLineUnit, pool_line_geometry, pool_line_registers
+from ..registry import LayerResources, register_hardware, stream_values
+from ..serial_pool import SerialPoolModel, SerialPoolReduce, serial_pool_depth
+from ..serial_window import (SerialWindowModel, SerialWindowUnit, serial_window_geometry,
+                             serial_window_registers)
+from ..width import width_converter_registers
+from ..unused import silence_if_invalid
+from ..window import WINDOW_FIFOS, WindowUnit, window_unit_geometry, window_unit_model, windows_tile
+from ._windowed import WindowedHardware, area, symmetric_padding
 
-__all__ = ["MaxPoolReduce", "AvgPoolReduce", "Pool2dLayer", "Pool2dHardware", "pool_reduce_depth",
-           "pool_reduce_cycles", "pool2d_cycles"]
+__all__ = ["POOL_STYLES", "SERIAL_STYLES", "MaxPoolReduce", "AvgPoolReduce", "Pool2dLayer", "Pool2dHardware",
+           "pool_reduce_depth", "pool_reduce_cycles", "pool2d_cycles", "pool2d_token_models"]
+
+#: the styles that take ``lanes`` channels a beat
+SERIAL_STYLES = ("line", "serial")
+#: every pool style: the two serial ones, then the parallel window unit's structures
+POOL_STYLES = SERIAL_STYLES + WINDOW_FIFOS
 
 
 def _pool_taps(kernel) -> int:
@@ -69,24 +99,61 @@ def pool_reduce_cycles(kind: str, kernel, windows_per_frame: int = 1) -> Cycles:
     return model_cycles(lambda: [PipelineModel(depth)], windows_per_frame, windows_per_frame)
 
 
+def _sides(padding):
+    if isinstance(padding, int):
+        return ((padding, padding), (padding, padding))
+    a, b = padding
+    if isinstance(a, int) and isinstance(b, int):
+        return ((a, a), (b, b))
+    return (tuple(a), tuple(b))
+
+
+def _pool_pad_value(kind, bits):
+    return Format(bits, 0).min_code if kind == "maxpool2d" else 0
+
+
+def pool2d_token_models(kind, height, width, channels, kernel, stride=None, padding=0, fifo="full",
+                        lanes=None, bits=8) -> list:
+    """Token models of :class:`Pool2dLayer`'s blocks in style ``fifo`` (:data:`POOL_STYLES`).
+
+    ``lanes`` (the serial styles; default whole pixels) and ``bits`` size the serial units.
+    """
+    stride = kernel if stride is None else stride
+    lanes = channels if lanes is None else lanes
+    if fifo == "line":
+        if _sides(padding) != ((0, 0), (0, 0)) or not windows_tile(kernel, stride, 0):
+            raise ValueError("the line style takes only pools whose windows tile the image "
+                             "(stride = kernel, no padding)")
+        return [PoolLineModel(pool_line_geometry(kind, height, width, channels, kernel, lanes, bits))]
+    if fifo == "serial":
+        g = serial_window_geometry(height, width, channels, kernel, stride, _sides(padding), simd=lanes,
+                                   order="channel", bits=bits, in_lanes=lanes)
+        taps = g.kernel[0] * g.kernel[1]
+        return [SerialWindowModel(g), SerialPoolModel(taps, serial_pool_depth(kind, taps))]
+    g = window_unit_geometry(height, width, kernel, stride, padding, fifo)
+    return [window_unit_model(g), PipelineModel(pool_reduce_depth(kind, g.kernel))]
+
+
 def pool2d_cycles(kind: str, height, width, channels, kernel, stride=None, padding=0,
-                  fifo="full") -> Cycles:
+                  fifo="full", lanes=None, bits=8) -> Cycles:
     """Latency and frame interval of a whole pool layer alone (:class:`Pool2dLayer`).
 
-    The window unit's token model chained into the reducer's :class:`PipelineModel`
-    (the pad value changes no timing, nor does ``channels``, validated only).
-    ``stride`` defaults to the kernel, as in PyTorch; ``fifo`` as in
-    :func:`window_unit_geometry`.
+    The blocks' token models chained (:func:`pool2d_token_models`; the pad value
+    changes no timing).  ``stride`` defaults to the kernel, as in PyTorch;
+    ``fifo`` is the style (:data:`POOL_STYLES`: the serial ones take ``lanes``
+    channels a beat, the parallel window unit's structures whole pixels).
     """
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
         raise ValueError(f"channels must be an int >= 1, not {channels!r}")
-    g = window_unit_geometry(height, width, kernel, kernel if stride is None else stride, padding,
-                             fifo)
-    depth = pool_reduce_depth(kind, g.kernel)
-    return model_cycles(lambda: [window_unit_model(g), PipelineModel(depth)],
-                        g.height * g.width, g.out_h * g.out_w)
-
-
+    lanes = channels if lanes is None or fifo not in SERIAL_STYLES else lanes
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    sh, sw = (kh, kw) if stride is None else ((stride, stride) if isinstance(stride, int) else stride)
+    (pt, pb), (pl, pr) = _sides(padding)
+    out_h, out_w = (height - kh + pt + pb) // sh + 1, (width - kw + pl + pr) // sw + 1
+    groups = channels // lanes
+    return model_cycles(lambda: pool2d_token_models(kind, height, width, channels, kernel, stride, padding,
+                                                    fifo, lanes, bits),
+                        height * width * groups, out_h * out_w * groups)
 
 
 def _positive(name, value):
@@ -226,10 +293,11 @@ class AvgPoolReduce(wiring.Component):
 
 
 class Pool2dLayer(wiring.Component):
-    """A whole pool layer: the shared :class:`cnnforge.hw.window.WindowUnit` + a reduction.
+    """A whole pool layer in one of :data:`POOL_STYLES`.
 
     Max-pool pads with the format's minimum code (−inf), avg-pool with 0
-    (DESIGN §4).  Input and output are pixel streams in the same format.
+    (DESIGN §4).  Input and output are streams of ``lanes`` channels a beat
+    (the serial styles) or whole pixels (the parallel ones), in the same format.
 
     Parameters
     ----------
@@ -238,45 +306,86 @@ class Pool2dLayer(wiring.Component):
     bits : int
         Element width of the codes (unchanged by pooling).
     kernel, stride, padding : int or (h, w)
+        ``padding`` may also be ``((top, bottom), (left, right))`` in the serial style.
     rounding : str
         Avg-pool rounding mode.
-    window_fifo : ``"full"``, ``"compact"`` or ``"tiled"``
-        The window unit's structure (:class:`cnnforge.hw.window.WindowUnit`'s ``fifo``).
+    window_fifo : one of :data:`POOL_STYLES`
+        ``"line"`` (partial-result line, tiling windows only), ``"serial"`` (serial
+        window unit + :class:`SerialPoolReduce`), or the parallel
+        :class:`cnnforge.hw.window.WindowUnit`'s ``fifo`` (``"full"``, ``"compact"``, ``"tiled"``).
+    lanes : int, optional
+        Channels per beat of the serial styles (default: whole pixels).
+
+    Attributes
+    ----------
+    window, reduce : the blocks (``reduce`` None in the line style, whose one block is ``window``)
+    lanes : int
+    out_shape : (C, O_h, O_w)
+    multipliers, line_buffer_bits : int
     """
 
     def __init__(self, kind, in_shape, bits, kernel, stride, padding=0, rounding="half_up",
-                 window_fifo="full"):
-        if kind not in ("maxpool2d", "avgpool2d"):
-            raise ValueError(f"kind must be 'maxpool2d' or 'avgpool2d', not {kind!r}")
-        channels, height, width = in_shape
-        pad_value = Format(bits, 0).min_code if kind == "maxpool2d" else 0
-        self.window = WindowUnit(height, width, channels, kernel, stride, padding,
-                                 bits=bits, pad_value=pad_value, fifo=window_fifo)
-        kh, kw = self.window.kernel
-        if kind == "maxpool2d":
-            self.reduce = MaxPoolReduce(channels, (kh, kw), bits)
-        else:
-            self.reduce = AvgPoolReduce(channels, kh, kw, bits, rounding)
-        self.kind = kind
-        self.out_shape = (channels, self.window.out_h, self.window.out_w)
-        self.multipliers = self.reduce.multipliers
-        self.line_buffer_bits = self.window.line_buffer_bits
+                 window_fifo="full", lanes=None):
+        with silence_if_invalid(self):
+            if kind not in ("maxpool2d", "avgpool2d"):
+                raise ValueError(f"kind must be 'maxpool2d' or 'avgpool2d', not {kind!r}")
+            if window_fifo not in POOL_STYLES:
+                raise ValueError(f"window_fifo must be one of {', '.join(POOL_STYLES)}, not {window_fifo!r}")
+            channels, height, width = in_shape
+            lanes = channels if lanes is None or window_fifo not in SERIAL_STYLES else lanes
+            pad_value = _pool_pad_value(kind, bits)
+            self.reduce = None
+            if window_fifo == "line":
+                if _sides(padding) != ((0, 0), (0, 0)) or not windows_tile(kernel, stride, 0):
+                    raise ValueError("the line style takes only pools whose windows tile the image "
+                                     "(stride = kernel, no padding)")
+                self.window = PoolLineUnit(kind, height, width, channels, kernel, lanes=lanes, bits=bits,
+                                           rounding=rounding)
+                out_h, out_w = self.window.geometry.out_h, self.window.geometry.out_w
+                self.line_buffer_bits = self.window.line_bits
+                self.multipliers = self.window.multipliers
+            elif window_fifo == "serial":
+                self.window = SerialWindowUnit(height, width, channels, kernel, stride, _sides(padding),
+                                               bits=bits, simd=lanes, order="channel", pad_value=pad_value,
+                                               in_lanes=lanes)
+                kh, kw = self.window.kernel
+                self.reduce = SerialPoolReduce(kind, lanes, kh * kw, bits, rounding)
+                out_h, out_w = self.window.out_h, self.window.out_w
+                self.line_buffer_bits = self.window.buffer_bits
+                self.multipliers = self.reduce.multipliers
+            else:
+                self.window = WindowUnit(height, width, channels, kernel, stride, padding,
+                                         bits=bits, pad_value=pad_value, fifo=window_fifo)
+                kh, kw = self.window.kernel
+                if kind == "maxpool2d":
+                    self.reduce = MaxPoolReduce(channels, (kh, kw), bits)
+                else:
+                    self.reduce = AvgPoolReduce(channels, kh, kw, bits, rounding)
+                out_h, out_w = self.window.out_h, self.window.out_w
+                self.line_buffer_bits = self.window.line_buffer_bits
+                self.multipliers = self.reduce.multipliers
+        self.kind, self.style, self.lanes = kind, window_fifo, lanes
+        self.out_shape = (channels, out_h, out_w)
         super().__init__({
-            "i": In(stream.Signature(pixel_layout(bits, channels))),
-            "o": Out(stream.Signature(pixel_layout(bits, channels))),
+            "i": In(stream.Signature(pixel_layout(bits, lanes))),
+            "o": Out(stream.Signature(pixel_layout(bits, lanes))),
         })
 
     @classmethod
-    def from_layer(cls, layer, window_fifo="full"):
-        """Build from a resolved ``maxpool2d`` / ``avgpool2d`` layer, with the planned window unit."""
+    def from_layer(cls, layer, window_fifo="full", lanes=None):
+        """Build from a resolved ``maxpool2d`` / ``avgpool2d`` layer, with the planned style."""
+        padding = layer.padding if window_fifo == "serial" else symmetric_padding(layer)
         return cls(layer.type, layer.in_shape, layer.in_format.bits, layer.kernel, layer.stride,
-                   symmetric_padding(layer), getattr(layer, "rounding", "half_up"), window_fifo)
+                   padding, getattr(layer, "rounding", "half_up"), window_fifo, lanes)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.window = self.window
-        m.submodules.reduce = self.reduce
         wiring.connect(m, wiring.flipped(self.i), self.window.i)
+        if self.reduce is None:
+            wiring.connect(m, self.window.o, wiring.flipped(self.o))
+            return m
+        m.submodules.reduce = self.reduce
         wiring.connect(m, self.window.o, self.reduce.i)
         wiring.connect(m, self.reduce.o, wiring.flipped(self.o))
         return m
@@ -284,14 +393,77 @@ class Pool2dLayer(wiring.Component):
 
 @register_hardware("maxpool2d", "avgpool2d")
 class Pool2dHardware(WindowedHardware):
-    """The pool kinds: :class:`Pool2dLayer` (window unit + max or average reduction)."""
+    """The pool kinds: :class:`Pool2dLayer` in one of :data:`POOL_STYLES`.
+
+    Choices ``{"window": style}`` for the parallel styles (whole pixels) and
+    ``{"window": "line" | "serial", "lanes": L}`` for the serial ones.  Given the
+    lanes ``L`` its producer gives (:meth:`default_choice`), a pool takes the
+    smallest (by the estimate, a width converter to whole pixels counted against
+    the parallel style) of: the line style where the windows tile the image; the
+    serial style where it keeps up with its input (``O_h·O_w·K_h·K_w <= H·W``:
+    reading every window's taps takes no more beats than the frame brings); the
+    parallel window.  The parallel style's structures are the planner's
+    refinements (:meth:`choices`); the serial styles have none.
+    """
+
+    def _lanes_of(self, layer, choice) -> int:
+        if choice["window"] in SERIAL_STYLES:
+            return choice.get("lanes") or layer.in_shape[0]
+        return layer.in_shape[0]
+
+    def _tiles(self, layer) -> bool:
+        (pt, pb), (pl, pr) = layer.padding
+        return (pt, pb, pl, pr) == (0, 0, 0, 0) and windows_tile(layer.kernel, layer.stride, 0)
+
+    def candidates(self, layer, lanes) -> list:
+        """The styles a pool fed ``lanes`` channels a beat may take, each as a choice."""
+        c, h, w = layer.in_shape
+        out = []
+        if self._tiles(layer):
+            out.append({"window": "line", "lanes": lanes})
+        kh, kw = layer.kernel
+        if layer.out_shape[1] * layer.out_shape[2] * kh * kw <= h * w:
+            out.append({"window": "serial", "lanes": lanes})
+        out.append({"window": "full"})
+        return out
+
+    def default_choice(self, layer, in_lanes=None) -> dict:
+        c = layer.in_shape[0]
+        lanes = in_lanes if in_lanes and c % in_lanes == 0 else c
+        best, best_area = None, None
+        for choice in self.candidates(layer, lanes):
+            try:
+                cost = area(self.resources(layer, choice))
+            except ValueError:
+                continue
+            if choice["window"] not in SERIAL_STYLES and lanes != c:
+                cost += width_converter_registers(lanes, c, layer.in_format.bits)
+            if best_area is None or cost < best_area:
+                best, best_area = choice, cost
+        return best or {"window": "full"}
+
+    def baseline_choice(self, layer, in_lanes=None) -> dict:
+        return {"window": "full"}
+
+    def choices(self, layer, choice=None) -> tuple:
+        choice = self.default_choice(layer) if choice is None else choice
+        if choice["window"] in SERIAL_STYLES:
+            return ()
+        return super().choices(layer, choice)
+
+    def lanes(self, layer, choice) -> tuple:
+        lanes = self._lanes_of(layer, choice)
+        return lanes, lanes
 
     def build(self, layer, choice):
-        return Pool2dLayer.from_layer(layer, choice["window"])
+        return Pool2dLayer.from_layer(layer, choice["window"], self._lanes_of(layer, choice))
 
     def token_models(self, layer, choice) -> list:
-        g = self.geometry(layer, choice)
-        return [window_unit_model(g), PipelineModel(pool_reduce_depth(layer.type, g.kernel))]
+        c, h, w = layer.in_shape
+        style = choice["window"]
+        padding = layer.padding if style == "serial" else symmetric_padding(layer)
+        return pool2d_token_models(layer.type, h, w, c, layer.kernel, layer.stride, padding, style,
+                                   self._lanes_of(layer, choice), layer.in_format.bits)
 
     def unsupported(self, layer) -> str | None:
         """The pool blocks reduce a window with §4's rounding, count every tap, and apply no activation."""
@@ -309,17 +481,67 @@ class Pool2dHardware(WindowedHardware):
         return None
 
     def multipliers(self, layer, choice) -> int:
-        # avg-pool: one magic-constant multiplier per channel unless the divisor is a power of two
+        # avg-pool: one magic-constant multiplier per lane unless the divisor is a power of two
         taps = layer.kernel[0] * layer.kernel[1]
         if layer.type == "maxpool2d" or taps & (taps - 1) == 0:
             return 0
-        return layer.in_shape[0]
+        return self._lanes_of(layer, choice)
+
+    def _serial_geometry(self, layer, choice):
+        c, h, w = layer.in_shape
+        lanes = self._lanes_of(layer, choice)
+        return serial_window_geometry(h, w, c, layer.kernel, layer.stride, layer.padding, simd=lanes,
+                                      order="channel", bits=layer.in_format.bits, in_lanes=lanes)
+
+    def _line_geometry(self, layer, choice):
+        c, h, w = layer.in_shape
+        return pool_line_geometry(layer.type, h, w, c, layer.kernel, self._lanes_of(layer, choice),
+                                  layer.in_format.bits)
+
+    def line_buffer_bits(self, layer, choice) -> int:
+        if choice["window"] == "line":
+            return self._line_geometry(layer, choice).line_bits
+        if choice["window"] == "serial":
+            g = self._serial_geometry(layer, choice)
+            return g.depth * g.in_lanes * layer.in_format.bits
+        return super().line_buffer_bits(layer, choice)
+
+    def describe(self, layer, choice) -> dict:
+        style = choice["window"]
+        lanes = self._lanes_of(layer, choice)
+        if style in SERIAL_STYLES:
+            return {"window_unit": style, "lanes": {"in": lanes, "out": lanes}}
+        return super().describe(layer, choice)
+
+    def work(self, layer) -> int:
+        """A window per output pixel, a pixel in per clock (the serial styles keep up with their input)."""
+        _, h, w = layer.in_shape
+        return max(h * w, layer.out_shape[1] * layer.out_shape[2])
 
     def resources(self, layer, choice) -> LayerResources:
-        """Window unit, then one ``C·b`` register level per tree level (and the tree's inputs)."""
-        memories, bits = self.window_resources(layer, choice)
-        c, b = layer.in_shape[0], layer.in_format.bits
+        """Line style: the partial line (memory) and :func:`pool_line_registers`; serial style: the
+        window buffer, :func:`serial_window_registers` and ``lanes`` accumulators and outputs;
+        parallel: window unit, then one ``C·b`` register level per tree level (and the tree's inputs)."""
+        b = layer.in_format.bits
         kh, kw = layer.kernel
+        style = choice["window"]
+        if style == "line":
+            g = self._line_geometry(layer, choice)
+            memories = ([Memory(layer.name, "line buffer", g.word_bits, g.words, False)]
+                        if g.words else [])
+            return LayerResources(memories, [], pool_line_registers(g))
+        if style == "serial":
+            g = self._serial_geometry(layer, choice)
+            memories = [Memory(layer.name, "window buffer", g.in_lanes * b, g.depth // g.banks, False)
+                        for _ in range(g.banks)]
+            lanes = g.in_lanes
+            acc = b + (ceil_log2(kh * kw) if layer.type == "avgpool2d" else 0)
+            regs = serial_window_registers(g, b) + 20 + lanes * (acc + b) + ceil_log2(kh * kw) + 2
+            if layer.type == "avgpool2d" and (kh * kw) & (kh * kw - 1):
+                regs += lanes * (acc + 2 * b + 12)
+            return LayerResources(memories, [], regs)
+        memories, bits = self.window_resources(layer, choice)
+        c = layer.in_shape[0]
         levels = max(1, ceil_log2(kh * kw))
         bits += c * b * (kh * kw // 2 + levels)
         return LayerResources(memories, [], bits)
