@@ -128,8 +128,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.golden import intmath
-from cnnforge.golden.formats import (ACTIVATIONS, MAX_ACC_BITS, MAX_AFFINE_ACC_BITS, OVERFLOW_MODES,
-                                     REQUANT_MODES, ROUNDING_MODES, Format, activation_bounds, signed_width)
+from cnnforge.golden.formats import (ACTIVATION_WORDS, ACTIVATIONS, MAX_ACC_BITS, MAX_AFFINE_ACC_BITS,
+                                     OVERFLOW_MODES, REQUANT_MODES, ROUNDING_MODES, SHIFT_ROUNDING, Clamp, Format,
+                                     activation_bounds, signed_width)
 from cnnforge.golden.tokens import TokenModel
 
 from .layouts import pixel_layout
@@ -230,12 +231,13 @@ def check_requant_params(acc_bits, shift, out_format, rounding, overflow, activa
                          f"exceeds {MAX_ACC_BITS} bits (DESIGN §4); use fewer output fraction bits")
     if not isinstance(out_format, Format):
         raise TypeError(f"out_format must be a golden.formats.Format, not {out_format!r}")
-    if rounding not in ROUNDING_MODES:
-        raise ValueError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, not {rounding!r}")
+    if rounding not in SHIFT_ROUNDING:
+        raise ValueError(f"rounding must be one of {', '.join(SHIFT_ROUNDING)}, not {rounding!r}")
     if overflow not in OVERFLOW_MODES:
         raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}, not {overflow!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+    if not (isinstance(activation, Clamp) or activation in ACTIVATION_WORDS):
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATION_WORDS)} or a Clamp, not {activation!r}")
+    activation_bounds(activation, out_format)           # relu6 of an affine format: one ValueError
 
 
 def requantize_value(m, acc, *, acc_bits, shift, out_format, rounding="half_up",
@@ -272,6 +274,8 @@ def requantize_value(m, acc, *, acc_bits, shift, out_format, rounding="half_up",
             offset = half
         elif rounding == "half_away":
             offset = half - ext[-1]                     # ties go down (away) for negatives
+        elif rounding == "trunc":                       # toward zero: a negative value rounds up
+            offset = Mux(ext[-1], (1 << s) - 1, 0)
         else:  # half_even: a tie goes up only when the floor quotient is odd
             offset = (half - 1) + ext[s]
         scaled = ((ext + offset)[:wide].as_signed() >> s)
@@ -297,6 +301,10 @@ def requantize_value(m, acc, *, acc_bits, shift, out_format, rounding="half_up",
         value = fitted
     if activation == "relu":
         value = Mux(value.as_signed() < 0, 0, value)
+    elif activation != "none":                          # relu6, a clamp: golden's np.clip(y, lo, hi)
+        lo, hi = activation_bounds(activation, out_format)
+        value = value.as_signed()
+        value = Mux(value > hi, hi, Mux(value < lo, lo, value))
     result = Signal(signed(bits))
     m.d.comb += result.eq(value)
     return result
