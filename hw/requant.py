@@ -153,16 +153,18 @@ def acc_layout(acc_bits: int, count: int) -> data.StructLayout:
 
 
 def requantizer_unsupported(layer) -> str | None:
-    """The §3.1 feature of a weighted layer (conv2d, dense) its hardware lacks yet, or None.
+    """The §3.1 feature of a dense layer its engine lacks yet, or None.
 
     The requantizer itself takes §4.1's multiplier modes (:class:`Requantizer`
-    with ``multiplier``/``effective_scale``); a ``requant`` parameter it cannot
-    take (:func:`multiplier_problem`: an accumulator over 48 bits, a shift or
-    multiplier out of range) is named with its field first.  The blocks that
-    feed it (the MAC array, the dense engine) do not pass it multipliers,
-    zero points or clamps yet, so those layers are still refused here.  The
-    shift-only path shifts by a power of two with §4's four rounding modes,
-    saturates or wraps, and applies ``none`` or ``relu``; weights are ``frac`` codes.
+    with ``multiplier``/``effective_scale``) and, in the shift modes, ``trunc``,
+    ``relu6`` and clamps; a ``requant`` parameter it cannot take
+    (:func:`multiplier_problem`: an accumulator over 48 bits, a shift or
+    multiplier out of range) is named with its field first.  The MAC array
+    passes it everything (:func:`cnnforge.hw.mac.mac_unsupported`, the conv
+    kind's check); the dense engine does not pass it multipliers, zero points
+    or clamps yet, so those dense layers are still refused here: the engine
+    shifts by a power of two with §4's four rounding modes, saturates or wraps,
+    and applies ``none`` or ``relu``; weights are ``frac`` codes.
     """
     if layer.uses_requant:
         problem = multiplier_problem(layer)
