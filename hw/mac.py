@@ -41,17 +41,58 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.formats import Format, acc_bits as _acc_bits, ceil_log2, divisors
+from cnnforge.golden.formats import (MAX_ACC_BITS, REQUANT_MODES, Format, acc_bits as _acc_bits, acc_range_bits,
+                                     ceil_log2, divisors, signed_width)
 from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
 from .layouts import pixel_layout
 from .pipe import Pipe
-from .requant import Requantizer, acc_layout, check_requant_params
+from .requant import (Requantizer, RequantizerModel, acc_layout, check_requant_params, multiplier_problem,
+                      requantizer_depth, shared_multipliers)
 from .slice import RegisterSlice, RegisterSliceModel
 from .unused import silence_if_invalid
 
 __all__ = ["MacArray", "mac_datapath", "conv_weights_to_window_order", "check_fold",
-           "mac_array_pipeline_depth", "acc_slice_skid", "mac_array_cycles", "MacArrayModel"]
+           "mac_array_pipeline_depth", "acc_slice_skid", "mac_array_cycles", "MacArrayModel", "mac_requant_units",
+           "mac_unsupported", "fold_zero_point", "ZERO_POINT_MODES"]
+
+#: how the MAC array accounts for the input zero point (DESIGN §4.1): folded into the bias
+#: (``bias − z_x·Σw``, the default) or subtracted from every operand
+ZERO_POINT_MODES = ("bias", "operands")
+
+
+def mac_requant_units(pe: int, synapse_folds: int, rounding: str, multipliers=None) -> int:
+    """Multipliers of the MAC array's requantizer: ``pe`` in the shift modes (none are built); in the
+    multiplier modes ``multipliers`` when given, else :func:`cnnforge.hw.requant.shared_multipliers`
+    ``(pe, synapse_folds)``: the fewest that still take the array's ``pe`` accumulators once per
+    ``window_len/simd`` cycles, so sharing never slows the array."""
+    if rounding not in REQUANT_MODES:
+        return pe
+    return shared_multipliers(pe, synapse_folds) if multipliers is None else multipliers
+
+
+def fold_zero_point(weights, bias, zero_point) -> np.ndarray:
+    """``bias − z_x·Σ_t w_t`` per output (``weights`` ``(C_out, window_len)``): with padding taps that
+    carry ``z_x`` the array's ``Σ x·w`` plus this bias is exactly ``Σ (x − z_x)·w + bias`` (DESIGN §4.1)."""
+    weights = np.asarray(weights, dtype=np.int64)
+    return np.asarray(bias, dtype=np.int64) - int(zero_point) * weights.sum(axis=1)
+
+
+def mac_unsupported(layer) -> str | None:
+    """The first feature of a weighted layer (conv2d) the MAC array cannot take, as a phrase naming its
+    field, or None.
+
+    The array takes §4's shift modes (``floor``, ``half_up``, ``half_even``,
+    ``half_away``, ``trunc``; ``saturate`` or ``wrap``) with any activation
+    (``none``, ``relu``, ``relu6``, a clamp), and §4.1's: affine formats (the
+    input zero point), ``requant`` in the four multiplier modes with per-channel
+    constants, ``+ z_out`` and the clamp.  A ``requant`` parameter the
+    multiplier requantizer cannot take (an accumulator over 48 bits, a shift or
+    multiplier out of range) is named by :func:`cnnforge.hw.requant.multiplier_problem`.
+    """
+    if layer.uses_requant:
+        return multiplier_problem(layer)
+    return None
 
 
 def conv_weights_to_window_order(weight) -> np.ndarray:
@@ -148,16 +189,20 @@ def acc_slice_skid(synapse_folds: int) -> bool:
     return synapse_folds < 2
 
 
-def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=None) -> int:
+def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=None, rounding="half_up",
+                             rq_multipliers=None) -> int:
     """Register stages of the MAC array from its input to its output register.
 
     Operand register, operand re-register when folded (weights from ROM),
     products, ``ceil(log2(simd))`` adder-tree levels, accumulator, skid buffer,
-    requantizer.
+    requantizer (one stage in the shift modes; :func:`cnnforge.hw.requant.requantizer_depth`
+    in the multiplier modes, with ``pe/units − 1`` more when ``units`` =
+    :func:`mac_requant_units` multipliers serve the ``pe`` lanes in turn).
     """
     pe, simd = _mac_folds(window_len, out_channels, pe, simd)
     folded = (window_len // simd) * (out_channels // pe) > 1
-    return 5 + ceil_log2(simd) + (1 if folded else 0)
+    units = mac_requant_units(pe, window_len // simd, rounding, rq_multipliers)
+    return 4 + requantizer_depth(rounding, pe, units) + ceil_log2(simd) + (1 if folded else 0)
 
 
 class MacArrayModel(TokenModel):
@@ -169,35 +214,45 @@ class MacArrayModel(TokenModel):
     integer) into ``acc_valid``; one global enable ``en = ~acc_valid |
     skid.i.ready`` moves all of them (a :class:`RegisterSliceModel`, so
     ``i.ready`` never depends on ``out_ready``); then the requantizer register,
-    which is the output.
+    which is the output.  In the multiplier modes the requantizer is its own
+    :class:`cnnforge.hw.requant.RequantizerModel` (its stages, and its phases
+    when ``rq_multipliers < pe`` lanes share the multipliers).
     """
 
-    __slots__ = ("sf", "top", "mask", "op", "pipe", "acc_valid", "skid", "rq_valid", "pipeline_depth")
+    __slots__ = ("sf", "top", "mask", "op", "pipe", "acc_valid", "skid", "rq_valid", "pipeline_depth", "rq")
 
-    def __init__(self, window_len: int, out_channels: int, pe=None, simd=None):
+    def __init__(self, window_len: int, out_channels: int, pe=None, simd=None, rounding="half_up",
+                 rq_multipliers=None):
         pe, simd = _mac_folds(window_len, out_channels, pe, simd)
         self.sf = window_len // simd
         ops = self.sf * (out_channels // pe)            # beats per window
         # operand, re-register (ROM weights only), product, adder-tree levels
         stages = 2 + (1 if ops > 1 else 0) + ceil_log2(simd)
         self.top, self.mask = stages - 1, (1 << stages) - 1
-        self.pipeline_depth = stages + 3                 # + accumulator, skid, requantizer
+        units = mac_requant_units(pe, self.sf, rounding, rq_multipliers)
+        # + accumulator, skid, requantizer
+        self.pipeline_depth = stages + 2 + requantizer_depth(rounding, pe, units)
         self.op, self.pipe = 0, 0
         self.acc_valid = self.rq_valid = False
         self.skid = RegisterSliceModel(acc_slice_skid(self.sf))
+        self.rq = RequantizerModel(rounding, pe, units) if rounding in REQUANT_MODES else None
 
     def out_valid(self):
-        return self.rq_valid
+        return self.rq_valid if self.rq is None else self.rq.out_valid()
 
     def in_ready(self, out_ready):
         return not self.acc_valid or self.skid.in_ready(None)
 
     def clock(self, in_fire, out_fire):
-        rq_i_ready = not self.rq_valid or out_fire
         skid_out = self.skid.out_full
         skid_in_ready = self.skid.in_ready(None)
-        if rq_i_ready:
-            self.rq_valid = skid_out
+        if self.rq is None:
+            rq_i_ready = not self.rq_valid or out_fire
+            if rq_i_ready:
+                self.rq_valid = skid_out
+        else:                                           # out_fire stands for out_ready while valid
+            rq_i_ready = self.rq.in_ready(out_fire)
+            self.rq.clock(skid_out and rq_i_ready, out_fire)
         self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
         if not self.acc_valid or skid_in_ready:         # en
             self.acc_valid = bool(self.pipe >> self.top)
@@ -208,7 +263,7 @@ class MacArrayModel(TokenModel):
 
 
 def mac_array_cycles(window_len: int, out_channels: int, pe=None, simd=None,
-                     pixels_per_frame: int = 1) -> Cycles:
+                     pixels_per_frame: int = 1, rounding="half_up", rq_multipliers=None) -> Cycles:
     """Latency and frame interval of ``hw.mac.MacArray`` alone (stall-free, from reset).
 
     From :class:`MacArrayModel`, fed a beat per clock: a frame of
@@ -218,12 +273,12 @@ def mac_array_cycles(window_len: int, out_channels: int, pe=None, simd=None,
     """
     pe, simd = _mac_folds(window_len, out_channels, pe, simd)
     nf, sf = out_channels // pe, window_len // simd
-    return model_cycles(lambda: [MacArrayModel(window_len, out_channels, pe, simd)],
+    return model_cycles(lambda: [MacArrayModel(window_len, out_channels, pe, simd, rounding, rq_multipliers)],
                         pixels_per_frame * nf * sf, pixels_per_frame * nf)
 
 
 class MacArray(wiring.Component):
-    """Folded PE×SIMD multiply–accumulate array with bias, requantizer and ReLU.
+    """Folded PE×SIMD multiply–accumulate array with bias, requantizer and activation.
 
     Parameters
     ----------
@@ -236,13 +291,35 @@ class MacArray(wiring.Component):
     bias : array_like of int, shape (C_out,), or None
         Bias codes in accumulator scale (DESIGN §4); ``None`` = zeros.
     weight_format, out_format : cnnforge.golden.formats.Format
-    shift : int
-        ``f_in + f_w - f_out``.
-    rounding, overflow, activation : str
-        As :func:`cnnforge.golden.formats.requantize`.
+    shift : int or int array
+        §4 shift modes: ``f_in + f_w - f_out``.  Multiplier modes: the ``requant``
+        shift, one or one per output channel.
+    rounding, overflow, activation : str (activation also a Clamp)
+        As :func:`cnnforge.golden.formats.requantize`: a §4 rounding mode
+        (``floor``, ``half_up``, ``half_even``, ``half_away``, ``trunc``) or a
+        §4.1 multiplier mode (``tflite_double``, ``tflite_single``,
+        ``tflite_int16``, ``float64``); activation ``none``, ``relu``, ``relu6`` or
+        a :class:`cnnforge.golden.formats.Clamp`.
     pe, simd : int or None
         Parallelism; ``pe`` divides ``C_out``, ``simd`` divides ``window_len``.
         ``None`` = fully parallel on that axis.
+    zero_point : int
+        The input's zero point ``z_x`` (DESIGN §4.1): the array computes
+        ``Σ (x − z_x)·w + bias``, its source substitutes ``z_x`` for padding taps.
+    acc_bits : int, optional
+        The accumulator width; default §4's ``b_x + b_w + ceil(log2(window_len)) + 1``.
+        §4.1 layers give golden's exact width (``layer.acc_bits``); it must hold
+        the range of ``Σ (x − z_x)·w + bias`` over every input.
+    multiplier, effective_scale : int array / float array, optional
+        The multiplier modes' ``requant`` multiplier (integer modes) or
+        ``s_x·s_w/s_y`` (``float64``), one or one per output channel.
+    rq_multipliers : int, optional
+        Multipliers of the requantizer (multiplier modes): default
+        :func:`mac_requant_units`, the fewest that keep up with the array.
+    zero_point_mode : one of :data:`ZERO_POINT_MODES`
+        ``"bias"`` (default): the array multiplies the raw codes and starts each
+        sum from ``bias − z_x·Σw`` (:func:`fold_zero_point`); ``"operands"``:
+        it subtracts ``z_x`` from every operand (one bit wider products).
 
     Attributes
     ----------
@@ -252,14 +329,17 @@ class MacArray(wiring.Component):
     o : Out(stream.Signature(pixel_layout(out_format.bits, pe)))
         Per window ``C_out/pe`` beats of ``pe`` codes; ``last`` on the frame's final beat.
     multipliers : int
-        ``pe·simd``.
+        ``pe·simd`` (the data multipliers; the requantizer's are ``rq_units``).
+    rq_units : int
+        Multipliers of the requantizer (0 in the shift modes, which multiply by no constant).
     weight_bits, bias_bits : int
-        Weight storage ``C_out·window_len·b_w`` and bias storage ``C_out·sum_bits``.
+        Weight storage ``C_out·window_len·b_w`` and bias storage ``C_out·bias_width``
+        (§4: ``sum_bits``; §4.1: the width of the biases the array starts from).
     rom_bits : int
         Bits actually held in ROM (weights when folded, biases when ``pe < C_out``;
         0 when fully parallel, where they are constants).
     acc_bits : int
-        Accumulator width, ``cnnforge.golden.formats.acc_bits(in_bits, b_w, window_len)``.
+        Accumulator width.
     cycles_per_pixel : int
         ``(window_len/simd)·(C_out/pe)``: input beats per window.
     latency : int
@@ -267,7 +347,10 @@ class MacArray(wiring.Component):
     """
 
     def __init__(self, window_len, in_bits, weights, bias, weight_format, out_format, shift,
-                 rounding="half_up", overflow="saturate", activation="none", *, pe=None, simd=None):
+                 rounding="half_up", overflow="saturate", activation="none", *, pe=None, simd=None,
+                 zero_point=0, acc_bits=None, multiplier=None, effective_scale=None, rq_multipliers=None,
+                 zero_point_mode="bias"):
+        self.requantizer = None
         with silence_if_invalid(self):
             if not isinstance(window_len, int) or isinstance(window_len, bool) or window_len < 1:
                 raise ValueError(f"window_len must be a positive integer, not {window_len!r}")
@@ -282,20 +365,64 @@ class MacArray(wiring.Component):
                 raise ValueError(f"weights must be integer codes in {weight_format.min_code}.."
                                  f"{weight_format.max_code} (weight_format {weight_format})")
             out_channels = weights.shape[0]
+            lo_code, hi_code = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
+            if (not isinstance(zero_point, (int, np.integer)) or isinstance(zero_point, bool)
+                    or not lo_code <= zero_point <= hi_code):
+                raise ValueError(f"zero_point must be an input code in [{lo_code}, {hi_code}], not {zero_point!r}")
+            if zero_point_mode not in ZERO_POINT_MODES:
+                raise ValueError(f"zero_point_mode must be one of {', '.join(ZERO_POINT_MODES)}, "
+                                 f"not {zero_point_mode!r}")
+            zero_point = int(zero_point)
             sum_bits = in_bits + weight_format.bits + ceil_log2(window_len)
             bias = np.zeros(out_channels, np.int64) if bias is None else np.asarray(bias)
             if bias.shape != (out_channels,) or not np.issubdtype(bias.dtype, np.integer):
                 raise ValueError(f"bias must be integer codes of shape ({out_channels},), not {bias.shape}")
-            if bias.size and (bias.min() < -(1 << (sum_bits - 1)) or bias.max() >= 1 << (sum_bits - 1)):
-                raise ValueError(f"bias codes must fit in {sum_bits} signed bits (DESIGN §4)")
             self.pe = check_fold("pe", pe, out_channels, "out_channels")
             self.simd = check_fold("simd", simd, window_len, "window_len")
-            self.acc_bits = _acc_bits(in_bits, weight_format.bits, window_len)
-            check_requant_params(self.acc_bits, shift, out_format, rounding, overflow, activation)
-            shift = int(shift)
+            multiplier_mode = rounding in REQUANT_MODES
+            # §4: the v1 accumulator; §4.1 (a zero point, a multiplier mode, or a width given): exact
+            self.exact = acc_bits is not None or zero_point != 0 or multiplier_mode
+            if not self.exact:
+                if bias.size and (bias.min() < -(1 << (sum_bits - 1)) or bias.max() >= 1 << (sum_bits - 1)):
+                    raise ValueError(f"bias codes must fit in {sum_bits} signed bits (DESIGN §4)")
+                self.acc_bits = _acc_bits(in_bits, weight_format.bits, window_len)
+                start = bias.astype(np.int64)
+                bias_width = sum_bits
+            else:
+                if bias.size and (bias.min() < -(1 << 62) or bias.max() >= 1 << 62):
+                    raise ValueError("bias codes must fit in 63 signed bits")
+                need = acc_range_bits(weights, bias, lo_code - zero_point, hi_code - zero_point)
+                if acc_bits is None:
+                    acc_bits = need
+                if not isinstance(acc_bits, int) or isinstance(acc_bits, bool) or not need <= acc_bits <= MAX_ACC_BITS:
+                    raise ValueError(f"acc_bits must be an integer in {need}..{MAX_ACC_BITS} (the range of "
+                                     f"Σ (x - z_x)·w + bias needs {need}), not {acc_bits!r}")
+                self.acc_bits = acc_bits
+                # "bias": every sum starts from the accumulator of an all-zero-code window, within the
+                # range (so is every partial sum: the rest of its window at code 0)
+                start = fold_zero_point(weights, bias, zero_point) if zero_point_mode == "bias" \
+                    else bias.astype(np.int64)
+                bias_width = signed_width(int(start.min()), int(start.max()))
+            if multiplier_mode:
+                self.rq_units = mac_requant_units(self.pe, window_len // self.simd, rounding, rq_multipliers)
+                self.requantizer = Requantizer(self.acc_bits, shift, out_format, rounding, overflow, activation,
+                                               count=self.pe, multiplier=multiplier,
+                                               effective_scale=effective_scale, channels=out_channels,
+                                               multipliers=self.rq_units)
+            else:
+                for name, value in (("multiplier", multiplier), ("effective_scale", effective_scale),
+                                    ("rq_multipliers", rq_multipliers)):
+                    if value is not None:
+                        raise ValueError(f"{name} is a parameter of the multiplier modes "
+                                         f"({', '.join(REQUANT_MODES)}), not of rounding {rounding!r}")
+                check_requant_params(self.acc_bits, shift, out_format, rounding, overflow, activation)
+                shift = int(shift)
+                self.rq_units = 0
 
             self.window_len, self.in_bits, self.out_channels = window_len, in_bits, out_channels
             self.weights, self.bias = weights.astype(np.int64), bias.astype(np.int64)
+            self.zero_point, self.zero_point_mode = zero_point, zero_point_mode
+            self.start_bias, self.bias_width = start, bias_width
             self.weight_format, self.out_format, self.shift = weight_format, out_format, shift
             self.rounding, self.overflow, self.activation = rounding, overflow, activation
             self.sum_bits = sum_bits
@@ -304,12 +431,12 @@ class MacArray(wiring.Component):
             self.cycles_per_pixel = self.neuron_folds * self.synapse_folds
             self.multipliers = self.pe * self.simd
             self.weight_bits = out_channels * window_len * weight_format.bits
-            self.bias_bits = out_channels * sum_bits
+            self.bias_bits = out_channels * bias_width
             folded = self.cycles_per_pixel > 1
             self.rom_bits = (self.weight_bits if folded else 0) + \
                 (self.bias_bits if self.neuron_folds > 1 else 0)
-            self.latency = mac_array_pipeline_depth(window_len, out_channels, self.pe, self.simd) \
-                + self.synapse_folds - 1
+            self.latency = mac_array_pipeline_depth(window_len, out_channels, self.pe, self.simd, rounding,
+                                                    rq_multipliers) + self.synapse_folds - 1
         super().__init__({
             "i": In(stream.Signature(pixel_layout(in_bits, self.simd))),
             "o": Out(stream.Signature(pixel_layout(out_format.bits, self.pe))),
@@ -340,10 +467,12 @@ class MacArray(wiring.Component):
         m.d.comb += pipe.en.eq(en)
 
         # --- B, R, P, T and the bias: the datapath shared with the dense engine ----------------
-        sums, biases = mac_datapath(m, pipe, [self.i.payload.data[j] for j in range(simd)],
-                                    self._weight_words(), self.bias, pe=pe, wbits=wbits,
-                                    sum_bits=self.sum_bits, rom_addr=addr, nf_carry=3)
-        valid, first, final, last, _ = pipe.valid, *pipe.carry
+        operands = [self.i.payload.data[j] for j in range(simd)]
+        if self.zero_point and self.zero_point_mode == "operands":
+            operands = [x - self.zero_point for x in operands]
+        sums, biases = mac_datapath(m, pipe, operands, self._weight_words(), self.start_bias, pe=pe,
+                                    wbits=wbits, sum_bits=self.bias_width, rom_addr=addr, nf_carry=3)
+        valid, first, final, last, fold = pipe.valid, *pipe.carry
 
         # --- ACC: accumulators -----------------------------------------------------------------
         accs = [Signal(signed(self.acc_bits), name=f"acc_{p}") for p in range(pe)]
@@ -355,17 +484,30 @@ class MacArray(wiring.Component):
                              for acc, bias, total in zip(accs, biases, sums)]
 
         # --- S: skid buffer, then RQ: the shared requantizer on the PE lanes (the output) -------
-        m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe), acc_slice_skid(SF))
-        m.submodules.requant = rq = Requantizer(
-            self.acc_bits, self.shift, self.out_format, self.rounding, self.overflow,
-            self.activation, count=pe)
+        if self.requantizer is None:
+            m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe), acc_slice_skid(SF))
+            m.submodules.requant = rq = Requantizer(
+                self.acc_bits, self.shift, self.out_format, self.rounding, self.overflow,
+                self.activation, count=pe)
+        else:
+            # the multiplier requantizer reads its per-channel constants at the beat's output-channel fold
+            rq = self.requantizer
+            m.submodules.acc_slice = cut = RegisterSlice(rq.i.payload.shape(), acc_slice_skid(SF))
+            m.submodules.requant = rq
+            if rq.plan.groups > 1:
+                acc_fold = Signal(range(NF), name="acc_fold")
+                with m.If(en):
+                    m.d.sync += acc_fold.eq(fold)
+                m.d.comb += cut.i.payload.group.eq(acc_fold)
         m.d.comb += [cut.i.valid.eq(acc_valid), cut.i.payload.last.eq(acc_last),
                      en.eq(~acc_valid | cut.i.ready)]
         m.d.comb += [cut.i.payload.data[p].eq(accs[p]) for p in range(pe)]
         wiring.connect(m, cut.o, rq.i)
         wiring.connect(m, rq.o, wiring.flipped(self.o))
-        model = MacArrayModel(self.window_len, self.out_channels, pe, simd)
-        assert pipe.depth + 3 == model.pipeline_depth == \
-            mac_array_pipeline_depth(self.window_len, self.out_channels, pe, simd), \
+        model = MacArrayModel(self.window_len, self.out_channels, pe, simd, self.rounding,
+                              self.rq_units or None)
+        assert pipe.depth + 2 + rq.latency == model.pipeline_depth == \
+            mac_array_pipeline_depth(self.window_len, self.out_channels, pe, simd, self.rounding,
+                                     self.rq_units or None), \
             "the RTL pipeline and its token model disagree"
         return m

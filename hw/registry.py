@@ -115,15 +115,15 @@ class LayerHardware:
         """The first DESIGN §3.1 feature of ``layer`` that this kind's blocks do not have yet, as a
         phrase (``"requant multipliers (rounding 'tflite_double')"``), or None.
 
-        The base checks what no block has yet: affine formats (zero points and
-        scales) and a flat ``[F]`` network input at the AXI port.  Kinds add
-        their own (``super().unsupported(layer) or ...``).
+        The base checks what not every block has yet: affine formats (zero
+        points and scales).  Kinds add their own (``super().unsupported(layer) or
+        ...``); a kind whose blocks take affine formats (conv2d) does not call it.
+        (A flat ``[F]`` network input is one beat of ``F`` values, or
+        ``F/input.lanes`` beats, at the AXI port, like any other stream.)
         """
         for what, fmt in (("input", layer.in_format), ("output", layer.out_format)):
             if fmt is not None and fmt.affine:
                 return f"affine formats (the {what} format {fmt} has a zero point and a scale)"
-        if "input" in layer.inputs and len(layer.in_stream) == 1:
-            return f"a flat [F] network input at the AXI port (input shape {list(layer.in_stream)})"
         return None
 
 

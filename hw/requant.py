@@ -128,8 +128,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.golden import intmath
-from cnnforge.golden.formats import (ACTIVATIONS, MAX_ACC_BITS, MAX_AFFINE_ACC_BITS, OVERFLOW_MODES,
-                                     REQUANT_MODES, ROUNDING_MODES, Format, activation_bounds, signed_width)
+from cnnforge.golden.formats import (ACTIVATION_WORDS, ACTIVATIONS, MAX_ACC_BITS, MAX_AFFINE_ACC_BITS,
+                                     OVERFLOW_MODES, REQUANT_MODES, ROUNDING_MODES, SHIFT_ROUNDING, Clamp, Format,
+                                     activation_bounds, signed_width)
 from cnnforge.golden.tokens import TokenModel
 
 from .layouts import pixel_layout
@@ -152,16 +153,18 @@ def acc_layout(acc_bits: int, count: int) -> data.StructLayout:
 
 
 def requantizer_unsupported(layer) -> str | None:
-    """The §3.1 feature of a weighted layer (conv2d, dense) its hardware lacks yet, or None.
+    """The §3.1 feature of a dense layer its engine lacks yet, or None.
 
     The requantizer itself takes §4.1's multiplier modes (:class:`Requantizer`
-    with ``multiplier``/``effective_scale``); a ``requant`` parameter it cannot
-    take (:func:`multiplier_problem`: an accumulator over 48 bits, a shift or
-    multiplier out of range) is named with its field first.  The blocks that
-    feed it (the MAC array, the dense engine) do not pass it multipliers,
-    zero points or clamps yet, so those layers are still refused here.  The
-    shift-only path shifts by a power of two with §4's four rounding modes,
-    saturates or wraps, and applies ``none`` or ``relu``; weights are ``frac`` codes.
+    with ``multiplier``/``effective_scale``) and, in the shift modes, ``trunc``,
+    ``relu6`` and clamps; a ``requant`` parameter it cannot take
+    (:func:`multiplier_problem`: an accumulator over 48 bits, a shift or
+    multiplier out of range) is named with its field first.  The MAC array
+    passes it everything (:func:`cnnforge.hw.mac.mac_unsupported`, the conv
+    kind's check); the dense engine does not pass it multipliers, zero points
+    or clamps yet, so those dense layers are still refused here: the engine
+    shifts by a power of two with §4's four rounding modes, saturates or wraps,
+    and applies ``none`` or ``relu``; weights are ``frac`` codes.
     """
     if layer.uses_requant:
         problem = multiplier_problem(layer)
@@ -230,12 +233,13 @@ def check_requant_params(acc_bits, shift, out_format, rounding, overflow, activa
                          f"exceeds {MAX_ACC_BITS} bits (DESIGN §4); use fewer output fraction bits")
     if not isinstance(out_format, Format):
         raise TypeError(f"out_format must be a golden.formats.Format, not {out_format!r}")
-    if rounding not in ROUNDING_MODES:
-        raise ValueError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, not {rounding!r}")
+    if rounding not in SHIFT_ROUNDING:
+        raise ValueError(f"rounding must be one of {', '.join(SHIFT_ROUNDING)}, not {rounding!r}")
     if overflow not in OVERFLOW_MODES:
         raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}, not {overflow!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+    if not (isinstance(activation, Clamp) or activation in ACTIVATION_WORDS):
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATION_WORDS)} or a Clamp, not {activation!r}")
+    activation_bounds(activation, out_format)           # relu6 of an affine format: one ValueError
 
 
 def requantize_value(m, acc, *, acc_bits, shift, out_format, rounding="half_up",
@@ -272,6 +276,8 @@ def requantize_value(m, acc, *, acc_bits, shift, out_format, rounding="half_up",
             offset = half
         elif rounding == "half_away":
             offset = half - ext[-1]                     # ties go down (away) for negatives
+        elif rounding == "trunc":                       # toward zero: a negative value rounds up
+            offset = Mux(ext[-1], (1 << s) - 1, 0)
         else:  # half_even: a tie goes up only when the floor quotient is odd
             offset = (half - 1) + ext[s]
         scaled = ((ext + offset)[:wide].as_signed() >> s)
@@ -297,6 +303,10 @@ def requantize_value(m, acc, *, acc_bits, shift, out_format, rounding="half_up",
         value = fitted
     if activation == "relu":
         value = Mux(value.as_signed() < 0, 0, value)
+    elif activation != "none":                          # relu6, a clamp: golden's np.clip(y, lo, hi)
+        lo, hi = activation_bounds(activation, out_format)
+        value = value.as_signed()
+        value = Mux(value > hi, hi, Mux(value < lo, lo, value))
     result = Signal(signed(bits))
     m.d.comb += result.eq(value)
     return result

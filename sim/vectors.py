@@ -97,10 +97,15 @@ def _frame_words(beats: np.ndarray, bits: int, beats_per_frame: int) -> list[tup
 
 def input_words(model: Model, x: np.ndarray) -> list[tuple[int, bool]]:
     """``(tdata, tlast)`` for every input beat of the frames ``x`` (N, C, H, W), ``input.lanes``
-    channels per beat."""
-    n, c, h, w = x.shape
+    channels per beat; for a flat input ``x`` is (N, F): ``F/lanes`` beats a frame (default one
+    beat of all ``F`` values), value ``g·lanes + k`` in lane ``k`` of beat ``g``."""
+    x = np.asarray(x, dtype=np.int64)
     lanes = model.in_lanes
-    beats = np.asarray(x, dtype=np.int64).transpose(0, 2, 3, 1).reshape(n * h * w * (c // lanes), lanes)
+    if x.ndim == 2:
+        n, f = x.shape
+        return _frame_words(x.reshape(n * (f // lanes), lanes), model.input_format.bits, f // lanes)
+    n, c, h, w = x.shape
+    beats = x.transpose(0, 2, 3, 1).reshape(n * h * w * (c // lanes), lanes)
     return _frame_words(beats, model.input_format.bits, h * w * (c // lanes))
 
 

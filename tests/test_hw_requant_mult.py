@@ -454,7 +454,8 @@ def test_imported_layers(path):
 
 
 def test_layer_refusals_name_the_layer_and_field():
-    """A requant layer keeps the blocks' refusal; a parameter the requantizer cannot take names its field."""
+    """A requant conv builds (the dense engine still refuses requant); a parameter the requantizer cannot
+    take names its field, for the conv through the registry."""
     import dataclasses
     from cnnforge.golden.model import parse_model
     from cnnforge.hw.registry import unsupported_feature
@@ -468,6 +469,7 @@ def test_layer_refusals_name_the_layer_and_field():
     model = parse_model(doc, tensors=tensors)
     layer = model.layers[0]
     assert requantizer_unsupported(layer) == "requant multipliers (rounding 'tflite_double')"
+    assert unsupported_feature(model) is None
     for change, field in ((dict(requant_shift=np.array([31, -1])), "requant.shift"),
                           (dict(requant_multiplier=np.array([1 << 31, 1 << 30])), "requant.multiplier"),
                           (dict(exact_acc_bits=49), "weight")):

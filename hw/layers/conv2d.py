@@ -36,11 +36,12 @@ from cnnforge.golden.tokens import Cycles, model_cycles
 
 from ..devices import Memory
 from ..layouts import pixel_layout
-from ..mac import MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_order
+from ..mac import (MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_order, mac_requant_units,
+                   mac_unsupported)
 from ..registry import LayerResources, register_hardware
-from ..requant import requantizer_unsupported
+from ..requant import requant_kwargs
 from ..serial_window import (SerialWindowModel, SerialWindowUnit, serial_window_geometry,
-                             serial_window_in_lanes, serial_window_registers)
+                             serial_window_in_lanes, serial_window_registers, serial_window_simds)
 from ..unused import silence_if_invalid
 from ..width import WidthConverter, width_converter_registers, width_model
 from ..window import WINDOW_FIFOS, WindowUnit, window_unit_geometry, window_unit_model
@@ -90,6 +91,9 @@ class ConvStructure:
     window_len: int
     pe: int
     simd: int
+    #: the requantizer's rounding (a §4.1 multiplier mode has its own pipeline) and its multipliers
+    rounding: str = "half_up"
+    rq_multipliers: int | None = None
 
     @property
     def serial(self) -> bool:
@@ -122,17 +126,21 @@ class ConvStructure:
             first = [window_unit_model(self.window)]
             if self.scatter:
                 first.append(width_model(*self.scatter))
-        return first + [MacArrayModel(self.window_len, self.out_channels, self.pe, self.simd)]
+        return first + [MacArrayModel(self.window_len, self.out_channels, self.pe, self.simd, self.rounding,
+                                      self.rq_multipliers)]
 
 
 def conv2d_structure(height, width, channels, out_channels, kernel, stride=1, padding=0,
-                     pe=None, simd=None, window="full", bits=8) -> ConvStructure:
+                     pe=None, simd=None, window="full", bits=8, rounding="half_up",
+                     rq_multipliers=None) -> ConvStructure:
     """Validate a conv layer's hardware parameters and describe its blocks.
 
     ``kernel``/``stride`` take an int or ``(h, w)``; ``padding`` an int, ``(h, w)`` or
     ``((top, bottom), (left, right))`` (the parallel styles need the two sides of an
     axis equal); ``window`` one of :data:`CONV_WINDOWS`; ``bits`` the input code
-    width (it sizes the serial buffer).  Raises ``ValueError`` naming the parameter.
+    width (it sizes the serial buffer); ``rounding`` and ``rq_multipliers`` the MAC
+    array's requantizer (:class:`cnnforge.hw.mac.MacArray`).  Raises ``ValueError``
+    naming the parameter.
     """
     if window not in CONV_WINDOWS:
         raise ValueError(f"window must be one of {', '.join(CONV_WINDOWS)}, not {window!r}")
@@ -144,26 +152,29 @@ def conv2d_structure(height, width, channels, out_channels, kernel, stride=1, pa
     if window == "serial":
         g = serial_window_geometry(height, width, channels, (kh, kw), stride, sides, simd=simd,
                                    order="window", repeat=nf, bits=bits)
-        return ConvStructure("serial", g, None, g.in_lanes, channels, out_channels, window_len, pe, simd)
+        return ConvStructure("serial", g, None, g.in_lanes, channels, out_channels, window_len, pe, simd,
+                             rounding, rq_multipliers)
     (pt, pb), (pl, pr) = sides
     if pt != pb or pl != pr:
-        raise ValueError(f"padding [[{pt}, {pb}], [{pl}, {pr}]] differs between the two sides of an axis; "
-                         "the parallel window unit pads both sides alike (use symmetric padding, or a "
-                         "simd the serial window unit serves)")
+        served = serial_window_simds(channels, (kh, kw), "window")
+        raise ValueError(f"field 'simd': padding [[{pt}, {pb}], [{pl}, {pr}]] differs between the two sides of "
+                         f"an axis, which only the serial window unit takes, and it does not serve simd {simd}; "
+                         f"choose simd one of {', '.join(map(str, served))} (or symmetric padding)")
     g = window_unit_geometry(height, width, (kh, kw), stride, (pt, pl), window)
     scatter = (window_len, simd, nf) if nf * sf > 1 else None
-    return ConvStructure(window, g, scatter, channels, channels, out_channels, window_len, pe, simd)
+    return ConvStructure(window, g, scatter, channels, channels, out_channels, window_len, pe, simd,
+                         rounding, rq_multipliers)
 
 
 def conv2d_token_models(height, width, channels, out_channels, kernel, stride=1, padding=0,
-                        pe=None, simd=None, window="full", bits=8) -> list:
+                        pe=None, simd=None, window="full", bits=8, rounding="half_up", rq_multipliers=None) -> list:
     """Token models of :class:`Conv2dLayer`'s blocks (parameters as :func:`conv2d_structure`)."""
     return conv2d_structure(height, width, channels, out_channels, kernel, stride, padding, pe, simd,
-                            window, bits).models()
+                            window, bits, rounding, rq_multipliers).models()
 
 
 def conv2d_cycles(height, width, in_channels, out_channels, kernel, stride=1, padding=0,
-                  pe=None, simd=None, window="full", bits=8) -> Cycles:
+                  pe=None, simd=None, window="full", bits=8, rounding="half_up", rq_multipliers=None) -> Cycles:
     """Latency and frame interval of :class:`Conv2dLayer` alone (stall-free, from reset).
 
     The blocks' token models chained (exact): a folded array throttles the window
@@ -171,19 +182,20 @@ def conv2d_cycles(height, width, in_channels, out_channels, kernel, stride=1, pa
     ``O_h·O_w·C_out/pe`` out.
     """
     s = conv2d_structure(height, width, in_channels, out_channels, kernel, stride, padding, pe, simd,
-                         window, bits)
+                         window, bits, rounding, rq_multipliers)
     return model_cycles(s.models, s.in_beats, s.out_beats)
 
 
 class Conv2dLayer(wiring.Component):
-    """2-D convolution + bias + requantize (+ ReLU) on a ``lanes`` stream.
+    """2-D convolution + bias + requantize (+ activation) on a ``lanes`` stream.
 
     Parameters
     ----------
     in_shape : (int, int, int)
         Input ``(C_in, H, W)``.
     in_format : cnnforge.golden.formats.Format
-        Input code format.
+        Input code format; an affine one's zero point ``z_x`` is what the padding
+        taps carry and what the MAC array accounts for (DESIGN §4.1).
     weight : array_like of int, shape (C_out, C_in, kh, kw)
         Weight codes (PyTorch layout).
     bias : array_like of int, shape (C_out,), or None
@@ -192,12 +204,19 @@ class Conv2dLayer(wiring.Component):
     padding : int, (int, int) or ((top, bottom), (left, right))
         Each side smaller than the kernel; asymmetric only with ``window="serial"``.
     weight_format, out_format : cnnforge.golden.formats.Format
-    rounding, overflow, activation : str
-        As :func:`cnnforge.golden.formats.requantize`.
+    rounding, overflow, activation : str (activation also a Clamp)
+        As :func:`cnnforge.golden.formats.requantize` (a §4 rounding mode or a §4.1
+        multiplier mode, :class:`cnnforge.hw.mac.MacArray`).
     pe, simd : int or None
         MAC array parallelism (``None`` = fully parallel).
     window : one of :data:`CONV_WINDOWS`
         ``"serial"`` or the parallel window unit's structure (:class:`hw.window.WindowUnit`'s ``fifo``).
+    shift, multiplier, effective_scale, acc_bits : optional
+        The multiplier modes' ``requant`` (per-channel shift and multiplier, or
+        ``float64``'s effective scale) and golden's exact §4.1 accumulator width;
+        without ``shift`` the §4 shift ``f_in + f_w − f_out``.
+    rq_multipliers, zero_point_mode : optional
+        As :class:`cnnforge.hw.mac.MacArray`.
 
     Attributes
     ----------
@@ -217,7 +236,8 @@ class Conv2dLayer(wiring.Component):
 
     def __init__(self, in_shape, in_format, weight, bias=None, *, stride=1, padding=0,
                  weight_format, out_format, rounding="half_up", overflow="saturate",
-                 activation="none", pe=None, simd=None, window="full"):
+                 activation="none", pe=None, simd=None, window="full", shift=None, multiplier=None,
+                 effective_scale=None, acc_bits=None, rq_multipliers=None, zero_point_mode="bias"):
         with silence_if_invalid(self):
             if not isinstance(in_format, Format):
                 raise TypeError(f"in_format must be a cnnforge.golden.formats.Format, not {in_format!r}")
@@ -234,20 +254,29 @@ class Conv2dLayer(wiring.Component):
                 raise ValueError(f"weight must have shape (C_out, {channels}, kh, kw), "
                                  f"not {weight.shape}")
             c_out, _, kh, kw = weight.shape
+            if shift is None:
+                if None in (in_format.frac, weight_format.frac, out_format.frac):
+                    raise ValueError("affine formats need the requant shift (and a multiplier mode)")
+                shift = in_format.frac + weight_format.frac - out_format.frac
+            zero_point = in_format.zero_point
             self.mac = MacArray(kh * kw * channels, in_format.bits,
                                 conv_weights_to_window_order(weight), bias, weight_format, out_format,
-                                in_format.frac + weight_format.frac - out_format.frac,
-                                rounding, overflow, activation, pe=pe, simd=simd)
+                                shift, rounding, overflow, activation, pe=pe, simd=simd,
+                                zero_point=zero_point, acc_bits=acc_bits, multiplier=multiplier,
+                                effective_scale=effective_scale, rq_multipliers=rq_multipliers,
+                                zero_point_mode=zero_point_mode)
             s = conv2d_structure(height, width, channels, c_out, (kh, kw), stride, padding,
-                                 self.mac.pe, self.mac.simd, window, in_format.bits)
+                                 self.mac.pe, self.mac.simd, window, in_format.bits, rounding,
+                                 self.mac.rq_units or None)
+            # padding taps carry the input's zero-point code: real zeros (DESIGN §4.1)
             if s.serial:
                 self.window = SerialWindowUnit(height, width, channels, (kh, kw), stride, _sides(padding),
                                                bits=in_format.bits, simd=s.simd, order="window",
-                                               repeat=c_out // s.pe, pad_value=0, in_lanes=s.in_lanes)
+                                               repeat=c_out // s.pe, pad_value=zero_point, in_lanes=s.in_lanes)
                 assert self.window.geometry == s.window
             else:
                 self.window = WindowUnit(height, width, channels, (kh, kw), stride, s.window.padding,
-                                         bits=in_format.bits, pad_value=0, fifo=window)
+                                         bits=in_format.bits, pad_value=zero_point, fifo=window)
             self.scatter = WidthConverter(signed(in_format.bits), *s.scatter) if s.scatter else None
             self.structure = s
             self.in_lanes, self.out_lanes = s.in_lanes, s.pe
@@ -263,12 +292,21 @@ class Conv2dLayer(wiring.Component):
         })
 
     @classmethod
-    def from_layer(cls, layer, window="full"):
-        """Build from a resolved ``conv2d`` layer, with the planned window style ``window``."""
+    def from_layer(cls, layer, window="full", **options):
+        """Build from a resolved ``conv2d`` layer, with the planned window style ``window``
+        (``options``: ``rq_multipliers``, ``zero_point_mode``)."""
+        extra = {}
+        if layer.uses_requant:
+            kwargs = requant_kwargs(layer)
+            extra = dict(shift=kwargs["shift"], multiplier=kwargs["multiplier"],
+                         effective_scale=kwargs.get("effective_scale"), acc_bits=kwargs["acc_bits"])
+        elif layer.affine:
+            extra = dict(acc_bits=layer.acc_bits)
         return cls(layer.in_shape, layer.in_format, layer.weight, layer.bias,
                    stride=layer.stride, padding=layer.padding, weight_format=layer.weight_format,
                    out_format=layer.output, rounding=layer.rounding, overflow=layer.overflow,
-                   activation=layer.activation, pe=layer.pe, simd=layer.simd, window=window)
+                   activation=layer.activation, pe=layer.pe, simd=layer.simd, window=window,
+                   **extra, **options)
 
     def elaborate(self, platform):
         m = Module()
@@ -304,7 +342,7 @@ class Conv2dHardware(WindowedHardware):
     def structure(self, layer, choice) -> ConvStructure:
         c, h, w = layer.in_shape
         return conv2d_structure(h, w, c, layer.out_channels, layer.kernel, layer.stride, layer.padding,
-                                layer.pe, layer.simd, choice["window"], layer.in_format.bits)
+                                layer.pe, layer.simd, choice["window"], layer.in_format.bits, layer.rounding)
 
     def _serial_preferred(self, layer) -> bool:
         c, h, w = layer.in_shape
@@ -360,7 +398,9 @@ class Conv2dHardware(WindowedHardware):
         return layer.cycles_per_pixel
 
     def unsupported(self, layer) -> str | None:
-        return super().unsupported(layer) or requantizer_unsupported(layer)
+        """The MAC array takes every §4 and §4.1 feature of a conv (:func:`cnnforge.hw.mac.mac_unsupported`
+        names a ``requant`` parameter its requantizer cannot take); a conv's input is never flat."""
+        return mac_unsupported(layer)
 
     def multipliers(self, layer, choice) -> int:
         return layer.pe * layer.simd
@@ -397,16 +437,26 @@ class Conv2dHardware(WindowedHardware):
 
     def resources(self, layer, choice) -> LayerResources:
         """Window unit, then the MAC array: weight ROM when folded, bias ROM when ``pe < C_out``;
-        registers: the window unit's, operands, products, accumulators and requantized outputs."""
+        registers: the window unit's, operands, products, accumulators and requantized outputs.
+        A multiplier-mode requantizer adds its multipliers (one ``acc_bits × 31`` product per unit,
+        ``× 53`` for ``float64``) and its pipeline registers."""
         memories, bits = self.window_resources(layer, choice)
         a, wb = layer.in_format.bits, layer.weight_format.bits
         nf = layer.out_channels // layer.pe
+        # §4.1: the sums start from bias - z_x·Σw, as wide as the accumulator at most
+        bias_bits = layer.acc_bits if layer.affine else layer.sum_bits
         if layer.cycles_per_pixel > 1:
             memories.append(Memory(layer.name, "weight ROM", layer.pe * layer.simd * wb,
                                    layer.cycles_per_pixel, True))
         if nf > 1:
-            memories.append(Memory(layer.name, "bias ROM", layer.pe * layer.sum_bits, nf, True))
+            memories.append(Memory(layer.name, "bias ROM", layer.pe * bias_bits, nf, True))
         lanes = layer.pe * layer.simd
         bits += (layer.simd * a + lanes * (a + wb) * 2
                  + layer.pe * (layer.acc_bits + layer.output.bits) * 2 + 100)
-        return LayerResources(memories, [(a, wb)] * lanes, bits)
+        products = [(a, wb)] * lanes
+        if layer.uses_requant:
+            units = mac_requant_units(layer.pe, layer.fan_in // layer.simd, layer.rounding)
+            m_bits = 53 if layer.rounding == "float64" else 31
+            products += [(layer.acc_bits, m_bits)] * units
+            bits += units * (4 * layer.acc_bits + 2 * m_bits) + (layer.pe * layer.acc_bits if units < layer.pe else 0)
+        return LayerResources(memories, products, bits)
