@@ -222,6 +222,27 @@ def m_bench_100k():
     return model, inputs((32, 32, 3), rng, n=32)
 
 
+def m_lenet_28x28():
+    """A LeNet-style CNN of ~30 k parameters on 28x28x1, trained on sklearn's digits scaled to 28x28
+    (each pixel 3x3, 2 pixels of border): the hardware target model of the int8 issue."""
+    from sklearn.datasets import load_digits
+    rng = seeded(14)
+    digits = load_digits()
+    x = np.kron(digits.images / 16.0, np.ones((3, 3)))
+    x = np.pad(x, ((0, 0), (2, 2), (2, 2))).astype(np.float32)[..., None]
+    y = digits.target
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    model = sequential((28, 28, 1), [L.Conv2D(6, 5, activation="relu"), L.MaxPooling2D(2),
+                                     L.Conv2D(16, 5, activation="relu"), L.MaxPooling2D(2),
+                                     L.Flatten(), L.Dense(96, activation="relu"), L.Dense(10)])
+    model.compile(optimizer=keras.optimizers.Adam(0.003), loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    model.fit(x[:1500], y[:1500], epochs=10, batch_size=64, verbose=0)
+    acc = float(model.evaluate(x[1500:], y[1500:], verbose=0)[1])
+    return model, x[:200], {"float_accuracy": round(acc, 4), "test_images": "sklearn digits [1500:], 28x28"}
+
+
 # name: (builder, conversion kwargs, what it covers)
 MODELS = {
     "conv_same_relu": (m_conv_same_relu, {}, "conv 3x3 s1 SAME + RELU, RESHAPE->FC, per-channel, 8x8x1"),
@@ -247,6 +268,8 @@ MODELS = {
     "kws_49x10_16x8": (m_kws_49x10, {"mode": "16x8"}, "16x8 mode: pools, MEAN, FC"),
     "pad_conv_16x8": (m_pad_conv, {"mode": "16x8"}, "16x8 mode: PAD folding"),
     "fc_only_16x8": (m_fc_only, {"mode": "16x8"}, "16x8 mode: FC-only flat input"),
+    "lenet_28x28": (m_lenet_28x28, {}, "LeNet-style 28x28x1, conv 5x5x6, pool, conv 5x5x16, pool, FC 96, "
+                                       "FC 10 (~30k parameters), trained on digits scaled to 28x28"),
     "bench_100k": (m_bench_100k, {}, "benchmark: 32x32x3, three 3x3 convs, FC 10 (~97k parameters)"),
 }
 for _k in range(6):
