@@ -129,8 +129,9 @@ def _floor_mul_pow2(a, m, c, k):
     """Exact ``floor((a*m + c) / 2**k)`` in int64.
 
     ``|a| < 2**55``, ``0 <= m <= 2**31``, ``|c| < 2**55``, ``0 <= k <= 62``
-    (arrays broadcast); the result must fit in int64 (it does for every use
-    here: it is at most ``|a| * 2**31 / 2**k`` with ``k >= 8``).
+    (arrays broadcast).  A quotient beyond ``±2**62`` (possible with a 48-bit
+    ``a`` and a small ``k``) is returned saturated to ``±2**62``: every caller
+    clamps it to an int32 range, where that gives the exact answer.
     """
     a = np.asarray(a, dtype=np.int64)
     m = np.asarray(m, dtype=np.int64)
@@ -140,6 +141,13 @@ def _floor_mul_pow2(a, m, c, k):
     a_max = int(np.abs(a).max(initial=0))
     if a_max * int(m.max(initial=0)) + int(np.abs(c).max(initial=0)) < (1 << 63):
         return (a * m + c) >> k
+    k_min = int(k.min(initial=0))
+    if (a_max * int(m.max(initial=0)) + int(np.abs(c).max(initial=0))) >> k_min >= (1 << 62):
+        # the quotient itself may leave int64 (a 48-bit accumulator, a large multiplier and a small
+        # k): exact in Python integers, then saturated to +-2**62, which every caller clamps to its
+        # int32 range with the same result
+        exact = (a.astype(object) * m.astype(object) + c.astype(object)) // (2 ** k.astype(object))
+        return np.clip(exact, -(1 << 62), 1 << 62).astype(np.int64)
     a_hi = a >> _LIMB                        # a = a_hi * 2**24 + a_lo
     a_lo = a & ((1 << _LIMB) - 1)            # 0 <= a_lo < 2**24
     x = a_hi * m                             # |x| < 2**62

@@ -232,3 +232,16 @@ def test_activation_range():
     assert im.activation_range("NONE", 0.05, 3, -128, 127) == (-128, 127)
     with pytest.raises(ValueError):
         im.activation_range("TANH", 0.05, 3, -128, 127)
+
+
+@pytest.mark.parametrize("mode, shifts", [("tflite_single", range(0, 31, 3)), ("tflite_int16", range(0, 8))])
+def test_wide_accumulators_with_positive_shifts_saturate_exactly(mode, shifts):
+    """48-bit accumulators with a large multiplier and a positive shift: the quotient leaves int64
+    (a golden bug found by a review: acc 2**47-1, M 2**31-1, shift 17 gave -128, not 127); the
+    result before the clamp may saturate, after ``finish`` it is exact."""
+    acc = np.array([(1 << 47) - 1, -((1 << 47) - 1), (1 << 40) + 3, -(1 << 35), 5, -7, 0])
+    m = INT32_MAX
+    for shift in shifts:
+        want = [max(-128, min(127, ref_requant(int(a), m, shift, mode))) for a in acc]
+        assert im.finish(im.requantize_multiplier(acc, m, shift, mode), 0, -128, 127).tolist() == want
+        assert im.requantize_finish(acc, m, shift, mode, 0, -128, 127).tolist() == want
