@@ -56,6 +56,11 @@ __all__ = ["POOL_STYLES", "SERIAL_STYLES", "MaxPoolReduce", "AvgPoolReduce", "Po
 
 #: the styles that take ``lanes`` channels a beat
 SERIAL_STYLES = ("line", "serial")
+#: the serial style is a pool's candidate only up to this many window beats a frame
+#: (``O_h·O_w·K_h·K_w·C/lanes``): sizing its buffer exactly steps a few frames of them
+#: (:func:`cnnforge.hw.serial_window.serial_window_geometry`), ~3 µs a beat; the
+#: planner's own limit (``PLAN_WORK_LIMIT``) is of the same order
+SERIAL_POOL_SIZING_LIMIT = 100_000
 #: every pool style: the two serial ones, then the parallel window unit's structures
 POOL_STYLES = SERIAL_STYLES + WINDOW_FIFOS
 
@@ -401,8 +406,8 @@ class Pool2dHardware(WindowedHardware):
     smallest (by the estimate, a width converter to whole pixels counted against
     the parallel style) of: the line style where the windows tile the image; the
     serial style where it keeps up with its input (``O_h·O_w·K_h·K_w <= H·W``:
-    reading every window's taps takes no more beats than the frame brings); the
-    parallel window.  The parallel style's structures are the planner's
+    reading every window's taps takes no more beats than the frame brings) and its
+    buffer can be sized quickly (:data:`SERIAL_POOL_SIZING_LIMIT`); the parallel window.  The parallel style's structures are the planner's
     refinements (:meth:`choices`); the serial styles have none.
     """
 
@@ -422,7 +427,8 @@ class Pool2dHardware(WindowedHardware):
         if self._tiles(layer):
             out.append({"window": "line", "lanes": lanes})
         kh, kw = layer.kernel
-        if layer.out_shape[1] * layer.out_shape[2] * kh * kw <= h * w:
+        windows = layer.out_shape[1] * layer.out_shape[2] * kh * kw
+        if windows <= h * w and windows * (c // lanes) <= SERIAL_POOL_SIZING_LIMIT:
             out.append({"window": "serial", "lanes": lanes})
         out.append({"window": "full"})
         return out
