@@ -34,6 +34,18 @@ def small_conv(folder, pe=2, simd=3, channels=4, width=6, name="small_conv"):
     return write_model(folder, name, (1, width, width), layers, tensors)
 
 
+def long_pool_line(folder, channels=64, width=600, lanes=8, name="long_pool_line"):
+    """A 2x2/2 max-pool on ``channels x 2 x width``, ``lanes`` channels a beat: its line of partial
+    maxima is ``width/2·channels/lanes`` words of ``lanes·8`` bits (by default 2,400 of 64 bits:
+    40 EBRs, e.g. 8 columns x 5 of 512x8, more than the UP5K's 30 and the HX8K's 32)."""
+    path = write_model(folder, name, (channels, 2, width), [{"type": "maxpool2d", "name": "pool", "kernel": 2}], {})
+    doc = json.loads(path.read_text())
+    doc["input"]["lanes"] = lanes
+    del doc["weights"]
+    path.write_text(json.dumps(doc))
+    return path
+
+
 def test_device_table():
     assert set(DEVICES) == {"up5k", "hx8k", "ecp5-25k", "ecp5-45k", "ecp5-85k"}
     assert (DEVICES["up5k"].dsps, DEVICES["up5k"].brams, DEVICES["up5k"].luts) == (8, 30, 5280)
@@ -77,10 +89,12 @@ def test_estimate_big_line_buffer_uses_deeper_shapes(tmp_path):
 
 
 def test_estimate_warns_when_bram_does_not_fit(tmp_path, capsys):
-    """64 channels: the pool line buffer (1024 bits wide) exceeds the UP5K's 30 EBRs."""
-    path = small_conv(tmp_path, pe=1, simd=1, channels=64, width=8)
+    """The pool's line of partial maxima (2,400 words of 64 bits) exceeds the UP5K's 30 EBRs."""
+    path = long_pool_line(tmp_path)
     est = estimate_resources(load_model(path), "up5k")
-    assert not est["fits"] and est["brams"] > 30
+    assert not est["fits"] and est["brams"] == 40
+    assert [(m["role"], m["width"], m["depth"], m["brams"]) for m in est["memories"]] == \
+        [("line buffer", 64, 2400, 40)]
     assert main(["info", str(path), "--device", "up5k"]) == 0
     captured = capsys.readouterr()
     assert "does not fit up5k" in captured.err and "block RAM" in captured.err
@@ -90,7 +104,7 @@ def test_estimate_warns_when_bram_does_not_fit(tmp_path, capsys):
 
 
 def test_synth_bram_not_fit_fails_before_tools(tmp_path, capsys):
-    path = small_conv(tmp_path, pe=1, simd=1, channels=64, width=8)
+    path = long_pool_line(tmp_path)
     assert main(["synth", str(path), "--device", "up5k", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not fit up5k" in err[0] and "SB_RAM40_4K" in err[0]
