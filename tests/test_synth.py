@@ -12,6 +12,7 @@ from cnnforge.hw.devices import DEVICES, estimate_resources, get_device
 from cnnforge.golden.model import load_model
 
 TINY = "examples/tiny/tiny.json"
+DIGITS = "cnnforge/data/digits.json"
 
 
 def write_model(folder, name, input_shape, layers, tensors, bits=8):
@@ -64,19 +65,33 @@ def test_estimate_tiny_matches_measured_synthesis():
     three 8-word banks of one pixel each, small enough for logic (UP5K) or LUT RAM (ECP5).
     """
     model = load_model(TINY)
+    # 26 multipliers: conv1 pe 2 x simd 3, fc pe 10 x simd 2 (the pool's 2 lanes as they come)
     up = estimate_resources(model, "up5k")
-    assert (up["brams"], up["dsps"], up["lut_multipliers"]) == (2, 8, 38)
+    assert (up["brams"], up["dsps"], up["lut_multipliers"]) == (1, 8, 18)
     placements = {(m["layer"], m["role"]): (m["placement"], m["brams"]) for m in up["memories"]}
     assert placements[("conv1", "window buffer")] == ("logic", 0)    # 8 bits x 8, three banks
-    assert placements[("pool1", "line buffer")] == ("bram", 2)       # tiled 2x2 pool: 1 line, 32 bits x 8
-    assert placements[("fc", "weight ROM")] == ("logic", 0)           # 320x16 ROM: cheaper as LUTs
+    assert placements[("pool1", "line buffer")] == ("bram", 1)       # line of partial maxima, 16 bits x 8
+    assert placements[("fc", "weight ROM")] == ("logic", 0)           # 160x32 ROM: cheaper as LUTs
     ecp = estimate_resources(model, "ecp5-25k")
-    assert (ecp["brams"], ecp["dsps"], ecp["lutram_cells"], ecp["lut_multipliers"]) == (0, 28, 14, 18)
+    assert (ecp["brams"], ecp["dsps"], ecp["lutram_cells"], ecp["lut_multipliers"]) == (0, 26, 10, 0)
     hx = estimate_resources(model, "hx8k")
-    assert hx["dsps"] == 0 and hx["lut_multipliers"] == 46
-    # Measured: 3561 FFs on ECP5, 3721 on UP5K; 7484 LUTs on UP5K (38 Booth multipliers): too big.
-    assert 3000 < up["flip_flops_rough"] < 4200 and 7000 < up["luts_rough"] < 9500
-    assert not up["fits"] and "LUTs" in up["problems"][0] and ecp["fits"]
+    assert hx["dsps"] == 0 and hx["lut_multipliers"] == 26
+    # Measured (Yosys, flattened): UP5K 4825 LUT4s (18 Booth multipliers), 2721 FFs; ECP5 1537 LUT4s,
+    # 2528 FFs, 10 DPR16X4.  The estimates stay within 15 %.
+    for est, luts, ffs in ((up, 4825, 2721), (ecp, 1537, 2528)):
+        assert abs(est["luts_rough"] / luts - 1) < 0.15 and abs(est["flip_flops_rough"] / ffs - 1) < 0.15
+    assert up["fits"] and ecp["fits"]
+
+
+def test_estimate_digits_matches_measured_synthesis():
+    """digits (cnnforge synth, Yosys flattened): UP5K 1155 LUT4s, 1543 FFs, 11 EBRs, 7 DSPs; ECP5-25K
+    893 LUT4s, 1487 FFs, 2 DP16KD, 7 MULT18X18D.  LUT4 and FF estimates within 15 %."""
+    model = load_model(DIGITS)
+    for device, luts, ffs, brams, dsps in (("up5k", 1155, 1543, 11, 7), ("ecp5-25k", 893, 1487, 2, 7)):
+        est = estimate_resources(model, device)
+        assert (est["brams"], est["dsps"]) == (brams, dsps)
+        assert abs(est["luts_rough"] / luts - 1) < 0.15, (device, est["luts_rough"])
+        assert abs(est["flip_flops_rough"] / ffs - 1) < 0.15, (device, est["flip_flops_rough"])
 
 
 def test_estimate_big_line_buffer_uses_deeper_shapes(tmp_path):

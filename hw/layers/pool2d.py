@@ -535,7 +535,10 @@ class Pool2dHardware(WindowedHardware):
             g = self._line_geometry(layer, choice)
             memories = ([Memory(layer.name, "line buffer", g.word_bits, g.words, False)]
                         if g.words else [])
-            return LayerResources(memories, [], pool_line_registers(g))
+            regs = pool_line_registers(g)
+            # counters, address, the max/add per lane and write-back mux (digits' pools, -noflatten:
+            # 72 and 61 LUT4s for 50 and 47 flip-flops)
+            return LayerResources(memories, [], regs, regs * 27 // 20)
         if style == "serial":
             g = self._serial_geometry(layer, choice)
             memories = [Memory(layer.name, "window buffer", g.in_lanes * b, g.depth // g.banks, False)
@@ -543,11 +546,16 @@ class Pool2dHardware(WindowedHardware):
             lanes = g.in_lanes
             acc = b + (ceil_log2(kh * kw) if layer.type == "avgpool2d" else 0)
             regs = serial_window_registers(g, b) + 20 + lanes * (acc + b) + ceil_log2(kh * kw) + 2
+            # the serial window unit's logic (as conv's: flip-flops + 45) and an accumulator per lane
+            luts = serial_window_registers(g, b) + 65 + lanes * (acc + b)
             if layer.type == "avgpool2d" and (kh * kw) & (kh * kw - 1):
                 regs += lanes * (acc + 2 * b + 12)
-            return LayerResources(memories, [], regs)
+                luts += lanes * (2 * acc + b)
+            return LayerResources(memories, [], regs, luts)
         memories, bits = self.window_resources(layer, choice)
         c = layer.in_shape[0]
         levels = max(1, ceil_log2(kh * kw))
+        tree = c * b * (kh * kw - 1)                    # a comparator or adder bit per tree node
+        luts = bits // 2 + 40 + tree
         bits += c * b * (kh * kw // 2 + levels)
-        return LayerResources(memories, [], bits)
+        return LayerResources(memories, [], bits, luts)
