@@ -386,7 +386,8 @@ def _synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, plac
             "carries": used["carries"], "lutram_cells": used["lutram"],
         },
         "estimate": {"brams": estimate["brams"], "dsps": estimate["dsps"],
-                     "lut_multipliers": estimate["lut_multipliers"]},
+                     "lut_multipliers": estimate["lut_multipliers"], "luts": estimate["luts_rough"],
+                     "ffs": estimate["flip_flops_rough"]},
         "multipliers": {"total": len(cells), "dsp": len(dsp), "lut": len(soft)},
         "lut_mapper": lut_mapper,
         "nextpnr_utilization": report.get("utilization", {}),
@@ -443,7 +444,8 @@ def format_table(result) -> str:
     r = result["resources"]
     lines = [f"{result['model']} on {result['device']} ({result['part']}), wrapper {result['wrapper']}",
              f"{'resource':<12}{'used':>8}{'avail':>8}{'%':>7}   estimate"]
-    for key, label, est in (("luts", "LUT4", None), ("ffs", "FF", None),
+    est_of = result["estimate"]
+    for key, label, est in (("luts", "LUT4", est_of.get("luts")), ("ffs", "FF", est_of.get("ffs")),
                             ("brams", r["brams"]["cell"], result["estimate"]["brams"]),
                             ("dsps", r["dsps"]["cell"], result["estimate"]["dsps"])):
         used, avail = r[key]["used"], r[key]["available"]

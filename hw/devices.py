@@ -189,8 +189,31 @@ def memory_placement(mem: Memory, device) -> str:
 
 
 def soft_multiplier_luts(a_bits: int, b_bits: int) -> int:
-    """Rough LUT4 count of an ``a×b`` signed multiplier built in logic (Booth, measured on iCE40)."""
-    return int(round(1.85 * a_bits * b_bits))
+    """Rough LUT4 count of an ``a×b`` signed multiplier built in logic (Yosys ``booth``, iCE40: tiny's
+    18 8×8 products beyond the UP5K's DSPs take about 2,900 LUT4s beside the rest of its logic)."""
+    return int(round(2.5 * a_bits * b_bits))
+
+
+#: LUT4s and flip-flops of the UART wrapper, the AXI framer and the top (digits, Yosys -noflatten:
+#: framer 30/9, rx 35/33, tx 33/20, top 18/22)
+WRAPPER_LUTS, WRAPPER_FFS = 116, 84
+#: flattened LUT4 count over the sum of the per-module counts (``synth_ice40 -dsp`` /
+#: ``synth_ecp5``, with and without ``-noflatten``, digits: 1155/1204 and 893/1027): logic
+#: shared and simplified across block boundaries
+FLATTEN_LUTS = {"ice40": 0.96, "ecp5": 0.87}
+#: ECP5 maps adders into CCU2C carry cells (two bits each, not LUT4s): the MAC and dense
+#: datapaths and requantizers count this fraction of their iCE40 LUT4s (digits, -noflatten:
+#: conv1 192 -> 142, conv2 175 -> 73, fc 184 -> 146)
+ECP5_ARITH_LUTS = 0.6
+
+
+def slice_resources(payload_bits: int, skid: bool) -> tuple:
+    """``(flip-flops, LUT4s)`` of a :class:`cnnforge.hw.slice.RegisterSlice` of ``payload_bits``
+    (data and ``last``): a skid buffer holds two payloads and muxes between them; a single
+    register one payload, no mux (digits, -noflatten: 9-bit skid 20/16, 17-bit 36/24)."""
+    if skid:
+        return 2 * payload_bits + 2, payload_bits + 7
+    return payload_bits + 1, 2
 
 
 def _dsps_per_product(a, b, device) -> int:
@@ -209,12 +232,13 @@ def estimate_resources(model, device, plan=None) -> dict:
     totals ``brams``/``dsps`` with capacities, ``lut_multiplier_luts`` (rough LUTs
     of the multipliers left in logic), ``fits`` and ``problems`` (one line each).
     """
-    from .plan import link_bits, network_links, plan_design
+    from .plan import INPUT, link_bits, network_links, plan_design
     from .registry import hardware
     from .width import width_converter_registers
     device = get_device(device) if isinstance(device, str) else device
     plan = plan_design(model) if plan is None else plan
-    mems, regs, candidates, rows = [], {}, [], {}
+    arith_scale = ECP5_ARITH_LUTS if device.family == "ecp5" else 1.0
+    mems, regs, luts_of, candidates, rows = [], {}, {}, [], {}
     for order, layer in enumerate(model.layers):
         resources = hardware(layer.type).resources(layer, plan.choice(layer))
         placed = [_place(mem, device) for mem in resources.memories]
@@ -222,18 +246,36 @@ def estimate_resources(model, device, plan=None) -> dict:
         # memories that stay in flip-flops count as registers
         regs[layer.name] = resources.registers + sum(m.bits for m in placed
                                                      if m.placement == "logic" and not m.rom)
+        # logic: the blocks' own, ROMs left in logic (16 bits a LUT4), the read muxes of RAMs
+        # left in flip-flops (a LUT4 per 4 bits)
+        luts_of[layer.name] = (resources.luts - resources.arith_luts + resources.arith_luts * arith_scale
+                               + sum(ceil(m.bits / 16) if m.rom else m.bits // 4
+                                     for m in placed if m.placement == "logic"))
         rows[layer.name] = {"name": layer.name, "type": layer.type, "multipliers": len(resources.products),
                             "dsp": 0, "lut_multipliers": 0, "brams": 0, "pe": getattr(layer, "pe", None),
                             "simd": getattr(layer, "simd", None)}
         candidates += [(a * b, order, layer.name, a, b) for a, b in resources.products]
-    # width converters between blocks (instead of their register slices): the reader's registers
-    # (at the AXI output, the producer's)
+    # width converters between blocks, or the register slice where the widths agree (a skid buffer
+    # after the framer): the reader's registers (at the AXI output, the producer's); a fork's
+    # two flags a branch
+    skid = plan.register_slices == "skid"
     for link in network_links(model, plan).values():
         bits = link_bits(model, link.source)
         for k, reader in enumerate(link.readers):
             owner = reader or link.source
-            if owner in regs:
-                regs[owner] += sum(width_converter_registers(a, b, bits) for a, b in link.steps_to(k))
+            if owner not in regs:
+                continue
+            steps = link.steps_to(k)
+            if steps:
+                regs[owner] += sum(width_converter_registers(a, b, bits) for a, b in steps)
+                luts_of[owner] += 6 * len(steps)
+            else:
+                ffs, slice_luts = slice_resources(link.to_lanes[k] * bits + 1, skid or link.source == INPUT)
+                regs[owner] += ffs
+                luts_of[owner] += slice_luts
+            if len(link.readers) > 1:
+                regs[owner] += 2
+                luts_of[owner] += 3
     budget = device.dsps
     soft_luts = 0
     for size, _, name, a, b in sorted(candidates, key=lambda c: (-c[0], c[1])):
@@ -250,8 +292,9 @@ def estimate_resources(model, device, plan=None) -> dict:
     dsps = device.dsps - budget
     for name, bits in regs.items():
         rows[name]["flip_flops"] = bits
-    ffs = sum(regs.values()) + 60              # + UART wrapper and framer
-    luts = int(ffs * 1.1) + soft_luts          # logic tracks the registers in these pipelines
+        rows[name]["luts"] = int(round(luts_of[name]))
+    ffs = sum(regs.values()) + WRAPPER_FFS     # + UART wrapper and framer
+    luts = int(round((sum(luts_of.values()) + WRAPPER_LUTS) * FLATTEN_LUTS[device.family])) + soft_luts
     problems = []
     if brams > device.brams:
         worst = max(rows.values(), key=lambda r: r["brams"])

@@ -32,12 +32,18 @@ class LayerResources:
     ``memories``: :class:`cnnforge.hw.devices.Memory` entries (line buffers,
     ROMs); ``products``: the ``(a_bits, b_bits)`` of each data multiplier (DSP
     candidates); ``registers``: rough flip-flops of the data registers plus a
-    control allowance (a memory that stays in flip-flops is added by the estimate).
+    control allowance (a memory that stays in flip-flops is added by the estimate);
+    ``luts``: rough LUT4s of the blocks' logic as ``synth_ice40 -noflatten`` counts them per
+    module (adders included, one LUT a bit), without ROMs in logic and multipliers left in
+    LUTs (the estimate adds those); ``arith_luts``: the part of ``luts`` in the MAC datapath
+    and requantizer (adders, accumulators), which ECP5 maps mostly into carry cells.
     """
 
     memories: list = field(default_factory=list)
     products: list = field(default_factory=list)
     registers: int = 0
+    luts: int = 0
+    arith_luts: int = 0
 
 
 class LayerHardware:

@@ -42,9 +42,9 @@ from cnnforge.sim.harness import demo_top_verilog
 from cnnforge.sim.runner import SimulationTimeout, SimulatorError, run_harness
 
 try:
-    from test_synth import small_conv
+    from test_synth import long_pool_line
 except ImportError:  # tests/ made a package
-    from tests.test_synth import small_conv
+    from tests.test_synth import long_pool_line
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "examples" / "tiny"
@@ -514,16 +514,31 @@ def test_verify_stall_accepted_and_reported(tmp_path, tiny, capsys, monkeypatch,
 
 @pytest.fixture(scope="module")
 def big_bram_model(tmp_path_factory):
-    return small_conv(tmp_path_factory.mktemp("bram"), pe=1, simd=1, channels=64, width=8)
+    """A pool line of 40 EBRs (UP5K 30, HX8K 32): the block-RAM problem."""
+    return long_pool_line(tmp_path_factory.mktemp("bram"))
+
+
+@pytest.fixture(scope="module")
+def wide_tiny_model(tmp_path_factory):
+    """tiny unfolded: conv1 pe 4 simd 9 (36 multipliers, 4 lanes on to the pool) and fc simd 4 (40):
+    76 8x8 multipliers, 68 in LUTs beyond the UP5K's 8 DSPs and all 76 on the HX8K (about 8,000
+    and 9,000 LUTs alone): the logic problem.  (tiny itself, 26 multipliers, fits both.)"""
+    folder = tmp_path_factory.mktemp("wide")
+    doc = json.loads((TINY / "tiny.json").read_text())
+    doc["layers"][0].update(pe=4, simd=9)
+    doc["layers"][3]["simd"] = 4
+    (folder / "tiny.json").write_text(json.dumps(doc))
+    shutil.copy(TINY / "tiny.npz", folder / "tiny.npz")
+    return folder / "tiny.json"
 
 
 @pytest.mark.parametrize("which, device, json_mode", [
-    ("tiny", "hx8k", False), ("tiny", "hx8k", True), ("bram", "up5k", False), ("bram", "hx8k", True),
-    ("tiny", "up5k", False)])
-def test_info_device_warns_once(capsys, big_bram_model, which, device, json_mode):
+    ("tiny-wide", "hx8k", False), ("tiny-wide", "hx8k", True), ("bram", "up5k", False), ("bram", "hx8k", True),
+    ("tiny-wide", "up5k", False)])
+def test_info_device_warns_once(capsys, big_bram_model, wide_tiny_model, which, device, json_mode):
     from cnnforge.hw.devices import estimate_resources
     from cnnforge.golden.model import load_model
-    path = {"digits": DIGITS, "bram": big_bram_model, "tiny": TINY / "tiny.json"}[which]
+    path = {"digits": DIGITS, "bram": big_bram_model, "tiny-wide": wide_tiny_model}[which]
     problems = estimate_resources(load_model(path), device)["problems"]
     assert problems
     assert main(["info", str(path), "--device", device] + (["--json"] if json_mode else [])) == 0

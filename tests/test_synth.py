@@ -12,6 +12,7 @@ from cnnforge.hw.devices import DEVICES, estimate_resources, get_device
 from cnnforge.golden.model import load_model
 
 TINY = "examples/tiny/tiny.json"
+DIGITS = "cnnforge/data/digits.json"
 
 
 def write_model(folder, name, input_shape, layers, tensors, bits=8):
@@ -34,6 +35,18 @@ def small_conv(folder, pe=2, simd=3, channels=4, width=6, name="small_conv"):
     return write_model(folder, name, (1, width, width), layers, tensors)
 
 
+def long_pool_line(folder, channels=64, width=600, lanes=8, name="long_pool_line"):
+    """A 2x2/2 max-pool on ``channels x 2 x width``, ``lanes`` channels a beat: its line of partial
+    maxima is ``width/2·channels/lanes`` words of ``lanes·8`` bits (by default 2,400 of 64 bits:
+    40 EBRs, e.g. 8 columns x 5 of 512x8, more than the UP5K's 30 and the HX8K's 32)."""
+    path = write_model(folder, name, (channels, 2, width), [{"type": "maxpool2d", "name": "pool", "kernel": 2}], {})
+    doc = json.loads(path.read_text())
+    doc["input"]["lanes"] = lanes
+    del doc["weights"]
+    path.write_text(json.dumps(doc))
+    return path
+
+
 def test_device_table():
     assert set(DEVICES) == {"up5k", "hx8k", "ecp5-25k", "ecp5-45k", "ecp5-85k"}
     assert (DEVICES["up5k"].dsps, DEVICES["up5k"].brams, DEVICES["up5k"].luts) == (8, 30, 5280)
@@ -52,19 +65,33 @@ def test_estimate_tiny_matches_measured_synthesis():
     three 8-word banks of one pixel each, small enough for logic (UP5K) or LUT RAM (ECP5).
     """
     model = load_model(TINY)
+    # 26 multipliers: conv1 pe 2 x simd 3, fc pe 10 x simd 2 (the pool's 2 lanes as they come)
     up = estimate_resources(model, "up5k")
-    assert (up["brams"], up["dsps"], up["lut_multipliers"]) == (2, 8, 38)
+    assert (up["brams"], up["dsps"], up["lut_multipliers"]) == (1, 8, 18)
     placements = {(m["layer"], m["role"]): (m["placement"], m["brams"]) for m in up["memories"]}
     assert placements[("conv1", "window buffer")] == ("logic", 0)    # 8 bits x 8, three banks
-    assert placements[("pool1", "line buffer")] == ("bram", 2)       # tiled 2x2 pool: 1 line, 32 bits x 8
-    assert placements[("fc", "weight ROM")] == ("logic", 0)           # 320x16 ROM: cheaper as LUTs
+    assert placements[("pool1", "line buffer")] == ("bram", 1)       # line of partial maxima, 16 bits x 8
+    assert placements[("fc", "weight ROM")] == ("logic", 0)           # 160x32 ROM: cheaper as LUTs
     ecp = estimate_resources(model, "ecp5-25k")
-    assert (ecp["brams"], ecp["dsps"], ecp["lutram_cells"], ecp["lut_multipliers"]) == (0, 28, 14, 18)
+    assert (ecp["brams"], ecp["dsps"], ecp["lutram_cells"], ecp["lut_multipliers"]) == (0, 26, 10, 0)
     hx = estimate_resources(model, "hx8k")
-    assert hx["dsps"] == 0 and hx["lut_multipliers"] == 46
-    # Measured: 3561 FFs on ECP5, 3721 on UP5K; 7484 LUTs on UP5K (38 Booth multipliers): too big.
-    assert 3000 < up["flip_flops_rough"] < 4200 and 7000 < up["luts_rough"] < 9500
-    assert not up["fits"] and "LUTs" in up["problems"][0] and ecp["fits"]
+    assert hx["dsps"] == 0 and hx["lut_multipliers"] == 26
+    # Measured (Yosys, flattened): UP5K 4825 LUT4s (18 Booth multipliers), 2721 FFs; ECP5 1537 LUT4s,
+    # 2528 FFs, 10 DPR16X4.  The estimates stay within 15 %.
+    for est, luts, ffs in ((up, 4825, 2721), (ecp, 1537, 2528)):
+        assert abs(est["luts_rough"] / luts - 1) < 0.15 and abs(est["flip_flops_rough"] / ffs - 1) < 0.15
+    assert up["fits"] and ecp["fits"]
+
+
+def test_estimate_digits_matches_measured_synthesis():
+    """digits (cnnforge synth, Yosys flattened): UP5K 1155 LUT4s, 1543 FFs, 11 EBRs, 7 DSPs; ECP5-25K
+    893 LUT4s, 1487 FFs, 2 DP16KD, 7 MULT18X18D.  LUT4 and FF estimates within 15 %."""
+    model = load_model(DIGITS)
+    for device, luts, ffs, brams, dsps in (("up5k", 1155, 1543, 11, 7), ("ecp5-25k", 893, 1487, 2, 7)):
+        est = estimate_resources(model, device)
+        assert (est["brams"], est["dsps"]) == (brams, dsps)
+        assert abs(est["luts_rough"] / luts - 1) < 0.15, (device, est["luts_rough"])
+        assert abs(est["flip_flops_rough"] / ffs - 1) < 0.15, (device, est["flip_flops_rough"])
 
 
 def test_estimate_big_line_buffer_uses_deeper_shapes(tmp_path):
@@ -77,10 +104,12 @@ def test_estimate_big_line_buffer_uses_deeper_shapes(tmp_path):
 
 
 def test_estimate_warns_when_bram_does_not_fit(tmp_path, capsys):
-    """64 channels: the pool line buffer (1024 bits wide) exceeds the UP5K's 30 EBRs."""
-    path = small_conv(tmp_path, pe=1, simd=1, channels=64, width=8)
+    """The pool's line of partial maxima (2,400 words of 64 bits) exceeds the UP5K's 30 EBRs."""
+    path = long_pool_line(tmp_path)
     est = estimate_resources(load_model(path), "up5k")
-    assert not est["fits"] and est["brams"] > 30
+    assert not est["fits"] and est["brams"] == 40
+    assert [(m["role"], m["width"], m["depth"], m["brams"]) for m in est["memories"]] == \
+        [("line buffer", 64, 2400, 40)]
     assert main(["info", str(path), "--device", "up5k"]) == 0
     captured = capsys.readouterr()
     assert "does not fit up5k" in captured.err and "block RAM" in captured.err
@@ -90,7 +119,7 @@ def test_estimate_warns_when_bram_does_not_fit(tmp_path, capsys):
 
 
 def test_synth_bram_not_fit_fails_before_tools(tmp_path, capsys):
-    path = small_conv(tmp_path, pe=1, simd=1, channels=64, width=8)
+    path = long_pool_line(tmp_path)
     assert main(["synth", str(path), "--device", "up5k", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not fit up5k" in err[0] and "SB_RAM40_4K" in err[0]

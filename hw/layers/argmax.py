@@ -271,4 +271,6 @@ class ArgmaxHardware(LayerHardware):
 
     def resources(self, layer, choice) -> LayerResources:
         lanes = self._lanes(layer, choice)
-        return LayerResources([], [], lanes * (layer.in_format.bits + 8) + 50)
+        # comparator and index mux per lane, counters (digits' label: 45 LUT4s for 10x16 bits, 1 lane)
+        return LayerResources([], [], lanes * (layer.in_format.bits + 8) + 50,
+                              lanes * (2 * layer.in_format.bits + 4) + 9)

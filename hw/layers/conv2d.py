@@ -435,12 +435,22 @@ class Conv2dHardware(WindowedHardware):
                     for _ in range(g.banks)]
         return memories, serial_window_registers(g, b) + 20
 
+    def window_luts(self, layer, choice, registers) -> int:
+        """LUT4s of the window unit with ``registers`` flip-flops: the serial unit's counters,
+        address arithmetic and padding muxes (digits' two: +44 and +44 over their flip-flops,
+        Yosys ``-noflatten``); a parallel window's registers are mostly shift registers (a
+        LUT a bit only for the padding mux and the line memory's write data)."""
+        if choice["window"] == "serial":
+            return registers + 45
+        return registers // 2 + 40
+
     def resources(self, layer, choice) -> LayerResources:
         """Window unit, then the MAC array: weight ROM when folded, bias ROM when ``pe < C_out``;
         registers: the window unit's, operands, products, accumulators and requantized outputs.
         A multiplier-mode requantizer adds its multipliers (one ``acc_bits × 31`` product per unit,
         ``× 53`` for ``float64``) and its pipeline registers."""
         memories, bits = self.window_resources(layer, choice)
+        window_luts = self.window_luts(layer, choice, bits)
         a, wb = layer.in_format.bits, layer.weight_format.bits
         nf = layer.out_channels // layer.pe
         # §4.1: the sums start from bias - z_x·Σw, as wide as the accumulator at most
@@ -459,4 +469,7 @@ class Conv2dHardware(WindowedHardware):
             m_bits = 53 if layer.rounding == "float64" else 31
             products += [(layer.acc_bits, m_bits)] * units
             bits += units * (4 * layer.acc_bits + 2 * m_bits) + (layer.pe * layer.acc_bits if units < layer.pe else 0)
-        return LayerResources(memories, products, bits)
+        # MAC array + its slice + requantizer (digits, -noflatten: conv1 146, conv2 152 LUT4s
+        # besides ROMs): control, an adder a bit per accumulator, the adder trees
+        arith = 100 + 2 * layer.pe * layer.acc_bits + 4 * lanes
+        return LayerResources(memories, products, bits, window_luts + arith, arith)

@@ -546,8 +546,13 @@ class DenseHardware(LayerHardware):
         products = pe * simd
         bits = (codes * a + products * (a + wb) * 2 + layer.out_features * layer.acc_bits
                 + pe * (2 * layer.acc_bits + layer.output.bits) + 100)
+        # LUT4s (digits' fc, -noflatten: 170 besides its bias ROM): control, the bank's adders
+        # and the adder tree, the skid buffer's muxes where there is one, the requantizer
+        arith = 100 + 2 * pe * layer.acc_bits + 4 * products
+        luts = arith + (pe * (layer.acc_bits + 1) + 7 if dense_slice_skid(beats, codes // simd, nf) else 2)
         fifo = choice.get("fifo", 0)
         if fifo:
             memories.append(MemoryEstimate(layer.name, "input FIFO", codes * a + 1, fifo, False))
             bits += fifo_registers(fifo, codes * a + 1)
-        return LayerResources(memories, [(a, wb)] * products, bits)
+            luts += codes * a + 1 + 4 * max(1, (fifo - 1).bit_length()) + 8    # output register mux, pointers
+        return LayerResources(memories, [(a, wb)] * products, bits, luts, arith)

@@ -56,6 +56,11 @@ __all__ = ["POOL_STYLES", "SERIAL_STYLES", "MaxPoolReduce", "AvgPoolReduce", "Po
 
 #: the styles that take ``lanes`` channels a beat
 SERIAL_STYLES = ("line", "serial")
+#: the serial style is a pool's candidate only up to this many window beats a frame
+#: (``O_h·O_w·K_h·K_w·C/lanes``): sizing its buffer exactly steps a few frames of them
+#: (:func:`cnnforge.hw.serial_window.serial_window_geometry`), ~3 µs a beat; the
+#: planner's own limit (``PLAN_WORK_LIMIT``) is of the same order
+SERIAL_POOL_SIZING_LIMIT = 100_000
 #: every pool style: the two serial ones, then the parallel window unit's structures
 POOL_STYLES = SERIAL_STYLES + WINDOW_FIFOS
 
@@ -401,8 +406,8 @@ class Pool2dHardware(WindowedHardware):
     smallest (by the estimate, a width converter to whole pixels counted against
     the parallel style) of: the line style where the windows tile the image; the
     serial style where it keeps up with its input (``O_h·O_w·K_h·K_w <= H·W``:
-    reading every window's taps takes no more beats than the frame brings); the
-    parallel window.  The parallel style's structures are the planner's
+    reading every window's taps takes no more beats than the frame brings) and its
+    buffer can be sized quickly (:data:`SERIAL_POOL_SIZING_LIMIT`); the parallel window.  The parallel style's structures are the planner's
     refinements (:meth:`choices`); the serial styles have none.
     """
 
@@ -422,7 +427,8 @@ class Pool2dHardware(WindowedHardware):
         if self._tiles(layer):
             out.append({"window": "line", "lanes": lanes})
         kh, kw = layer.kernel
-        if layer.out_shape[1] * layer.out_shape[2] * kh * kw <= h * w:
+        windows = layer.out_shape[1] * layer.out_shape[2] * kh * kw
+        if windows <= h * w and windows * (c // lanes) <= SERIAL_POOL_SIZING_LIMIT:
             out.append({"window": "serial", "lanes": lanes})
         out.append({"window": "full"})
         return out
@@ -529,7 +535,10 @@ class Pool2dHardware(WindowedHardware):
             g = self._line_geometry(layer, choice)
             memories = ([Memory(layer.name, "line buffer", g.word_bits, g.words, False)]
                         if g.words else [])
-            return LayerResources(memories, [], pool_line_registers(g))
+            regs = pool_line_registers(g)
+            # counters, address, the max/add per lane and write-back mux (digits' pools, -noflatten:
+            # 72 and 61 LUT4s for 50 and 47 flip-flops)
+            return LayerResources(memories, [], regs, regs * 27 // 20)
         if style == "serial":
             g = self._serial_geometry(layer, choice)
             memories = [Memory(layer.name, "window buffer", g.in_lanes * b, g.depth // g.banks, False)
@@ -537,11 +546,16 @@ class Pool2dHardware(WindowedHardware):
             lanes = g.in_lanes
             acc = b + (ceil_log2(kh * kw) if layer.type == "avgpool2d" else 0)
             regs = serial_window_registers(g, b) + 20 + lanes * (acc + b) + ceil_log2(kh * kw) + 2
+            # the serial window unit's logic (as conv's: flip-flops + 45) and an accumulator per lane
+            luts = serial_window_registers(g, b) + 65 + lanes * (acc + b)
             if layer.type == "avgpool2d" and (kh * kw) & (kh * kw - 1):
                 regs += lanes * (acc + 2 * b + 12)
-            return LayerResources(memories, [], regs)
+                luts += lanes * (2 * acc + b)
+            return LayerResources(memories, [], regs, luts)
         memories, bits = self.window_resources(layer, choice)
         c = layer.in_shape[0]
         levels = max(1, ceil_log2(kh * kw))
+        tree = c * b * (kh * kw - 1)                    # a comparator or adder bit per tree node
+        luts = bits // 2 + 40 + tree
         bits += c * b * (kh * kw // 2 + levels)
-        return LayerResources(memories, [], bits)
+        return LayerResources(memories, [], bits, luts)
