@@ -299,3 +299,80 @@ def test_pool_layer_refuses_what_it_cannot_build():
         Pool2dLayer("avgpool2d", (1, 5, 5), 8, 5, 5, 0, window_fifo="full",
                     requant=dict(zero_point=0, shift=[0], multiplier=[1 << 30], out_format=None,
                                  rounding="tflite_double", activation="none", multipliers=1))
+
+
+# --------------------------------------------------------------------------- imported TFLite pools on Verilator
+
+pytest.importorskip("tflite")
+from cnnforge.flow import build_design, simulate, verify  # noqa: E402
+from cnnforge.tflite import import_tflite  # noqa: E402
+from tests.test_int8_system import DATA, _inputs, _interpreter_tensor, _tensor_names  # noqa: E402
+
+WINDOWED_KINDS = ("conv2d", "maxpool2d", "avgpool2d")
+#: every test model with a pool (pad_maxpool is refused by the importer)
+POOL_MODELS = ["digits", "even_kernels_nobias", "fc_after_gap", "kws_49x10", "kws_49x10_16x8", "mean_keepdims",
+               "pad_conv", "pad_conv_16x8", "pools_same"]
+#: the default run: SAME max (asymmetric), excluded-pad average, MEAN, 16x8, a counted PAD, lanes 1
+QUICK = {("kws_49x10", "prefix"), ("pools_same", "prefix"), ("kws_49x10_16x8", "pools"), ("pad_conv", "pools"),
+         ("mean_keepdims", "prefix")}
+
+
+def _prefix_layers(doc):
+    """The conv and pool layers before the first other one (the flatten before the FC)."""
+    layers = []
+    for layer in doc["layers"]:
+        if layer["type"] not in WINDOWED_KINDS:
+            break
+        layers.append(dict(layer))
+    return layers
+
+
+def pool_network(name, part):
+    """``prefix``: the imported conv+pool prefix (convs as imported, a kernel row a beat where the parallel
+    window cannot pad them); ``pools``: from the first pool onward, one channel a beat at the AXI input (the
+    pools take the producer's lanes: the line and serial styles at 1 lane), a conv between them folded."""
+    from tests.test_int8_system import conv_prefix
+    doc, tensors = import_tflite(DATA / f"{name}.tflite")
+    layers = _prefix_layers(doc)
+    convs = conv_prefix(name, "imported")[0]["layers"]
+    layers[:len(convs)] = convs
+    full = parse_model({**doc, "layers": layers}, tensors=tensors)
+    if part == "pools":
+        first = next(i for i, layer in enumerate(full.layers) if layer.type != "conv2d")
+        fmt = full.layers[first].in_format.to_json()
+        doc = {**doc, "input": {"shape": list(full.layers[first].in_shape), **fmt, "lanes": 1}}
+        layers = layers[first:]
+        for entry, layer in zip(layers, full.layers[first:]):
+            if layer.type == "conv2d":           # a conv between the pools, folded small (serial window)
+                entry["pe"] = max(d for d in divisors(layer.out_channels) if d <= 2)
+                entry["simd"] = max(d for d in divisors(layer.in_shape[0]) if d <= 2)
+    used = {v for layer in layers if layer["type"] == "conv2d" for v in _tensor_names(layer)}
+    used |= {v for layer in layers for v in layer.get("requant", {}).values()}
+    doc = {**doc, "name": f"{name}_{part}", "layers": layers}
+    return doc, {k: v for k, v in tensors.items() if k in used}
+
+
+POOL_CASES = [pytest.param(name, part, marks=() if (name, part) in QUICK else pytest.mark.slow, id=f"{name}-{part}")
+              for name in POOL_MODELS for part in ("prefix", "pools")]
+
+
+@pytest.mark.parametrize("name, part", POOL_CASES)
+def test_imported_pools_on_verilator(cache_dir, name, part):
+    doc, tensors = pool_network(name, part)
+    model = parse_model(doc, tensors=tensors)
+    assert unsupported_feature(model) is None
+    assert any(layer.type != "conv2d" for layer in model.layers)
+    design = build_design(model)
+    x = _inputs(model, np.random.default_rng(len(name)))
+    report = verify(design, x, "verilator", cache_dir=cache_dir, progress=False)
+    assert report["match"], report["first_mismatch"]
+    assert report["first_output_latency_cycles"] == report["predicted_latency_cycles"]
+    assert report["frame_interval_cycles"] == report["predicted_frame_interval_cycles"]
+    if part == "prefix":
+        # the last pool's output is the interpreter's tensor too (NHWC)
+        pytest.importorskip("ai_edge_litert")
+        run = simulate(design, x, "verilator", cache_dir=cache_dir, progress=False, stall=0.3, seed=7)
+        last = doc["layers"][-1]["name"]
+        want = _interpreter_tensor(name, doc, x, doc["metadata"]["tflite"]["tensors"][last])
+        got = run.y.transpose(0, 2, 3, 1)
+        assert np.array_equal(got, want.reshape(got.shape))
