@@ -329,23 +329,23 @@ def _prefix_layers(doc):
 
 def pool_network(name, part):
     """``prefix``: the imported conv+pool prefix (convs as imported, a kernel row a beat where the parallel
-    window cannot pad them); ``pools``: from the first pool onward, one channel a beat at the AXI input (the
-    pools take the producer's lanes: the line and serial styles at 1 lane), a conv between them folded."""
+    window cannot pad them, a conv after a pool folded small); ``pools``: from the first pool onward, one
+    channel a beat at the AXI input (the pools take the producer's lanes)."""
     from tests.test_int8_system import conv_prefix
     doc, tensors = import_tflite(DATA / f"{name}.tflite")
     layers = _prefix_layers(doc)
     convs = conv_prefix(name, "imported")[0]["layers"]
     layers[:len(convs)] = convs
     full = parse_model({**doc, "layers": layers}, tensors=tensors)
+    first = next(i for i, layer in enumerate(full.layers) if layer.type != "conv2d")
+    for entry, layer in zip(layers[first:], full.layers[first:]):
+        if layer.type == "conv2d":               # a conv between the pools, folded small (serial window)
+            entry["pe"] = max(d for d in divisors(layer.out_channels) if d <= 2)
+            entry["simd"] = max(d for d in divisors(layer.in_shape[0]) if d <= 2)
     if part == "pools":
-        first = next(i for i, layer in enumerate(full.layers) if layer.type != "conv2d")
         fmt = full.layers[first].in_format.to_json()
         doc = {**doc, "input": {"shape": list(full.layers[first].in_shape), **fmt, "lanes": 1}}
         layers = layers[first:]
-        for entry, layer in zip(layers, full.layers[first:]):
-            if layer.type == "conv2d":           # a conv between the pools, folded small (serial window)
-                entry["pe"] = max(d for d in divisors(layer.out_channels) if d <= 2)
-                entry["simd"] = max(d for d in divisors(layer.in_shape[0]) if d <= 2)
     used = {v for layer in layers if layer["type"] == "conv2d" for v in _tensor_names(layer)}
     used |= {v for layer in layers for v in layer.get("requant", {}).values()}
     doc = {**doc, "name": f"{name}_{part}", "layers": layers}
