@@ -41,10 +41,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.formats import ROUNDING_MODES, Format, ceil_log2
+from cnnforge.golden.formats import SHIFT_ROUNDING, Format, ceil_log2, signed_width
 from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
-from .divide import DividerPlan
+from .divide import DividerPlan, clamp_value
 from .layouts import pixel_layout
 from .pipe import Pipe
 from .serial_pool import serial_pool_depth
@@ -53,7 +53,9 @@ from .unused import silence_if_invalid
 __all__ = ["PoolLineGeometry", "pool_line_geometry", "PoolLineUnit", "PoolLineModel", "pool_line_cycles",
            "pool_line_registers"]
 
-KINDS = ("maxpool2d", "avgpool2d")
+#: ``"sum"``: the window's sum of ``code + offset/taps`` per tap (a global pool's ``Σ(q − z_in)``, TFLite's MEAN),
+#: given as an ``acc_bits`` code for a requantizer to scale
+KINDS = ("maxpool2d", "avgpool2d", "sum")
 
 
 def _is_int(v):
@@ -84,6 +86,7 @@ class PoolLineGeometry:
     out_w: int
     acc_bits: int       # width of one partial result
     depth: int          # output pipe registers after stage 1
+    offset: int = 0     # "sum": added to a window's first tap (−taps·z_in)
 
     @property
     def taps(self) -> int:
@@ -116,7 +119,7 @@ class PoolLineGeometry:
         return 1 + self.depth
 
 
-def pool_line_geometry(kind, height, width, channels, kernel, lanes, bits) -> PoolLineGeometry:
+def pool_line_geometry(kind, height, width, channels, kernel, lanes, bits, offset=0) -> PoolLineGeometry:
     """Validate :class:`PoolLineUnit`'s parameters (``ValueError``/``TypeError`` naming the parameter)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -133,9 +136,17 @@ def pool_line_geometry(kind, height, width, channels, kernel, lanes, bits) -> Po
     if kh > height or kw > width:
         raise ValueError(f"kernel {kh}x{kw} is larger than the {height}x{width} image")
     taps = kh * kw
-    acc = bits + (ceil_log2(taps) if kind == "avgpool2d" else 0)
+    if kind == "sum":           # every partial sum j·code + offset, 1 <= j <= taps
+        lo, hi = Format(bits, 0).min_code, Format(bits, 0).max_code
+        acc = signed_width(min(lo, taps * lo) + offset, max(hi, taps * hi) + offset)
+        depth = 1
+    else:
+        if offset:
+            raise ValueError("offset is a parameter of kind 'sum'")
+        acc = bits + (ceil_log2(taps) if kind == "avgpool2d" else 0)
+        depth = serial_pool_depth(kind, taps)
     return PoolLineGeometry(kind, height, width, channels, (kh, kw), lanes, bits, channels // lanes,
-                            height // kh, width // kw, acc, serial_pool_depth(kind, taps))
+                            height // kh, width // kw, acc, depth, offset)
 
 
 def pool_line_registers(g: PoolLineGeometry) -> int:
@@ -146,7 +157,9 @@ def pool_line_registers(g: PoolLineGeometry) -> int:
     total = (bits(g.groups) + bits(g.width) + bits(g.height) + bits(kw) + bits(g.out_w + 1) + bits(kh)
              + bits(g.out_h + 1) + bits(max(1, g.words)))
     total += 5 + g.lanes * g.bits + bits(max(1, g.words))          # stage 1: flags, beat, address
-    if g.kind == "maxpool2d" or g.taps & (g.taps - 1) == 0:
+    if g.kind == "sum":
+        total += 2 + g.lanes * g.acc_bits
+    elif g.kind == "maxpool2d" or g.taps & (g.taps - 1) == 0:
         total += 2 + g.lanes * g.bits                               # one output register
     else:                                                           # magic divider: x, product, quotient
         total += 6 + g.lanes * (2 * g.acc_bits + 2 * g.bits + 12)
@@ -168,7 +181,12 @@ class PoolLineUnit(wiring.Component):
     bits : int
         Code width, in and out.
     rounding : str
-        Average rounding (:data:`cnnforge.golden.formats.ROUNDING_MODES`).
+        Average rounding (:data:`cnnforge.golden.formats.SHIFT_ROUNDING`).
+    clamp : (int, int), optional
+        Output codes clamped to ``[lo, hi]`` (the layer's activation), inside the last register.
+    offset : int
+        Kind ``"sum"``: added to each window's sum (``−taps·z_in``); the output is
+        ``acc_bits`` wide (``geometry.acc_bits``), for a requantizer.
 
     Attributes
     ----------
@@ -183,12 +201,13 @@ class PoolLineUnit(wiring.Component):
         Bits of the partial-result line.
     """
 
-    def __init__(self, kind, height, width, channels, kernel, *, lanes, bits, rounding="half_up"):
+    def __init__(self, kind, height, width, channels, kernel, *, lanes, bits, rounding="half_up", clamp=None,
+                 offset=0):
         with silence_if_invalid(self):
-            g = pool_line_geometry(kind, height, width, channels, kernel, lanes, bits)
-            if rounding not in ROUNDING_MODES:
-                raise ValueError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, not {rounding!r}")
-        self.geometry, self.rounding = g, rounding
+            g = pool_line_geometry(kind, height, width, channels, kernel, lanes, bits, offset)
+            if rounding not in SHIFT_ROUNDING:
+                raise ValueError(f"rounding must be one of {', '.join(SHIFT_ROUNDING)}, not {rounding!r}")
+        self.geometry, self.rounding, self.clamp = g, rounding, clamp
         self.kind, self.lanes, self.bits = kind, lanes, bits
         fmt = Format(bits, 0)
         self.plan = (DividerPlan(g.taps, g.taps * fmt.min_code, g.taps * fmt.max_code, rounding)
@@ -196,9 +215,10 @@ class PoolLineUnit(wiring.Component):
         self.multipliers = lanes * self.plan.multipliers if self.plan else 0
         self.line_bits = g.line_bits
         self.out_shape = (channels, g.out_h, g.out_w)
+        self.out_bits = g.acc_bits if kind == "sum" else bits
         super().__init__({
             "i": In(stream.Signature(pixel_layout(bits, lanes))),
-            "o": Out(stream.Signature(pixel_layout(bits, lanes))),
+            "o": Out(stream.Signature(pixel_layout(self.out_bits, lanes))),
         })
 
     def elaborate(self, platform):
@@ -207,6 +227,7 @@ class PoolLineUnit(wiring.Component):
         G, (kh, kw), L = g.groups, g.kernel, g.lanes
         H, W, oh, ow = g.height, g.width, g.out_h, g.out_w
         average = g.kind == "avgpool2d"
+        adding = g.kind != "maxpool2d"
         en = Signal()
         fire = Signal()
         m.d.comb += [self.i.ready.eq(en), fire.eq(self.i.valid & en)]
@@ -263,8 +284,8 @@ class PoolLineUnit(wiring.Component):
             rp = line.read_port(transparent_for=(wp,))
             m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
             olds = [rp.data[k * acc:(k + 1) * acc].as_signed() for k in range(L)]
-            if average:
-                news = [Mux(first1, x, old + x) for old, x in zip(olds, xs)]
+            if adding:
+                news = [Mux(first1, x + g.offset, old + x) for old, x in zip(olds, xs)]
             else:
                 news = [Mux(first1 | (x > old), x, old) for old, x in zip(olds, xs)]
             parts = [Signal(signed(acc), name=f"new{k}") for k in range(L)]
@@ -272,17 +293,17 @@ class PoolLineUnit(wiring.Component):
             m.d.comb += [wp.addr.eq(a1), wp.en.eq(en & v1 & cov1 & ~final1),
                          wp.data.eq(Cat(*[p.as_unsigned() for p in parts]))]
         else:
-            parts = xs
+            parts = [x + g.offset for x in xs] if g.offset else xs
 
         # --- output: a register (max) or the exact divider (average) ---------------------------
         pipe = Pipe(m, v1 & cov1 & final1, last1, name="pool")
         m.d.comb += pipe.en.eq(en)
         if average:
-            results = self.plan.build(pipe, parts)
+            results = self.plan.build(pipe, parts, self.clamp)
             if pipe.depth == 0:
-                results = pipe.stage(results)
+                results = pipe.stage([clamp_value(v, self.clamp) for v in results], [signed(self.bits)] * L)
         else:
-            results = pipe.stage(parts, [signed(self.bits)] * L)
+            results = pipe.stage([clamp_value(v, self.clamp) for v in parts], [signed(self.out_bits)] * L)
         assert pipe.depth == g.depth, "the RTL pipeline and its token model disagree"
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.o.valid.eq(pipe.valid),
                      self.o.payload.last.eq(pipe.carry[0])]

@@ -23,10 +23,10 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.formats import ROUNDING_MODES, Format, ceil_log2
+from cnnforge.golden.formats import SHIFT_ROUNDING, Format, ceil_log2
 from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
-from .divide import DividerPlan, const_divider_depth
+from .divide import DividerPlan, PositionDivider, clamp_value, divider_depth
 from .layouts import pixel_layout
 from .pipe import Pipe
 from .unused import silence_if_invalid
@@ -36,11 +36,15 @@ __all__ = ["SerialPoolReduce", "SerialPoolModel", "serial_pool_depth", "serial_p
 KINDS = ("maxpool2d", "avgpool2d")
 
 
-def serial_pool_depth(kind: str, taps: int) -> int:
-    """Registers from the group's last beat to the output: 1 for max, the divider's (at least 1) for avg."""
+def serial_pool_depth(kind: str, taps: int, divisors=None) -> int:
+    """Registers from the group's last beat to the output: 1 for max, the divider's (at least 1) for avg.
+
+    ``divisors``: the distinct divisors of an average with ``count_include_pad: false``
+    (:func:`cnnforge.hw.divide.divider_depth`); default ``taps`` alone.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    return 1 if kind == "maxpool2d" else max(1, const_divider_depth(taps))
+    return 1 if kind == "maxpool2d" else max(1, divider_depth(divisors or [taps]))
 
 
 class SerialPoolReduce(wiring.Component):
@@ -56,7 +60,12 @@ class SerialPoolReduce(wiring.Component):
     bits : int
         Element width, in and out.
     rounding : str
-        Average rounding (one of :data:`cnnforge.golden.formats.ROUNDING_MODES`).
+        Average rounding (one of :data:`cnnforge.golden.formats.SHIFT_ROUNDING`).
+    clamp : (int, int), optional
+        Output codes clamped to ``[lo, hi]`` (the layer's activation) in the last register.
+    divider : cnnforge.hw.divide.PositionDivider, optional
+        Average: the divisor of each output position (``count_include_pad: false``),
+        its position counted from the groups completed; default ``taps`` for every group.
 
     Attributes
     ----------
@@ -69,20 +78,25 @@ class SerialPoolReduce(wiring.Component):
         ``lanes`` magic-constant multipliers for an average whose divisor is not a power of two.
     """
 
-    def __init__(self, kind, lanes, taps, bits, rounding="half_up"):
+    def __init__(self, kind, lanes, taps, bits, rounding="half_up", *, clamp=None, divider=None):
         with silence_if_invalid(self):
             for name, value in (("lanes", lanes), ("taps", taps)):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise ValueError(f"{name} must be a positive integer, not {value!r}")
             if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 32:
                 raise ValueError(f"bits must be an integer in 2..32, not {bits!r}")
-            if rounding not in ROUNDING_MODES:
-                raise ValueError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, not {rounding!r}")
-            self.depth = serial_pool_depth(kind, taps)
+            if rounding not in SHIFT_ROUNDING:
+                raise ValueError(f"rounding must be one of {', '.join(SHIFT_ROUNDING)}, not {rounding!r}")
+            self.depth = serial_pool_depth(kind, taps, divider.divisors if divider else None)
         self.kind, self.lanes, self.taps, self.bits, self.rounding = kind, lanes, taps, bits, rounding
+        self.clamp, self.divider = clamp, divider
         fmt = Format(bits, 0)
-        self.plan = (DividerPlan(taps, taps * fmt.min_code, taps * fmt.max_code, rounding)
-                     if kind == "avgpool2d" else None)
+        if kind != "avgpool2d":
+            self.plan = None
+        elif divider is not None:
+            self.plan = divider
+        else:
+            self.plan = DividerPlan(taps, taps * fmt.min_code, taps * fmt.max_code, rounding)
         self.multipliers = lanes * self.plan.multipliers if self.plan else 0
         super().__init__({
             "i": In(stream.Signature(pixel_layout(bits, lanes))),
@@ -115,12 +129,14 @@ class SerialPoolReduce(wiring.Component):
             if taps > 1:
                 with m.If(~completes):
                     m.d.sync += [acc.eq(nxt) for acc, nxt in zip(accs, nexts)]
-        if average:
-            results = self.plan.build(pipe, finals)
-            if pipe.depth == 0:                         # divisor 1: a register all the same
-                results = pipe.stage(results)
-        else:
-            results = pipe.stage(finals, [signed(self.bits)] * lanes)
+        if average and self.divider is not None:
+            results = self.divider.build(m, pipe, finals, fire & completes, self.clamp)
+        elif average:
+            results = self.plan.build(pipe, finals, self.clamp)
+        if average and pipe.depth == 0:                 # divisor 1: a register all the same
+            results = pipe.stage([clamp_value(v, self.clamp) for v in results], [signed(self.bits)] * lanes)
+        if not average:
+            results = pipe.stage([clamp_value(v, self.clamp) for v in finals], [signed(self.bits)] * lanes)
         assert pipe.depth == self.depth
         m.d.comb += [self.o.valid.eq(pipe.valid), self.o.payload.last.eq(pipe.carry[0])]
         m.d.comb += [self.o.payload.data[k].eq(v) for k, v in enumerate(results)]

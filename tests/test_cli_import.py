@@ -21,7 +21,8 @@ pytest.importorskip("tflite")
 DATA = Path(__file__).parent / "data" / "tflite"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tiny"
 #: the format of kws_49x10's first conv output (the max-pool's input)
-OUT0 = "a8(z=-128,s=0.004048)"
+#: the format the global pool (MEAN) of kws_49x10 gives the flatten
+OUT5 = "a8(z=-128,s=0.002475)"
 
 
 def cli(capsys, *args):
@@ -125,18 +126,17 @@ CONV = {"type": "conv2d", "out_channels": 2, "kernel": 3, "padding": 1, "weight"
 TENSORS = {"w": np.ones((2, 1, 3, 3), np.int8), "rq.m": np.array([1 << 30]), "rq.s": np.array([-1])}
 
 FEATURES = [
-    # (layers, input shape, the feature named): what the pool and dense blocks lack yet
-    ([{"type": "maxpool2d", "kernel": 2, "activation": "relu"}], None, "an activation after a pool"),
-    ([{"type": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1, "count_include_pad": False}], None,
-     "count_include_pad: false (a divisor per window)"),
-    ([{"type": "avgpool2d", "kernel": "global"}], None, 'global pools (kernel "global")'),
-    ([{"type": "avgpool2d", "kernel": 2, "rounding": "trunc"}], None, "rounding 'trunc' in a pool"),
+    # (layers, input shape, the feature named): what the dense blocks lack yet
     ([{"type": "dense", "out_features": 2, "weight": "w", "weight_format": {"bits": 8, "frac": 4},
        "output": {"bits": 8, "frac": 4}, "rounding": "trunc"}], (3,), "rounding 'trunc'"),
 ]
 
-#: what the conv blocks and the AXI port now take (issue 16): these generate
+#: what the conv and pool blocks and the AXI port now take (issue 16): these generate
 BUILT = [
+    ([{"type": "maxpool2d", "kernel": 2, "activation": "relu"}], None),
+    ([{"type": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1, "count_include_pad": False}], None),
+    ([{"type": "avgpool2d", "kernel": "global"}], None),
+    ([{"type": "avgpool2d", "kernel": 2, "rounding": "trunc"}], None),
     ([{**CONV, "requant": {"multiplier": "rq.m", "shift": "rq.s"}, "rounding": "tflite_double"}], None),
     ([{**CONV, "rounding": "trunc"}], None),
     ([{**CONV, "activation": {"clamp": [0, 20]}}], None),
@@ -187,9 +187,9 @@ def test_every_hardware_command_refuses_an_imported_model(tmp_path, capsys, comm
     before = files_in(tmp_path)
     code, out, err = cli(capsys, *(a.format(m=model, x=tmp_path / "x.npy", t=tmp_path) for a in command))
     assert code == 2 and out == ""
-    # the conv takes the int8 contract now; the max-pool after it does not yet
-    assert err == ["cnnforge: error: layer 1 'maxpool2d_1': the hardware does not support affine formats (the input "
-                   f"format {OUT0} has a zero point and a scale) yet; 'cnnforge golden' and "
+    # the conv and the pools take the int8 contract now; the flatten before the FC does not yet
+    assert err == ["cnnforge: error: layer 5 'flatten_5': the hardware does not support affine formats (the input "
+                   f"format {OUT5} has a zero point and a scale) yet; 'cnnforge golden' and "
                    "'cnnforge info' take this model"]
     assert files_in(tmp_path) == before
 
@@ -215,6 +215,6 @@ def test_info_with_a_device_skips_the_estimate_of_refused_hardware(tmp_path, cap
     assert cli(capsys, "import", DATA / "kws_49x10.tflite", "-o", tmp_path / "kws.json")[0] == 0
     code, out, err = cli(capsys, "info", tmp_path / "kws.json", "--device", "ecp5-25k")
     assert code == 0 and out.splitlines()[0].startswith("model kws_49x10")
-    assert err == ["cnnforge: warning: no ecp5-25k estimate: layer 1 'maxpool2d_1': the hardware does not support "
-                   f"affine formats (the input format {OUT0} has a zero point and a scale) yet; "
+    assert err == ["cnnforge: warning: no ecp5-25k estimate: layer 5 'flatten_5': the hardware does not support "
+                   f"affine formats (the input format {OUT5} has a zero point and a scale) yet; "
                    "'cnnforge golden' and 'cnnforge info' take this model"]

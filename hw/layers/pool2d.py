@@ -18,6 +18,20 @@ The two serial styles take and give ``lanes`` channels a beat (the choice's
 parallel one whole pixels.  Average pools divide exactly by ``kh·kw`` with the
 same constant divider (:class:`cnnforge.hw.divide.DividerPlan`) in every style.
 
+The int8 contract (DESIGN §3.1, §4.1) in every style: codes of affine formats
+(the format is unchanged, so a max of codes is exact); padding taps the
+minimum code (max, never wins), the zero-point code (avg, counted) or 0 with
+``count_include_pad: false``, whose divisor per output position comes from a
+small table (:class:`cnnforge.hw.divide.PositionDivider`: the position's border
+class, counted in raster order, picks the constants of the shared magic
+divider); every rounding of :data:`SHIFT_ROUNDING` (``half_away``, ``trunc``);
+the activation's clamp inside the last register; any element width (16x8).
+A global pool (``kernel: "global"``) is the whole input as one tiling window:
+the line style.  With ``requant`` (TFLite's MEAN) the line sums ``q − z_in``
+(kind ``"sum"``, ``−N·z_in`` added to the first tap) into the shared
+:class:`cnnforge.hw.requant.Requantizer` in its multiplier mode (``1/N`` is in
+the multiplier), which adds ``z_out`` and clamps.
+
 The parallel reductions take one window per beat from the window unit
 (``window_layout``: taps in (ky, kx, c) order) and give one pixel
 (``pixel_layout``, same element width) per window, one per clock, with full
@@ -30,29 +44,32 @@ counted, DESIGN §4).  Depths are :func:`pool_reduce_depth`;
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.formats import ROUNDING_MODES, Format, ceil_log2
+from cnnforge.golden.formats import REQUANT_MODES, SHIFT_ROUNDING, Format, activation_bounds, ceil_log2
+from cnnforge.golden.ops import real_tap_counts
 from cnnforge.golden.tokens import Cycles, model_cycles
 
 from ..devices import Memory
-from ..divide import DividerPlan, const_divider_depth
+from ..divide import DividerPlan, PositionDivider, clamp_value, const_divider_depth, divider_depth
 from ..layouts import pixel_layout, window_layout
 from ..pipe import Pipe, PipelineModel
 from ..pool_line import PoolLineModel, PoolLineUnit, pool_line_geometry, pool_line_registers
 from ..registry import LayerResources, register_hardware, stream_values
+from ..requant import Requantizer, RequantizerModel, shared_multipliers
 from ..serial_pool import SerialPoolModel, SerialPoolReduce, serial_pool_depth
 from ..serial_window import (SerialWindowModel, SerialWindowUnit, serial_window_geometry,
                              serial_window_registers)
 from ..width import width_converter_registers
-from ..unused import silence_if_invalid
+from ..unused import silence, silence_if_invalid
 from ..window import WINDOW_FIFOS, WindowUnit, window_unit_geometry, window_unit_model, windows_tile
 from ._windowed import WindowedHardware, area, symmetric_padding
 
 __all__ = ["POOL_STYLES", "SERIAL_STYLES", "MaxPoolReduce", "AvgPoolReduce", "Pool2dLayer", "Pool2dHardware",
-           "pool_reduce_depth", "pool_reduce_cycles", "pool2d_cycles", "pool2d_token_models"]
+           "pool_reduce_depth", "pool_reduce_cycles", "pool2d_cycles", "pool2d_token_models", "pool_divisors",
+           "pool_features", "pool_rounding", "mean_multipliers"]
 
 #: the styles that take ``lanes`` channels a beat
 SERIAL_STYLES = ("line", "serial")
@@ -72,13 +89,15 @@ def _pool_taps(kernel) -> int:
     return kh * kw
 
 
-def pool_reduce_depth(kind: str, kernel) -> int:
+def pool_reduce_depth(kind: str, kernel, divisors=None) -> int:
     """Pipeline depth (cycles) of :class:`MaxPoolReduce` / :class:`AvgPoolReduce`.
 
     ``kind`` is ``"max"`` / ``"maxpool2d"`` or ``"avg"`` / ``"avgpool2d"``;
     ``kernel`` an int or ``(kh, kw)``.  Max: ``ceil(log2(kh·kw))`` comparator
     levels; avg: as many adder levels plus :func:`const_divider_depth`
-    ``(kh·kw)``; at least 1 (a 1×1 kernel still registers its output).
+    ``(kh·kw)`` (or, ``divisors`` given, the divider of those:
+    :func:`cnnforge.hw.divide.divider_depth`); at least 1 (a 1×1 kernel still
+    registers its output).
     Independent of the channel count and the element width.
     """
     taps = _pool_taps(kernel)
@@ -87,7 +106,7 @@ def pool_reduce_depth(kind: str, kernel) -> int:
     if kind in ("max", "maxpool2d"):
         depth = ceil_log2(taps)
     elif kind in ("avg", "avgpool2d"):
-        depth = ceil_log2(taps) + const_divider_depth(taps)
+        depth = ceil_log2(taps) + (divider_depth(divisors) if divisors else const_divider_depth(taps))
     else:
         raise ValueError(f"kind must be 'max' or 'avg', not {kind!r}")
     return max(1, depth)
@@ -117,30 +136,49 @@ def _pool_pad_value(kind, bits):
     return Format(bits, 0).min_code if kind == "maxpool2d" else 0
 
 
+def pool_divisors(height, width, kernel, stride, padding) -> list:
+    """The distinct divisors of an avg-pool with ``count_include_pad: false``: real taps per window."""
+    kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+    stride = kernel if stride is None else ((stride, stride) if isinstance(stride, int) else tuple(stride))
+    count_h, count_w = real_tap_counts((height, width), kernel, stride, _sides(padding))
+    return sorted({int(a) * int(b) for a in count_h for b in count_w})
+
+
 def pool2d_token_models(kind, height, width, channels, kernel, stride=None, padding=0, fifo="full",
-                        lanes=None, bits=8) -> list:
+                        lanes=None, bits=8, *, count_include_pad=True, requant=None) -> list:
     """Token models of :class:`Pool2dLayer`'s blocks in style ``fifo`` (:data:`POOL_STYLES`).
 
     ``lanes`` (the serial styles; default whole pixels) and ``bits`` size the serial units.
+    ``count_include_pad`` false: an average's divider is the table of its positions' divisors
+    (its depth may differ).  ``requant`` ``(rounding, multipliers)``: a global pool's MEAN
+    (line style): the summing line, then the requantizer.
     """
     stride = kernel if stride is None else stride
     lanes = channels if lanes is None else lanes
+    divisors = (pool_divisors(height, width, kernel, stride, padding)
+                if kind == "avgpool2d" and not count_include_pad else None)
     if fifo == "line":
         if _sides(padding) != ((0, 0), (0, 0)) or not windows_tile(kernel, stride, 0):
             raise ValueError("the line style takes only pools whose windows tile the image "
                              "(stride = kernel, no padding)")
+        if requant is not None:
+            rounding, units = requant
+            return [PoolLineModel(pool_line_geometry("sum", height, width, channels, kernel, lanes, bits)),
+                    RequantizerModel(rounding, lanes, units)]
         return [PoolLineModel(pool_line_geometry(kind, height, width, channels, kernel, lanes, bits))]
+    if requant is not None:
+        raise ValueError("a pool with requant (TFLite's MEAN) is built in the line style only")
     if fifo == "serial":
         g = serial_window_geometry(height, width, channels, kernel, stride, _sides(padding), simd=lanes,
                                    order="channel", bits=bits, in_lanes=lanes)
         taps = g.kernel[0] * g.kernel[1]
-        return [SerialWindowModel(g), SerialPoolModel(taps, serial_pool_depth(kind, taps))]
+        return [SerialWindowModel(g), SerialPoolModel(taps, serial_pool_depth(kind, taps, divisors))]
     g = window_unit_geometry(height, width, kernel, stride, padding, fifo)
-    return [window_unit_model(g), PipelineModel(pool_reduce_depth(kind, g.kernel))]
+    return [window_unit_model(g), PipelineModel(pool_reduce_depth(kind, g.kernel, divisors))]
 
 
 def pool2d_cycles(kind: str, height, width, channels, kernel, stride=None, padding=0,
-                  fifo="full", lanes=None, bits=8) -> Cycles:
+                  fifo="full", lanes=None, bits=8, **features) -> Cycles:
     """Latency and frame interval of a whole pool layer alone (:class:`Pool2dLayer`).
 
     The blocks' token models chained (:func:`pool2d_token_models`; the pad value
@@ -157,7 +195,7 @@ def pool2d_cycles(kind: str, height, width, channels, kernel, stride=None, paddi
     out_h, out_w = (height - kh + pt + pb) // sh + 1, (width - kw + pl + pr) // sw + 1
     groups = channels // lanes
     return model_cycles(lambda: pool2d_token_models(kind, height, width, channels, kernel, stride, padding,
-                                                    fifo, lanes, bits),
+                                                    fifo, lanes, bits, **features),
                         height * width * groups, out_h * out_w * groups)
 
 
@@ -172,11 +210,15 @@ def _check_common(channels, bits):
         raise ValueError(f"bits must be an integer in 2..32 (the element width), not {bits!r}")
 
 
-def _tree(pipe, lanes, combine):
-    """Reduce each lane (list of values) pairwise, one registered level per step, all lanes together."""
+def _tree(pipe, lanes, combine, final=None):
+    """Reduce each lane (list of values) pairwise, one registered level per step, all lanes together.
+
+    ``final`` (a function of one value) is applied inside the last level."""
     while len(lanes[0]) > 1:
         exprs = [[combine(lane[j], lane[j + 1]) if j + 1 < len(lane) else lane[j]
                   for j in range(0, len(lane), 2)] for lane in lanes]
+        if final is not None and len(exprs[0]) == 1:
+            exprs = [[final(e) for e in lane] for lane in exprs]
         width = len(exprs[0])
         regs = pipe.stage([e for lane in exprs for e in lane])
         lanes = [regs[c * width:(c + 1) * width] for c in range(len(lanes))]
@@ -200,6 +242,8 @@ class MaxPoolReduce(wiring.Component):
         ``kh·kw``, or the kernel ``(kh, kw)``.
     bits : int
         Element width (input and output).
+    clamp : (int, int), optional
+        The activation: maxima clamped to ``[lo, hi]`` inside the last register.
 
     Attributes
     ----------
@@ -214,7 +258,7 @@ class MaxPoolReduce(wiring.Component):
 
     multipliers = 0
 
-    def __init__(self, channels, taps, bits):
+    def __init__(self, channels, taps, bits, clamp=None):
         if isinstance(taps, tuple):
             if len(taps) != 2:
                 raise ValueError(f"taps must be an int or a (kh, kw) pair, not {taps!r}")
@@ -223,7 +267,7 @@ class MaxPoolReduce(wiring.Component):
             taps = taps[0] * taps[1]
         _positive("taps", taps)
         _check_common(channels, bits)
-        self.channels, self.taps, self.bits = channels, taps, bits
+        self.channels, self.taps, self.bits, self.clamp = channels, taps, bits, clamp
         self.latency = pool_reduce_depth("max", (taps, 1))
         super().__init__({
             "i": In(stream.Signature(window_layout(bits, channels, taps, 1))),
@@ -234,7 +278,10 @@ class MaxPoolReduce(wiring.Component):
         m = Module()
         pipe = Pipe(m, self.i.valid, self.i.payload.last, name="max")
         lanes = _tap_lanes(self.i.payload, self.channels, self.taps)
-        maxima = _tree(pipe, lanes, lambda a, b: Mux(a > b, a, b))
+        final = None if self.clamp is None else (lambda v: clamp_value(v, self.clamp))
+        maxima = _tree(pipe, lanes, lambda a, b: Mux(a > b, a, b), final)
+        if pipe.depth == 0:                                 # one tap: the register clamps
+            maxima = pipe.stage([clamp_value(v, self.clamp) for v in maxima])
         pipe.connect(self.i, self.o, maxima)
         assert pipe.depth == self.latency
         return m
@@ -253,7 +300,12 @@ class AvgPoolReduce(wiring.Component):
     bits : int
         Element width (input and output).
     rounding : str
-        One of ``floor``, ``half_up``, ``half_even``, ``half_away``.
+        One of ``floor``, ``half_up``, ``half_even``, ``half_away``, ``trunc``.
+    clamp : (int, int), optional
+        The activation: averages clamped to ``[lo, hi]`` inside the last register.
+    divider : cnnforge.hw.divide.PositionDivider, optional
+        ``count_include_pad: false``: each window's divisor by its position (raster
+        order); the divider's depth is ``divider.depth``.
 
     Attributes
     ----------
@@ -269,18 +321,20 @@ class AvgPoolReduce(wiring.Component):
         maps to a DSP or multiplier logic); the adders and shifts do not.
     """
 
-    def __init__(self, channels, kh, kw, bits, rounding="half_up"):
+    def __init__(self, channels, kh, kw, bits, rounding="half_up", clamp=None, divider=None):
         _positive("kh", kh)
         _positive("kw", kw)
         _check_common(channels, bits)
-        if rounding not in ROUNDING_MODES:
-            raise ValueError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, not {rounding!r}")
+        if rounding not in SHIFT_ROUNDING:
+            raise ValueError(f"rounding must be one of {', '.join(SHIFT_ROUNDING)}, not {rounding!r}")
         self.channels, self.kh, self.kw, self.bits, self.rounding = channels, kh, kw, bits, rounding
+        self.clamp, self.divider = clamp, divider
         taps = kh * kw
         fmt = Format(bits, 0)
-        self.plan = DividerPlan(taps, taps * fmt.min_code, taps * fmt.max_code, rounding)
+        self.plan = (divider.plan if divider is not None
+                     else DividerPlan(taps, taps * fmt.min_code, taps * fmt.max_code, rounding))
         self.levels = ceil_log2(taps)
-        self.latency = pool_reduce_depth("avg", (kh, kw))
+        self.latency = pool_reduce_depth("avg", (kh, kw), divider.divisors if divider is not None else None)
         self.multipliers = channels * self.plan.multipliers
         super().__init__({
             "i": In(stream.Signature(window_layout(bits, channels, kh, kw))),
@@ -292,7 +346,13 @@ class AvgPoolReduce(wiring.Component):
         pipe = Pipe(m, self.i.valid, self.i.payload.last, name="avg")
         lanes = _tap_lanes(self.i.payload, self.channels, self.kh * self.kw)
         sums = _tree(pipe, lanes, lambda a, b: a + b)
-        pipe.connect(self.i, self.o, self.plan.build(pipe, sums))
+        if self.divider is not None:
+            quotients = self.divider.build(m, pipe, sums, pipe.valid & pipe.en, self.clamp)
+        else:
+            quotients = self.plan.build(pipe, sums, self.clamp)
+        if pipe.depth == 0:                                 # one tap: the register clamps
+            quotients = pipe.stage([clamp_value(v, self.clamp) for v in quotients])
+        pipe.connect(self.i, self.o, quotients)
         assert pipe.depth == self.latency
         return m
 
@@ -320,17 +380,33 @@ class Pool2dLayer(wiring.Component):
         :class:`cnnforge.hw.window.WindowUnit`'s ``fifo`` (``"full"``, ``"compact"``, ``"tiled"``).
     lanes : int, optional
         Channels per beat of the serial styles (default: whole pixels).
+    pad_value : int, optional
+        The padding tap's code (default: the minimum code for max, 0 for average;
+        an affine average counting its padding pads with the zero point).
+    clamp : (int, int), optional
+        The activation's output-code bounds (DESIGN §3.1), inside the last register.
+    count_include_pad : bool
+        False: an average divides each window by its real taps (padding taps add
+        ``pad_value``, which must then be 0).
+    requant : dict, optional
+        A global pool's MEAN (line style, ``kernel`` the whole input): the
+        :class:`cnnforge.hw.requant.Requantizer` arguments ``shift``, ``multiplier``,
+        ``out_format``, ``rounding``, ``activation``, ``multipliers``, plus
+        ``zero_point`` (``z_in``).  The output is then in ``out_format``.
 
     Attributes
     ----------
     window, reduce : the blocks (``reduce`` None in the line style, whose one block is ``window``)
+    requantizer : the MEAN's requantizer (or None)
     lanes : int
     out_shape : (C, O_h, O_w)
     multipliers, line_buffer_bits : int
     """
 
     def __init__(self, kind, in_shape, bits, kernel, stride, padding=0, rounding="half_up",
-                 window_fifo="full", lanes=None):
+                 window_fifo="full", lanes=None, *, pad_value=None, clamp=None, count_include_pad=True,
+                 requant=None):
+        out_bits = bits
         with silence_if_invalid(self):
             if kind not in ("maxpool2d", "avgpool2d"):
                 raise ValueError(f"kind must be 'maxpool2d' or 'avgpool2d', not {kind!r}")
@@ -338,23 +414,52 @@ class Pool2dLayer(wiring.Component):
                 raise ValueError(f"window_fifo must be one of {', '.join(POOL_STYLES)}, not {window_fifo!r}")
             channels, height, width = in_shape
             lanes = channels if lanes is None or window_fifo not in SERIAL_STYLES else lanes
-            pad_value = _pool_pad_value(kind, bits)
-            self.reduce = None
+            if pad_value is None:
+                pad_value = _pool_pad_value(kind, bits)
+            exclude = kind == "avgpool2d" and not count_include_pad
+            if exclude and pad_value != 0:
+                raise ValueError("count_include_pad false: padding taps add nothing (pad_value 0)")
+            if requant is not None and (kind != "avgpool2d" or window_fifo != "line"):
+                raise ValueError("requant (TFLite's MEAN) is an average pool in the line style")
+            kpair = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+            spair = kpair if stride is None else ((stride, stride) if isinstance(stride, int) else tuple(stride))
+            fmt = Format(bits, 0)
+
+            def divider(groups):
+                if not exclude:
+                    return None
+                count_h, count_w = real_tap_counts((height, width), kpair, spair, _sides(padding))
+                return PositionDivider(count_h, count_w, fmt.min_code, fmt.max_code, rounding, groups)
+
+            self.reduce = self.requantizer = None
             if window_fifo == "line":
                 if _sides(padding) != ((0, 0), (0, 0)) or not windows_tile(kernel, stride, 0):
                     raise ValueError("the line style takes only pools whose windows tile the image "
                                      "(stride = kernel, no padding)")
-                self.window = PoolLineUnit(kind, height, width, channels, kernel, lanes=lanes, bits=bits,
-                                           rounding=rounding)
+                if requant is None:
+                    self.window = PoolLineUnit(kind, height, width, channels, kernel, lanes=lanes, bits=bits,
+                                               rounding=rounding, clamp=clamp)
+                else:
+                    rq = dict(requant)
+                    taps = kpair[0] * kpair[1]
+                    self.window = PoolLineUnit("sum", height, width, channels, kernel, lanes=lanes, bits=bits,
+                                               offset=-taps * int(rq.pop("zero_point")))
+                    out_format = rq["out_format"]
+                    out_bits = out_format.bits
+                    self.requantizer = Requantizer(self.window.geometry.acc_bits, rq.pop("shift"), rq.pop("out_format"),
+                                                   rq.pop("rounding"), "saturate", rq.pop("activation"), count=lanes,
+                                                   channels=channels, **rq)
                 out_h, out_w = self.window.geometry.out_h, self.window.geometry.out_w
                 self.line_buffer_bits = self.window.line_bits
-                self.multipliers = self.window.multipliers
+                self.multipliers = self.window.multipliers + (self.requantizer.multipliers if self.requantizer
+                                                              else 0)
             elif window_fifo == "serial":
                 self.window = SerialWindowUnit(height, width, channels, kernel, stride, _sides(padding),
                                                bits=bits, simd=lanes, order="channel", pad_value=pad_value,
                                                in_lanes=lanes)
                 kh, kw = self.window.kernel
-                self.reduce = SerialPoolReduce(kind, lanes, kh * kw, bits, rounding)
+                self.reduce = SerialPoolReduce(kind, lanes, kh * kw, bits, rounding, clamp=clamp,
+                                               divider=divider(channels // lanes))
                 out_h, out_w = self.window.out_h, self.window.out_w
                 self.line_buffer_bits = self.window.buffer_bits
                 self.multipliers = self.reduce.multipliers
@@ -363,9 +468,9 @@ class Pool2dLayer(wiring.Component):
                                          bits=bits, pad_value=pad_value, fifo=window_fifo)
                 kh, kw = self.window.kernel
                 if kind == "maxpool2d":
-                    self.reduce = MaxPoolReduce(channels, (kh, kw), bits)
+                    self.reduce = MaxPoolReduce(channels, (kh, kw), bits, clamp)
                 else:
-                    self.reduce = AvgPoolReduce(channels, kh, kw, bits, rounding)
+                    self.reduce = AvgPoolReduce(channels, kh, kw, bits, rounding, clamp, divider(1))
                 out_h, out_w = self.window.out_h, self.window.out_w
                 self.line_buffer_bits = self.window.line_buffer_bits
                 self.multipliers = self.reduce.multipliers
@@ -373,7 +478,7 @@ class Pool2dLayer(wiring.Component):
         self.out_shape = (channels, out_h, out_w)
         super().__init__({
             "i": In(stream.Signature(pixel_layout(bits, lanes))),
-            "o": Out(stream.Signature(pixel_layout(bits, lanes))),
+            "o": Out(stream.Signature(pixel_layout(out_bits, lanes))),
         })
 
     @classmethod
@@ -381,12 +486,27 @@ class Pool2dLayer(wiring.Component):
         """Build from a resolved ``maxpool2d`` / ``avgpool2d`` layer, with the planned style."""
         padding = layer.padding if window_fifo == "serial" else symmetric_padding(layer)
         return cls(layer.type, layer.in_shape, layer.in_format.bits, layer.kernel, layer.stride,
-                   padding, getattr(layer, "rounding", "half_up"), window_fifo, lanes)
+                   padding, pool_rounding(layer), window_fifo, lanes, **pool_features(layer, lanes or
+                                                                                       layer.in_shape[0]))
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.window = self.window
         wiring.connect(m, wiring.flipped(self.i), self.window.i)
+        if self.requantizer is not None:
+            rq = self.requantizer
+            m.submodules.requant = rq
+            src = self.window.o
+            m.d.comb += [rq.i.valid.eq(src.valid), src.ready.eq(rq.i.ready),
+                         rq.i.payload.last.eq(src.payload.last)]
+            m.d.comb += [rq.i.payload.data[k].eq(src.payload.data[k]) for k in range(self.lanes)]
+            if rq.plan.groups > 1:                          # the channel group of each beat, in order
+                group = Signal(range(rq.plan.groups), name="rq_group")
+                with m.If(src.valid & rq.i.ready):
+                    m.d.sync += group.eq(Mux(group == rq.plan.groups - 1, 0, group + 1))
+                m.d.comb += rq.i.payload.group.eq(group)
+            wiring.connect(m, rq.o, wiring.flipped(self.o))
+            return m
         if self.reduce is None:
             wiring.connect(m, self.window.o, wiring.flipped(self.o))
             return m
@@ -394,6 +514,39 @@ class Pool2dLayer(wiring.Component):
         wiring.connect(m, self.window.o, self.reduce.i)
         wiring.connect(m, self.reduce.o, wiring.flipped(self.o))
         return m
+
+
+def pool_rounding(layer) -> str:
+    """The pool block's division rounding (a MEAN's multiplier mode is its requantizer's)."""
+    rounding = getattr(layer, "rounding", "half_up")
+    return "half_up" if rounding in REQUANT_MODES else rounding
+
+
+def mean_multipliers(layer, lanes) -> int:
+    """A MEAN's requantizer multipliers: shared while the beats of one result come one a frame
+    (all channels in one beat), else one per lane (the groups' beats come back to back)."""
+    c, h, w = layer.in_shape
+    return shared_multipliers(lanes, h * w) if lanes == c else lanes
+
+
+def pool_features(layer, lanes) -> dict:
+    """:class:`Pool2dLayer`'s keyword arguments for the layer's §3.1 features (pad value, clamp,
+    ``count_include_pad``, a MEAN's requantizer)."""
+    fmt = layer.in_format
+    include = getattr(layer, "count_include_pad", True)
+    features = dict(count_include_pad=include)
+    if layer.type == "maxpool2d":
+        features["pad_value"] = fmt.min_code
+    else:
+        features["pad_value"] = fmt.zero_point if include else 0
+    if getattr(layer, "uses_requant", False):
+        features["requant"] = dict(zero_point=fmt.zero_point, shift=layer.requant_shift,
+                                   multiplier=layer.requant_multiplier, out_format=layer.out_format,
+                                   rounding=layer.rounding, activation=layer.activation,
+                                   multipliers=mean_multipliers(layer, lanes))
+    elif layer.activation != "none":
+        features["clamp"] = activation_bounds(layer.activation, layer.out_format)
+    return features
 
 
 @register_hardware("maxpool2d", "avgpool2d")
@@ -409,6 +562,12 @@ class Pool2dHardware(WindowedHardware):
     reading every window's taps takes no more beats than the frame brings) and its
     buffer can be sized quickly (:data:`SERIAL_POOL_SIZING_LIMIT`); the parallel window.  The parallel style's structures are the planner's
     refinements (:meth:`choices`); the serial styles have none.
+
+    Features (DESIGN §3.1): every style takes affine formats, 16-bit codes,
+    ``half_away``/``trunc``, clamps and ``count_include_pad: false``; a global
+    pool is one tiling window; a MEAN (``requant``) only the line style builds,
+    so it is that pool's only candidate.  The parallel window pads both sides of
+    an axis alike, so asymmetric padding leaves it out (the serial style takes it).
     """
 
     def _lanes_of(self, layer, choice) -> int:
@@ -426,6 +585,8 @@ class Pool2dHardware(WindowedHardware):
         out = []
         if self._tiles(layer):
             out.append({"window": "line", "lanes": lanes})
+        if getattr(layer, "uses_requant", False):
+            return out                      # MEAN: the summing line and the requantizer only
         kh, kw = layer.kernel
         windows = layer.out_shape[1] * layer.out_shape[2] * kh * kw
         if windows <= h * w and windows * (c // lanes) <= SERIAL_POOL_SIZING_LIMIT:
@@ -446,9 +607,16 @@ class Pool2dHardware(WindowedHardware):
                 cost += width_converter_registers(lanes, c, layer.in_format.bits)
             if best_area is None or cost < best_area:
                 best, best_area = choice, cost
-        return best or {"window": "full"}
+        return best or self.baseline_choice(layer, in_lanes)
 
     def baseline_choice(self, layer, in_lanes=None) -> dict:
+        """The parallel window on whole pixels; a MEAN the line on whole pixels; asymmetric padding
+        the serial window on whole pixels (the parallel window pads both sides alike)."""
+        if getattr(layer, "uses_requant", False):
+            return {"window": "line", "lanes": layer.in_shape[0]}
+        (pt, pb), (pl, pr) = layer.padding
+        if pt != pb or pl != pr:
+            return {"window": "serial", "lanes": layer.in_shape[0]}
         return {"window": "full"}
 
     def choices(self, layer, choice=None) -> tuple:
@@ -468,30 +636,43 @@ class Pool2dHardware(WindowedHardware):
         c, h, w = layer.in_shape
         style = choice["window"]
         padding = layer.padding if style == "serial" else symmetric_padding(layer)
+        lanes = self._lanes_of(layer, choice)
+        requant = ((layer.rounding, mean_multipliers(layer, lanes)) if getattr(layer, "uses_requant", False)
+                   else None)
         return pool2d_token_models(layer.type, h, w, c, layer.kernel, layer.stride, padding, style,
-                                   self._lanes_of(layer, choice), layer.in_format.bits)
+                                   lanes, layer.in_format.bits,
+                                   count_include_pad=getattr(layer, "count_include_pad", True), requant=requant)
 
     def unsupported(self, layer) -> str | None:
-        """The pool blocks reduce a window with §4's rounding, count every tap, and apply no activation."""
-        feature = super().unsupported(layer)
-        if feature:
-            return feature
-        if getattr(layer, "global_pool", False):
-            return "global pools (kernel \"global\")"
-        if not getattr(layer, "count_include_pad", True):
-            return "count_include_pad: false (a divisor per window)"
-        if getattr(layer, "rounding", "half_up") not in ROUNDING_MODES:
-            return f"rounding '{layer.rounding}' in a pool"
-        if layer.activation != "none":
-            return "an activation after a pool"
+        """What the pool blocks cannot take: only a MEAN ``requant`` parameter its requantizer refuses
+        (named with its field).  The base's refusal of affine formats does not apply: pools take them."""
+        if not getattr(layer, "uses_requant", False):
+            return None
+        lanes = layer.in_shape[0]
+        try:
+            silence(Pool2dLayer.from_layer(layer, "line", lanes))
+        except ValueError as err:
+            return f"field 'requant' ({err}) in the MEAN's requantizer"
         return None
 
+    def _divisors(self, layer) -> list:
+        if layer.type == "maxpool2d":
+            return []
+        if getattr(layer, "count_include_pad", True):
+            return [layer.kernel[0] * layer.kernel[1]]
+        _, h, w = layer.in_shape
+        return pool_divisors(h, w, layer.kernel, layer.stride, layer.padding)
+
     def multipliers(self, layer, choice) -> int:
-        # avg-pool: one magic-constant multiplier per lane unless the divisor is a power of two
-        taps = layer.kernel[0] * layer.kernel[1]
-        if layer.type == "maxpool2d" or taps & (taps - 1) == 0:
+        # avg-pool: one magic multiplier per lane unless the divisor is a power of two (a table of
+        # divisors: a variable one); a MEAN: its requantizer's
+        lanes = self._lanes_of(layer, choice)
+        if getattr(layer, "uses_requant", False):
+            return mean_multipliers(layer, lanes)
+        divisors = self._divisors(layer)
+        if not divisors or (len(divisors) == 1 and divisors[0] & (divisors[0] - 1) == 0):
             return 0
-        return self._lanes_of(layer, choice)
+        return lanes
 
     def _serial_geometry(self, layer, choice):
         c, h, w = layer.in_shape
@@ -501,6 +682,10 @@ class Pool2dHardware(WindowedHardware):
 
     def _line_geometry(self, layer, choice):
         c, h, w = layer.in_shape
+        if getattr(layer, "uses_requant", False):
+            taps = layer.kernel[0] * layer.kernel[1]
+            return pool_line_geometry("sum", h, w, c, layer.kernel, self._lanes_of(layer, choice),
+                                      layer.in_format.bits, -taps * layer.in_format.zero_point)
         return pool_line_geometry(layer.type, h, w, c, layer.kernel, self._lanes_of(layer, choice),
                                   layer.in_format.bits)
 
@@ -538,7 +723,15 @@ class Pool2dHardware(WindowedHardware):
             regs = pool_line_registers(g)
             # counters, address, the max/add per lane and write-back mux (digits' pools, -noflatten:
             # 72 and 61 LUT4s for 50 and 47 flip-flops)
-            return LayerResources(memories, [], regs, regs * 27 // 20)
+            luts = regs * 27 // 20
+            products = []
+            if getattr(layer, "uses_requant", False):      # the requantizer's five stages of a lane
+                lanes = self._lanes_of(layer, choice)
+                rq = lanes * (3 * g.acc_bits + 2 * 31 + layer.out_format.bits) + 40
+                regs += rq
+                luts += rq
+                products = [(g.acc_bits, 31)] * mean_multipliers(layer, lanes)
+            return LayerResources(memories, products, regs, luts)
         if style == "serial":
             g = self._serial_geometry(layer, choice)
             memories = [Memory(layer.name, "window buffer", g.in_lanes * b, g.depth // g.banks, False)
@@ -548,7 +741,7 @@ class Pool2dHardware(WindowedHardware):
             regs = serial_window_registers(g, b) + 20 + lanes * (acc + b) + ceil_log2(kh * kw) + 2
             # the serial window unit's logic (as conv's: flip-flops + 45) and an accumulator per lane
             luts = serial_window_registers(g, b) + 65 + lanes * (acc + b)
-            if layer.type == "avgpool2d" and (kh * kw) & (kh * kw - 1):
+            if self.multipliers(layer, choice):
                 regs += lanes * (acc + 2 * b + 12)
                 luts += lanes * (2 * acc + b)
             return LayerResources(memories, [], regs, luts)
