@@ -46,6 +46,7 @@ from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
 from .divide import DividerPlan, clamp_value
 from .layouts import pixel_layout
+from .params import int_pair, is_int
 from .pipe import Pipe
 from .serial_pool import serial_pool_depth
 from .unused import silence_if_invalid
@@ -56,18 +57,6 @@ __all__ = ["PoolLineGeometry", "pool_line_geometry", "PoolLineUnit", "PoolLineMo
 #: ``"sum"``: the window's sum of ``code + offset/taps`` per tap (a global pool's ``Σ(q − z_in)``, TFLite's MEAN),
 #: given as an ``acc_bits`` code for a requantizer to scale
 KINDS = ("maxpool2d", "avgpool2d", "sum")
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _pair(value, name):
-    if _is_int(value):
-        return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
-        return (int(value[0]), int(value[1]))
-    raise TypeError(f"{name} must be an int or an (h, w) pair of ints, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -124,11 +113,11 @@ def pool_line_geometry(kind, height, width, channels, kernel, lanes, bits, offse
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     for name, value in (("height", height), ("width", width), ("channels", channels), ("lanes", lanes)):
-        if not _is_int(value) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    if not _is_int(bits) or not 2 <= bits <= 32:
+    if not is_int(bits) or not 2 <= bits <= 32:
         raise ValueError(f"bits must be an integer in 2..32, not {bits!r}")
-    kh, kw = _pair(kernel, "kernel")
+    kh, kw = int_pair(kernel, "kernel")
     if kh < 1 or kw < 1:
         raise ValueError(f"kernel must be >= 1 on each axis, not {kernel!r}")
     if channels % lanes:

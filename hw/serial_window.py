@@ -119,6 +119,8 @@ from functools import lru_cache
 
 from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
+from .params import int_pair, is_int, padding_sides
+
 __all__ = ["SERIAL_WINDOW_ORDERS", "serial_window_simds", "serial_window_in_lanes",
            "serial_window_min_depth", "serial_window_depth", "SerialWindowGeometry",
            "serial_window_geometry", "SerialWindowModel", "serial_window_cycles",
@@ -130,35 +132,8 @@ SERIAL_WINDOW_ORDERS = ("window", "channel")
 
 # --- parameters --------------------------------------------------------------------------
 
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _pair(value, name):
-    """``(h, w)`` from an int or a pair of ints."""
-    if _is_int(value):
-        return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
-        return (value[0], value[1])
-    raise TypeError(f"{name} must be an int or an (h, w) pair of ints, not {value!r}")
-
-
-def _padding(value):
-    """``((top, bottom), (left, right))`` from an int, an ``(h, w)`` pair or a pair of pairs."""
-    if _is_int(value) or (isinstance(value, (tuple, list)) and len(value) == 2
-                          and all(_is_int(v) for v in value)):
-        ph, pw = _pair(value, "padding")
-        return ((ph, ph), (pw, pw))
-    if (isinstance(value, (tuple, list)) and len(value) == 2
-            and all(isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(u) for u in v)
-                    for v in value)):
-        return ((value[0][0], value[0][1]), (value[1][0], value[1][1]))
-    raise TypeError("padding must be an int, an (h, w) pair or ((top, bottom), (left, right)), "
-                    f"not {value!r}")
-
-
 def _positive(name, value):
-    if not _is_int(value):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, not {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, not {value!r}")
@@ -178,7 +153,7 @@ def serial_window_simds(channels: int, kernel, order: str = "window") -> list:
     kernel rows per beat) -- the planner uses the parallel window there.
     """
     _positive("channels", channels)
-    _, kw = _pair(kernel, "kernel")
+    _, kw = int_pair(kernel, "kernel")
     if order not in SERIAL_WINDOW_ORDERS:
         raise ValueError(f"order must be one of {', '.join(map(repr, SERIAL_WINDOW_ORDERS))}, "
                          f"not {order!r}")
@@ -196,7 +171,7 @@ def serial_window_in_lanes(channels: int, simd: int, kernel=1, order: str = "win
     uses the parallel window).
     """
     legal = serial_window_simds(channels, kernel, order)
-    if not _is_int(simd) or simd not in legal:
+    if not is_int(simd) or simd not in legal:
         raise ValueError(f"simd for the serial window unit ({order!r} order) must divide "
                          f"channels ({channels})" + (" or be channels times a divisor of the "
                                                      "kernel width" if order == "window" else "")
@@ -299,13 +274,13 @@ def serial_window_geometry(height, width, channels, kernel, stride=1, padding=0,
     """
     g = _schedule(height, width, channels, kernel, stride, padding, simd, order, repeat, out_reg,
                   in_lanes)
-    if not _is_int(bits) or not 2 <= bits <= 32:
+    if not is_int(bits) or not 2 <= bits <= 32:
         raise ValueError(f"bits must be an int in 2..32, not {bits!r}")
     k = g.banks
     if depth is None:
         least = -(-_min_depth(replace(g, out_reg=True)) // k)        # words per bank
         depth = k * serial_window_depth(least, g.in_lanes * bits)
-    elif not _is_int(depth) or depth < g.reach or depth % k:
+    elif not is_int(depth) or depth < g.reach or depth % k:
         raise ValueError(f"depth must be an int >= {g.reach} (the most words a window and the "
                          f"rows it keeps alive span)" + (f" and a multiple of {k} (banks)" if k > 1
                                                          else "") + f", not {depth!r}")
@@ -328,9 +303,9 @@ def _schedule(height, width, channels, kernel, stride, padding, simd, order, rep
     for name, v in (("height", height), ("width", width), ("channels", channels),
                     ("repeat", repeat)):
         _positive(name, v)
-    kh, kw = _pair(kernel, "kernel")
-    sh, sw = _pair(stride, "stride")
-    (pt, pb), (pl, pr) = _padding(padding)
+    kh, kw = int_pair(kernel, "kernel")
+    sh, sw = int_pair(stride, "stride")
+    (pt, pb), (pl, pr) = padding_sides(padding)
     if kh < 1 or kw < 1:
         raise ValueError(f"kernel must be >= 1 per axis, not {(kh, kw)}")
     if sh < 1 or sw < 1:
@@ -343,7 +318,7 @@ def _schedule(height, width, channels, kernel, stride, padding, simd, order, rep
                          "is not supported)")
     if not isinstance(out_reg, bool):
         raise TypeError(f"out_reg must be a bool, not {out_reg!r}")
-    if not _is_int(simd):
+    if not is_int(simd):
         raise TypeError(f"simd must be an int, not {simd!r}")
     need_lanes = serial_window_in_lanes(channels, simd, (kh, kw), order)
     if in_lanes is not None and in_lanes != need_lanes:
@@ -745,10 +720,10 @@ class SerialWindowUnit(wiring.Component):
     def __init__(self, height, width, channels, kernel, stride=1, padding=0, *, bits, simd=1,
                  order="window", repeat=1, pad_value=0, in_lanes=None, depth=None, out_reg=True):
         with silence_if_invalid(self):
-            if not _is_int(bits) or not 2 <= bits <= 32:
+            if not is_int(bits) or not 2 <= bits <= 32:
                 raise ValueError(f"bits must be an int in 2..32, not {bits!r}")
             lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-            if not _is_int(pad_value) or not lo <= pad_value <= hi:
+            if not is_int(pad_value) or not lo <= pad_value <= hi:
                 raise ValueError(f"pad_value must be a {bits}-bit signed code in [{lo}, {hi}], "
                                  f"not {pad_value!r}")
             g = serial_window_geometry(height, width, channels, kernel, stride, padding,

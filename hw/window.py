@@ -49,6 +49,7 @@ from amaranth.lib.wiring import In, Out
 from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
 from .layouts import element_shape, pixel_layout, window_layout
+from .params import int_pair
 
 __all__ = ["WindowUnit", "WINDOW_FIFOS", "TILED_SHIFT_REGISTER_COLUMNS", "windows_tile", "WindowGeometry",
            "window_unit_geometry", "window_unit_line_buffer_bits", "WindowUnitModel", "TiledWindowModel",
@@ -64,18 +65,8 @@ TILED_SHIFT_REGISTER_COLUMNS = 4
 
 def windows_tile(kernel, stride, padding) -> bool:
     """Whether the windows tile the image (stride = kernel, no padding): ``fifo="tiled"`` allowed."""
-    return _window_pair(stride, "stride") == _window_pair(kernel, "kernel") and \
-        _window_pair(padding, "padding") == (0, 0)
-
-
-def _window_pair(value, name):
-    """``(h, w)`` from an int or a pair of ints."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    if (isinstance(value, (tuple, list)) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        return (value[0], value[1])
-    raise TypeError(f"{name} must be an int or an (h, w) pair of ints, not {value!r}")
+    return int_pair(stride, "stride") == int_pair(kernel, "kernel") and \
+        int_pair(padding, "padding") == (0, 0)
 
 
 @dataclass(frozen=True)
@@ -138,9 +129,9 @@ def window_unit_geometry(height, width, kernel, stride=1, padding=0,
     """
     if fifo not in WINDOW_FIFOS:
         raise ValueError(f"fifo must be one of {', '.join(WINDOW_FIFOS)}, not {fifo!r}")
-    (kh, kw) = _window_pair(kernel, "kernel")
-    (sh, sw) = _window_pair(stride, "stride")
-    (ph, pw) = _window_pair(padding, "padding")
+    (kh, kw) = int_pair(kernel, "kernel")
+    (sh, sw) = int_pair(stride, "stride")
+    (ph, pw) = int_pair(padding, "padding")
     for name, v in (("height", height), ("width", width)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be an int >= 1, not {v!r}")
@@ -205,7 +196,7 @@ def window_unit_line_buffer_bits(width, channels, bits, kernel, stride=1, paddin
     run a row ahead so padding costs no cycles; ``K_h - 1`` for the tiled unit
     (``fifo="tiled"``).  The height does not matter.
     """
-    (kh, kw) = _window_pair(kernel, "kernel")
+    (kh, kw) = int_pair(kernel, "kernel")
     g = window_unit_geometry(kh, width, kernel, stride, padding, fifo)
     return g.lines * g.cols * channels * bits
 

@@ -38,6 +38,7 @@ from ..devices import Memory
 from ..layouts import pixel_layout
 from ..mac import (MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_order, mac_requant_units,
                    mac_unsupported)
+from ..params import padding_sides
 from ..registry import LayerResources, register_hardware
 from ..requant import requant_kwargs
 from ..serial_window import (SerialWindowModel, SerialWindowUnit, serial_window_geometry,
@@ -52,16 +53,6 @@ __all__ = ["CONV_WINDOWS", "ConvStructure", "conv2d_structure", "Conv2dLayer", "
 
 #: the conv layer's window styles: the serial unit, or a parallel unit structure
 CONV_WINDOWS = ("serial",) + WINDOW_FIFOS
-
-
-def _sides(padding):
-    """``((top, bottom), (left, right))`` from an int, ``(h, w)`` or a pair of pairs."""
-    if isinstance(padding, int):
-        return ((padding, padding), (padding, padding))
-    a, b = padding
-    if isinstance(a, int) and isinstance(b, int):
-        return ((a, a), (b, b))
-    return (tuple(a), tuple(b))
 
 
 def serial_serves(channels: int, kernel, simd: int) -> bool:
@@ -148,7 +139,7 @@ def conv2d_structure(height, width, channels, out_channels, kernel, stride=1, pa
     window_len = kh * kw * channels
     pe, simd = _mac_folds(window_len, out_channels, pe, simd)
     nf, sf = out_channels // pe, window_len // simd
-    sides = _sides(padding)
+    sides = padding_sides(padding)
     if window == "serial":
         g = serial_window_geometry(height, width, channels, (kh, kw), stride, sides, simd=simd,
                                    order="window", repeat=nf, bits=bits)
@@ -270,7 +261,7 @@ class Conv2dLayer(wiring.Component):
                                  self.mac.rq_units or None)
             # padding taps carry the input's zero-point code: real zeros (DESIGN §4.1)
             if s.serial:
-                self.window = SerialWindowUnit(height, width, channels, (kh, kw), stride, _sides(padding),
+                self.window = SerialWindowUnit(height, width, channels, (kh, kw), stride, padding_sides(padding),
                                                bits=in_format.bits, simd=s.simd, order="window",
                                                repeat=c_out // s.pe, pad_value=zero_point, in_lanes=s.in_lanes)
                 assert self.window.geometry == s.window

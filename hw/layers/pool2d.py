@@ -55,6 +55,7 @@ from cnnforge.golden.tokens import Cycles, model_cycles
 from ..devices import Memory
 from ..divide import DividerPlan, PositionDivider, clamp_value, const_divider_depth, divider_depth
 from ..layouts import pixel_layout, window_layout
+from ..params import padding_sides
 from ..pipe import Pipe, PipelineModel
 from ..pool_line import PoolLineModel, PoolLineUnit, pool_line_geometry, pool_line_registers
 from ..registry import LayerResources, register_hardware, stream_values
@@ -123,15 +124,6 @@ def pool_reduce_cycles(kind: str, kernel, windows_per_frame: int = 1) -> Cycles:
     return model_cycles(lambda: [PipelineModel(depth)], windows_per_frame, windows_per_frame)
 
 
-def _sides(padding):
-    if isinstance(padding, int):
-        return ((padding, padding), (padding, padding))
-    a, b = padding
-    if isinstance(a, int) and isinstance(b, int):
-        return ((a, a), (b, b))
-    return (tuple(a), tuple(b))
-
-
 def _pool_pad_value(kind, bits):
     return Format(bits, 0).min_code if kind == "maxpool2d" else 0
 
@@ -140,7 +132,7 @@ def pool_divisors(height, width, kernel, stride, padding) -> list:
     """The distinct divisors of an avg-pool with ``count_include_pad: false``: real taps per window."""
     kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
     stride = kernel if stride is None else ((stride, stride) if isinstance(stride, int) else tuple(stride))
-    count_h, count_w = real_tap_counts((height, width), kernel, stride, _sides(padding))
+    count_h, count_w = real_tap_counts((height, width), kernel, stride, padding_sides(padding))
     return sorted({int(a) * int(b) for a in count_h for b in count_w})
 
 
@@ -158,7 +150,7 @@ def pool2d_token_models(kind, height, width, channels, kernel, stride=None, padd
     divisors = (pool_divisors(height, width, kernel, stride, padding)
                 if kind == "avgpool2d" and not count_include_pad else None)
     if fifo == "line":
-        if _sides(padding) != ((0, 0), (0, 0)) or not windows_tile(kernel, stride, 0):
+        if padding_sides(padding) != ((0, 0), (0, 0)) or not windows_tile(kernel, stride, 0):
             raise ValueError("the line style takes only pools whose windows tile the image "
                              "(stride = kernel, no padding)")
         if requant is not None:
@@ -169,7 +161,7 @@ def pool2d_token_models(kind, height, width, channels, kernel, stride=None, padd
     if requant is not None:
         raise ValueError("a pool with requant (TFLite's MEAN) is built in the line style only")
     if fifo == "serial":
-        g = serial_window_geometry(height, width, channels, kernel, stride, _sides(padding), simd=lanes,
+        g = serial_window_geometry(height, width, channels, kernel, stride, padding_sides(padding), simd=lanes,
                                    order="channel", bits=bits, in_lanes=lanes)
         taps = g.kernel[0] * g.kernel[1]
         return [SerialWindowModel(g), SerialPoolModel(taps, serial_pool_depth(kind, taps, divisors))]
@@ -191,7 +183,7 @@ def pool2d_cycles(kind: str, height, width, channels, kernel, stride=None, paddi
     lanes = channels if lanes is None or fifo not in SERIAL_STYLES else lanes
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     sh, sw = (kh, kw) if stride is None else ((stride, stride) if isinstance(stride, int) else stride)
-    (pt, pb), (pl, pr) = _sides(padding)
+    (pt, pb), (pl, pr) = padding_sides(padding)
     out_h, out_w = (height - kh + pt + pb) // sh + 1, (width - kw + pl + pr) // sw + 1
     groups = channels // lanes
     return model_cycles(lambda: pool2d_token_models(kind, height, width, channels, kernel, stride, padding,
@@ -428,12 +420,12 @@ class Pool2dLayer(wiring.Component):
             def divider(groups):
                 if not exclude:
                     return None
-                count_h, count_w = real_tap_counts((height, width), kpair, spair, _sides(padding))
+                count_h, count_w = real_tap_counts((height, width), kpair, spair, padding_sides(padding))
                 return PositionDivider(count_h, count_w, fmt.min_code, fmt.max_code, rounding, groups)
 
             self.reduce = self.requantizer = None
             if window_fifo == "line":
-                if _sides(padding) != ((0, 0), (0, 0)) or not windows_tile(kernel, stride, 0):
+                if padding_sides(padding) != ((0, 0), (0, 0)) or not windows_tile(kernel, stride, 0):
                     raise ValueError("the line style takes only pools whose windows tile the image "
                                      "(stride = kernel, no padding)")
                 if requant is None:
@@ -454,7 +446,7 @@ class Pool2dLayer(wiring.Component):
                 self.multipliers = self.window.multipliers + (self.requantizer.multipliers if self.requantizer
                                                               else 0)
             elif window_fifo == "serial":
-                self.window = SerialWindowUnit(height, width, channels, kernel, stride, _sides(padding),
+                self.window = SerialWindowUnit(height, width, channels, kernel, stride, padding_sides(padding),
                                                bits=bits, simd=lanes, order="channel", pad_value=pad_value,
                                                in_lanes=lanes)
                 kh, kw = self.window.kernel
