@@ -128,8 +128,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.golden import intmath
-from cnnforge.golden.formats import (ACTIVATION_WORDS, ACTIVATIONS, MAX_ACC_BITS, MAX_AFFINE_ACC_BITS,
-                                     OVERFLOW_MODES, REQUANT_MODES, ROUNDING_MODES, SHIFT_ROUNDING, Clamp, Format,
+from cnnforge.golden.formats import (ACTIVATION_WORDS, MAX_ACC_BITS, MAX_AFFINE_ACC_BITS,
+                                     OVERFLOW_MODES, REQUANT_MODES, SHIFT_ROUNDING, Clamp, Format,
                                      activation_bounds, signed_width)
 from cnnforge.golden.tokens import TokenModel
 
@@ -153,32 +153,20 @@ def acc_layout(acc_bits: int, count: int) -> data.StructLayout:
 
 
 def requantizer_unsupported(layer) -> str | None:
-    """The §3.1 feature of a dense layer its engine lacks yet, or None.
+    """The requantizer feature of a weighted layer (conv2d, dense) the hardware cannot take, or None.
 
-    The requantizer itself takes §4.1's multiplier modes (:class:`Requantizer`
-    with ``multiplier``/``effective_scale``) and, in the shift modes, ``trunc``,
-    ``relu6`` and clamps; a ``requant`` parameter it cannot take
-    (:func:`multiplier_problem`: an accumulator over 48 bits, a shift or
-    multiplier out of range) is named with its field first.  The MAC array
-    passes it everything (:func:`cnnforge.hw.mac.mac_unsupported`, the conv
-    kind's check); the dense engine does not pass it multipliers, zero points
-    or clamps yet, so those dense layers are still refused here: the engine
-    shifts by a power of two with §4's four rounding modes, saturates or wraps,
-    and applies ``none`` or ``relu``; weights are ``frac`` codes.
+    The requantizer takes §4's shift modes (``floor``, ``half_up``,
+    ``half_even``, ``half_away``, ``trunc``; ``saturate`` or ``wrap``) with any
+    activation (``none``, ``relu``, ``relu6``, a clamp), and §4.1's four
+    multiplier modes (:class:`Requantizer` with ``multiplier`` /
+    ``effective_scale``, per-channel constants, ``+ z_out``, the clamp); the
+    MAC array and the dense engine account for the input zero point and pass it
+    everything.  What is left is a ``requant`` parameter the multiplier path
+    cannot take (:func:`multiplier_problem`: an accumulator over 48 bits, a
+    shift or multiplier out of range), named with its field first.
     """
     if layer.uses_requant:
-        problem = multiplier_problem(layer)
-        if problem:
-            return problem
-    if layer.weight_format.affine:
-        return f"affine formats (the weight format {layer.weight_format} has a scale)"
-    if layer.uses_requant:
-        return f"requant multipliers (rounding '{layer.rounding}')"
-    if layer.rounding not in ROUNDING_MODES:
-        return f"rounding '{layer.rounding}'"
-    if layer.activation not in ACTIVATIONS:
-        activation = layer.activation
-        return f"the activation {getattr(activation, 'to_json', lambda: activation)()}"
+        return multiplier_problem(layer)
     return None
 
 

@@ -77,10 +77,10 @@ def test_import_of_a_flat_fc_model_and_info(tmp_path, capsys):
     lines = out.splitlines()
     assert lines[0].startswith("model fc_only: input 20 a8(z=")
     assert "rescale" in lines[1] and "M,s float64" in lines[3]
-    assert any(line.startswith("hardware: not yet: layer 0 'dense_0': the hardware does not support")
-               for line in lines)
+    # the dense engine takes the int8 contract (issue 16): no refusal
+    assert not any(line.startswith("hardware: not yet") for line in lines)
     info = json.loads(cli(capsys, "info", tmp_path / "fc.json", "--json")[1])
-    assert info["model"]["hardware_unsupported"].startswith("layer 0 'dense_0'")
+    assert info["model"]["hardware_unsupported"] is None
     assert info["layers"][0]["weight_format"]["zero_point"] == 0 and info["layers"][0]["requant"]
 
 
@@ -125,14 +125,12 @@ CONV = {"type": "conv2d", "out_channels": 2, "kernel": 3, "padding": 1, "weight"
 TENSORS = {"w": np.ones((2, 1, 3, 3), np.int8), "rq.m": np.array([1 << 30]), "rq.s": np.array([-1])}
 
 FEATURES = [
-    # (layers, input shape, the feature named): what the pool and dense blocks lack yet
+    # (layers, input shape, the feature named): what the pool blocks lack yet
     ([{"type": "maxpool2d", "kernel": 2, "activation": "relu"}], None, "an activation after a pool"),
     ([{"type": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1, "count_include_pad": False}], None,
      "count_include_pad: false (a divisor per window)"),
     ([{"type": "avgpool2d", "kernel": "global"}], None, 'global pools (kernel "global")'),
     ([{"type": "avgpool2d", "kernel": 2, "rounding": "trunc"}], None, "rounding 'trunc' in a pool"),
-    ([{"type": "dense", "out_features": 2, "weight": "w", "weight_format": {"bits": 8, "frac": 4},
-       "output": {"bits": 8, "frac": 4}, "rounding": "trunc"}], (3,), "rounding 'trunc'"),
 ]
 
 #: what the conv blocks and the AXI port now take (issue 16): these generate
@@ -143,6 +141,12 @@ BUILT = [
     ([{**CONV, "activation": "relu6"}], None),
     ([{"type": "dense", "out_features": 2, "weight": "w", "weight_format": {"bits": 8, "frac": 4},
        "output": {"bits": 8, "frac": 4}}], (3,)),
+    # the dense engine's requantizer (issue 16): trunc, relu6, clamps, requant multipliers
+    ([{"type": "dense", "out_features": 2, "weight": "w", "weight_format": {"bits": 8, "frac": 4},
+       "output": {"bits": 8, "frac": 4}, "rounding": "trunc", "activation": "relu6"}], (3,)),
+    ([{"type": "dense", "out_features": 2, "weight": "w", "weight_format": {"bits": 8, "frac": 4},
+       "output": {"bits": 8, "frac": 4}, "activation": {"clamp": [-3, 20]},
+       "requant": {"multiplier": "rq.m", "shift": "rq.s"}, "rounding": "tflite_single"}], (3,)),
 ]
 
 

@@ -36,8 +36,8 @@ from cnnforge.golden.tokens import Cycles, model_cycles
 
 from ..devices import Memory
 from ..layouts import pixel_layout
-from ..mac import (MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_order, mac_requant_units,
-                   mac_unsupported)
+from ..mac import (MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_order, mac_unsupported,
+                   requant_resources)
 from ..registry import LayerResources, register_hardware
 from ..requant import requant_kwargs
 from ..serial_window import (SerialWindowModel, SerialWindowUnit, serial_window_geometry,
@@ -453,10 +453,5 @@ class Conv2dHardware(WindowedHardware):
         lanes = layer.pe * layer.simd
         bits += (layer.simd * a + lanes * (a + wb) * 2
                  + layer.pe * (layer.acc_bits + layer.output.bits) * 2 + 100)
-        products = [(a, wb)] * lanes
-        if layer.uses_requant:
-            units = mac_requant_units(layer.pe, layer.fan_in // layer.simd, layer.rounding)
-            m_bits = 53 if layer.rounding == "float64" else 31
-            products += [(layer.acc_bits, m_bits)] * units
-            bits += units * (4 * layer.acc_bits + 2 * m_bits) + (layer.pe * layer.acc_bits if units < layer.pe else 0)
-        return LayerResources(memories, products, bits)
+        rq_products, rq_bits = requant_resources(layer, layer.pe, layer.fan_in // layer.simd)
+        return LayerResources(memories, [(a, wb)] * lanes + rq_products, bits + rq_bits)
