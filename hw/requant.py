@@ -106,10 +106,13 @@ group.  One beat every ``count/multipliers`` cycles, latency
 
 Decision: share.  A folded MAC array delivers its ``pe`` accumulators once per
 ``K_h·K_w·C_in/simd`` cycles (3 to 32 in the weighted layers of the bundled
-digits and tiny models, never fewer than their ``pe``; the dense engine's whole
-vector of ``out_features`` once per ``in_features/simd`` cycles), so :func:`shared_multipliers` ``(pe, K_h·K_w·C_in/simd)`` multipliers
-lose no cycle of throughput, and the cost is ``count/multipliers − 1`` cycles
-of latency once per layer.  Measured (``scripts/bench_requant.py``, 24-bit
+digits and tiny models, never fewer than their ``pe``), so
+:func:`shared_multipliers` ``(pe, K_h·K_w·C_in/simd)`` multipliers lose no
+cycle of throughput, and the cost is ``count/multipliers − 1`` cycles of
+latency once per layer.  The dense engine makes the same choice with
+``lanes/simd`` (:func:`cnnforge.hw.layers.dense.dense_requant_units`): in a
+frame's last beat its ``pe``-lane groups become final one every ``lanes/simd``
+cycles, the fastest they come, so it never waits for its requantizer either.  Measured (``scripts/bench_requant.py``, 24-bit
 accumulators, 16 channels, ECP5-25F): ``tflite_double`` with pe 4 takes 609
 LUT4 + 404 CCU2C, 792 FF and 16 MULT18X18D with a multiplier per lane, 352 +
 101, 364 FF and 4 MULT18X18D with one shared (and 16 / 4 SB_MAC16 on the

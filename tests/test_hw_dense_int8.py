@@ -335,3 +335,40 @@ def test_fc_only_tflite_on_verilator(cache_dir, name, fold, argmax):
     run = simulate(design, x, "verilator", cache_dir=cache_dir, progress=False, stall=0.3, seed=7)
     from cnnforge.golden.network import run as golden_run
     assert np.array_equal(run.y, golden_run(model, x))
+
+
+# ------------------------------------------------------------------ whole imported conv -> flatten -> dense models
+
+#: every test model whose layers the hardware takes now (conv2d, flatten, dense); the rest wait for pools
+WHOLE = [pytest.param(n, marks=() if n in ("conv_same_relu", "conv_stride2_relu6") else pytest.mark.slow)
+         for n in ("conv_same_relu", "conv_stride2_relu6", "conv_same_relu_16x8", "per_tensor", "random_1",
+                   "random_3", "float_io_softmax")]
+
+
+@pytest.mark.parametrize("name", WHOLE)
+def test_whole_imported_conv_dense_model_on_verilator(cache_dir, name):
+    """A whole imported model (conv, flatten, the float64 FC) as generated Verilog: bit-exact against golden,
+    measured latency and frame interval equal to the predicted ones.  Where the parallel window cannot take
+    TFLite's asymmetric SAME padding, the conv reads a kernel row a beat (the serial window takes it)."""
+    pytest.importorskip("tflite")
+    from cnnforge.flow import build_design, verify
+    from cnnforge.hw.layers.conv2d import serial_serves
+    from cnnforge.hw.registry import unsupported_feature
+    from cnnforge.tflite import import_tflite
+    doc, tensors = import_tflite(DATA / f"{name}.tflite")
+    doc = {**doc, "layers": [dict(layer) for layer in doc["layers"]]}
+    for entry, layer in zip(doc["layers"], parse_model(doc, tensors=tensors).layers):
+        if layer.type == "conv2d":
+            (pt, pb), (pl, pr) = layer.padding
+            if (pt != pb or pl != pr) and not serial_serves(layer.in_shape[0], layer.kernel, layer.simd):
+                entry["simd"] = layer.in_shape[0] * layer.kernel[1]
+    model = parse_model(doc, tensors=tensors)
+    assert [layer.type for layer in model.layers][-2:] == ["flatten", "dense"]
+    assert unsupported_feature(model) is None
+    design = build_design(model)
+    rng = np.random.default_rng(len(name))
+    x = frames(rng, model.input_format, 4, tuple(model.input_shape))
+    report = verify(design, x, "verilator", cache_dir=cache_dir, progress=False)
+    assert report["match"], report["first_mismatch"]
+    assert report["first_output_latency_cycles"] == report["predicted_latency_cycles"]
+    assert report["frame_interval_cycles"] == report["predicted_frame_interval_cycles"]

@@ -39,6 +39,17 @@ the skid buffer):
          where final groups come at most every other clock, :func:`dense_slice_skid`)
     RQ   :class:`hw.requant.Requantizer` on ``pe`` lanes = output register
 
+Numbers (DESIGN §4, §4.1): the conv MAC array's contract.  An affine input's
+zero point is folded into the bias (``bias − z_x·Σw``,
+:func:`cnnforge.hw.mac.fold_zero_point`; every partial sum is then the
+accumulator of a frame whose remaining codes are 0, so golden's exact §4.1
+width holds it), and the requantizer is the shared
+:class:`cnnforge.hw.requant.Requantizer`: §4's shift modes (``trunc``,
+``relu6`` and clamps too) or §4.1's four multiplier modes with ``+ z_out`` and
+the clamp, its per-output-channel ROMs read at the final group's fold (the
+``group`` field), :func:`dense_requant_units` multipliers serving the ``pe``
+lanes in turn.
+
 Frames are delimited by counting beats; the input ``last`` flag is not used
 (the network top checks framing).
 
