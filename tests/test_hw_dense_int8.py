@@ -335,6 +335,14 @@ def test_fc_only_tflite_on_verilator(cache_dir, name, fold, argmax):
     run = simulate(design, x, "verilator", cache_dir=cache_dir, progress=False, stall=0.3, seed=7)
     from cnnforge.golden.network import run as golden_run
     assert np.array_equal(run.y, golden_run(model, x))
+    if argmax:
+        return
+    # the hardware's output is also the LiteRT interpreter's tensor of the last FULLY_CONNECTED
+    pytest.importorskip("ai_edge_litert")
+    from tests.test_tflite_import import _interpreter_codes
+    last = doc["layers"][-1]["name"]
+    want = _interpreter_codes(DATA / f"{name}.tflite", doc, x)[doc["metadata"]["tflite"]["tensors"][last]]
+    assert np.array_equal(run.y, want.reshape(run.y.shape))
 
 
 # ------------------------------------------------------------------ whole imported conv -> flatten -> dense models
