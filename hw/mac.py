@@ -225,13 +225,13 @@ class MacArrayModel(TokenModel):
     re-register (folded only), product and adder-tree registers (bits of one
     integer) into ``acc_valid``; one global enable ``en = ~acc_valid |
     skid.i.ready`` moves all of them (a :class:`RegisterSliceModel`, so
-    ``i.ready`` never depends on ``out_ready``); then the requantizer register,
-    which is the output.  In the multiplier modes the requantizer is its own
-    :class:`cnnforge.hw.requant.RequantizerModel` (its stages, and its phases
-    when ``rq_multipliers < pe`` lanes share the multipliers).
+    ``i.ready`` never depends on ``out_ready``); then the requantizer, which is
+    the output: its :class:`cnnforge.hw.requant.RequantizerModel` (one register
+    in the shift modes; in the multiplier modes its stages, and its phases when
+    ``rq_multipliers < pe`` lanes share the multipliers).
     """
 
-    __slots__ = ("sf", "top", "mask", "op", "pipe", "acc_valid", "skid", "rq_valid", "pipeline_depth", "rq")
+    __slots__ = ("sf", "top", "mask", "op", "pipe", "acc_valid", "skid", "pipeline_depth", "rq")
 
     def __init__(self, window_len: int, out_channels: int, pe=None, simd=None, rounding="half_up",
                  rq_multipliers=None):
@@ -245,12 +245,12 @@ class MacArrayModel(TokenModel):
         # + accumulator, skid, requantizer
         self.pipeline_depth = stages + 2 + requantizer_depth(rounding, pe, units)
         self.op, self.pipe = 0, 0
-        self.acc_valid = self.rq_valid = False
+        self.acc_valid = False
         self.skid = RegisterSliceModel(acc_slice_skid(self.sf))
-        self.rq = RequantizerModel(rounding, pe, units) if rounding in REQUANT_MODES else None
+        self.rq = RequantizerModel(rounding, pe, units)     # shift modes: its one register
 
     def out_valid(self):
-        return self.rq_valid if self.rq is None else self.rq.out_valid()
+        return self.rq.out_valid()
 
     def in_ready(self, out_ready):
         return not self.acc_valid or self.skid.in_ready(None)
@@ -258,13 +258,8 @@ class MacArrayModel(TokenModel):
     def clock(self, in_fire, out_fire):
         skid_out = self.skid.out_full
         skid_in_ready = self.skid.in_ready(None)
-        if self.rq is None:
-            rq_i_ready = not self.rq_valid or out_fire
-            if rq_i_ready:
-                self.rq_valid = skid_out
-        else:                                           # out_fire stands for out_ready while valid
-            rq_i_ready = self.rq.in_ready(out_fire)
-            self.rq.clock(skid_out and rq_i_ready, out_fire)
+        rq_i_ready = self.rq.in_ready(out_fire)         # out_fire stands for out_ready while valid
+        self.rq.clock(skid_out and rq_i_ready, out_fire)
         self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
         if not self.acc_valid or skid_in_ready:         # en
             self.acc_valid = bool(self.pipe >> self.top)

@@ -215,15 +215,15 @@ class DenseEngineModel(TokenModel):
     the stall-all pipe (one more, the operand re-register, when the weights come
     from ROM) into ``acc_valid``; one global enable ``en = ~acc_valid |
     skid.i.ready`` moves them; then the skid buffer (a :class:`RegisterSliceModel`)
-    and the requantizer register, which is the output; in the multiplier modes the
-    requantizer is its own :class:`cnnforge.hw.requant.RequantizerModel` (its stages, and
-    its phases when ``rq_multipliers < pe`` lanes share the multipliers), as in
+    and the requantizer, which is the output: its :class:`cnnforge.hw.requant.RequantizerModel`
+    (one register in the shift modes; in the multiplier modes its stages, and its phases
+    when ``rq_multipliers < pe`` lanes share the multipliers), as in
     :class:`cnnforge.hw.mac.MacArrayModel`.  ``in_shape`` is the incoming stream's
     frame: ``(C, H, W)`` or ``(F,)``, ``lanes`` values a beat.
     """
 
     __slots__ = ("ops", "sf", "beats", "top", "mask", "busy", "op", "pix", "pipe", "acc_valid", "skid",
-                 "rq_valid", "rq", "pipeline_depth")
+                 "rq", "pipeline_depth")
 
     def __init__(self, in_shape, out_features: int, pe=None, simd=None, lanes=None, rounding="half_up",
                  rq_multipliers=None):
@@ -233,15 +233,15 @@ class DenseEngineModel(TokenModel):
         stages = dense_pipe_depth(self.beats * self.ops, simd)
         self.top, self.mask = stages - 1, (1 << stages) - 1
         self.busy, self.op, self.pix, self.pipe = False, 0, 0, 0
-        self.acc_valid = self.rq_valid = False
+        self.acc_valid = False
         self.skid = RegisterSliceModel(dense_slice_skid(self.beats, self.sf, out_features // pe))
         units = dense_requant_units(pe, self.sf, rounding, rq_multipliers)
-        self.rq = RequantizerModel(rounding, pe, units) if rounding in REQUANT_MODES else None
+        self.rq = RequantizerModel(rounding, pe, units)     # shift modes: its one register
         # + accumulator bank, skid, requantizer
         self.pipeline_depth = stages + 2 + requantizer_depth(rounding, pe, units)
 
     def out_valid(self):
-        return self.rq_valid if self.rq is None else self.rq.out_valid()
+        return self.rq.out_valid()
 
     def in_ready(self, out_ready):
         en = not self.acc_valid or self.skid.in_ready(None)
@@ -250,13 +250,8 @@ class DenseEngineModel(TokenModel):
     def clock(self, in_fire, out_fire):
         skid_out = self.skid.out_full
         skid_in_ready = self.skid.in_ready(None)
-        if self.rq is None:
-            rq_i_ready = not self.rq_valid or out_fire
-            if rq_i_ready:
-                self.rq_valid = skid_out
-        else:                                           # out_fire stands for out_ready while valid
-            rq_i_ready = self.rq.in_ready(out_fire)
-            self.rq.clock(skid_out and rq_i_ready, out_fire)
+        rq_i_ready = self.rq.in_ready(out_fire)         # out_fire stands for out_ready while valid
+        self.rq.clock(skid_out and rq_i_ready, out_fire)
         self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
         if not self.acc_valid or skid_in_ready:          # en
             self.acc_valid = bool(self.pipe >> self.top)
