@@ -104,6 +104,24 @@ def test_modes_and_folds_under_stalls(mode, k):
     run_dense(layer, x, lanes, shape, pause_in=0.35, pause_out=0.45, seed=seed)
 
 
+@pytest.mark.parametrize("mode", ("tflite_double", "float64"))
+def test_with_an_input_fifo(mode):
+    """The planner's fallback (an input FIFO of a frame's beats, DenseHardware.fallbacks) in front of a
+    multiplier-mode engine: bit-exact, and every handshake as the FifoModel + DenseEngineModel chain."""
+    from cnnforge.hw.fifo import FifoModel
+    rng = np.random.default_rng(31)
+    layer = int8_dense_layer(rng, 12, 4, mode=mode, pe=2, simd=1)
+    x = frames(rng, layer.in_format, 4, (12,))
+    for pause in (0.0, 0.4):
+        dut = DenseEngine.from_layer(layer, lanes=3, in_fifo=4)
+        result = run_streams(dut, frame_beats(x, 3), len(x) * 2, pause_in=pause, pause_out=pause, seed=5)
+        assert [b[0] for b in result.beats] == layer.run(x).reshape(-1, 2).tolist()
+        models = [FifoModel(4), DenseEngineModel((12,), 4, 2, 1, 3, mode)]
+        assert (result.in_stamps, result.out_stamps) == chain_stamps(
+            models, len(x) * 4, len(x) * 2, source_pause=pause, source_seed=5, sink_pause=pause, sink_seed=6)
+    assert dut.cycles == dense_cycles((12,), 4, 2, 1, 3, 4, mode)
+
+
 # ------------------------------------------------------------------ every input code, rounding ties
 
 def _tie_layer(mode, zero_point, out_zero_point, activation="none", bits=None, pe=4):
