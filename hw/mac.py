@@ -47,14 +47,14 @@ from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
 from .layouts import pixel_layout
 from .pipe import Pipe
-from .requant import (Requantizer, RequantizerModel, acc_layout, check_requant_params, multiplier_problem,
-                      requantizer_depth, shared_multipliers)
+from .requant import (Requantizer, RequantizerModel, acc_layout, check_requant_params, requantizer_depth,
+                      requantizer_unsupported, shared_multipliers)
 from .slice import RegisterSlice, RegisterSliceModel
 from .unused import silence_if_invalid
 
 __all__ = ["MacArray", "mac_datapath", "conv_weights_to_window_order", "check_fold",
            "mac_array_pipeline_depth", "acc_slice_skid", "mac_array_cycles", "MacArrayModel", "mac_requant_units",
-           "mac_unsupported", "fold_zero_point", "ZERO_POINT_MODES"]
+           "mac_unsupported", "fold_zero_point", "requant_resources", "ZERO_POINT_MODES"]
 
 #: how the MAC array accounts for the input zero point (DESIGN §4.1): folded into the bias
 #: (``bias − z_x·Σw``, the default) or subtracted from every operand
@@ -69,6 +69,19 @@ def mac_requant_units(pe: int, synapse_folds: int, rounding: str, multipliers=No
     if rounding not in REQUANT_MODES:
         return pe
     return shared_multipliers(pe, synapse_folds) if multipliers is None else multipliers
+
+
+def requant_resources(layer, pe: int, synapse_folds: int) -> tuple:
+    """``(products, registers)`` a weighted layer's multiplier-mode requantizer adds to its estimate (conv2d
+    and dense): one ``acc_bits × 31`` product per unit (``× 53`` for ``float64``) of the
+    :func:`mac_requant_units` that serve the ``pe`` lanes, and their pipeline registers; none in the
+    shift modes."""
+    if not layer.uses_requant:
+        return [], 0
+    units = mac_requant_units(pe, synapse_folds, layer.rounding)
+    m_bits = 53 if layer.rounding == "float64" else 31
+    bits = units * (4 * layer.acc_bits + 2 * m_bits) + (pe * layer.acc_bits if units < pe else 0)
+    return [(layer.acc_bits, m_bits)] * units, bits
 
 
 def fold_zero_point(weights, bias, zero_point) -> np.ndarray:
@@ -88,11 +101,10 @@ def mac_unsupported(layer) -> str | None:
     input zero point), ``requant`` in the four multiplier modes with per-channel
     constants, ``+ z_out`` and the clamp.  A ``requant`` parameter the
     multiplier requantizer cannot take (an accumulator over 48 bits, a shift or
-    multiplier out of range) is named by :func:`cnnforge.hw.requant.multiplier_problem`.
+    multiplier out of range) is named by :func:`cnnforge.hw.requant.requantizer_unsupported`
+    (the dense engine's check too).
     """
-    if layer.uses_requant:
-        return multiplier_problem(layer)
-    return None
+    return requantizer_unsupported(layer)
 
 
 def conv_weights_to_window_order(weight) -> np.ndarray:
@@ -213,13 +225,13 @@ class MacArrayModel(TokenModel):
     re-register (folded only), product and adder-tree registers (bits of one
     integer) into ``acc_valid``; one global enable ``en = ~acc_valid |
     skid.i.ready`` moves all of them (a :class:`RegisterSliceModel`, so
-    ``i.ready`` never depends on ``out_ready``); then the requantizer register,
-    which is the output.  In the multiplier modes the requantizer is its own
-    :class:`cnnforge.hw.requant.RequantizerModel` (its stages, and its phases
-    when ``rq_multipliers < pe`` lanes share the multipliers).
+    ``i.ready`` never depends on ``out_ready``); then the requantizer, which is
+    the output: its :class:`cnnforge.hw.requant.RequantizerModel` (one register
+    in the shift modes; in the multiplier modes its stages, and its phases when
+    ``rq_multipliers < pe`` lanes share the multipliers).
     """
 
-    __slots__ = ("sf", "top", "mask", "op", "pipe", "acc_valid", "skid", "rq_valid", "pipeline_depth", "rq")
+    __slots__ = ("sf", "top", "mask", "op", "pipe", "acc_valid", "skid", "pipeline_depth", "rq")
 
     def __init__(self, window_len: int, out_channels: int, pe=None, simd=None, rounding="half_up",
                  rq_multipliers=None):
@@ -233,12 +245,12 @@ class MacArrayModel(TokenModel):
         # + accumulator, skid, requantizer
         self.pipeline_depth = stages + 2 + requantizer_depth(rounding, pe, units)
         self.op, self.pipe = 0, 0
-        self.acc_valid = self.rq_valid = False
+        self.acc_valid = False
         self.skid = RegisterSliceModel(acc_slice_skid(self.sf))
-        self.rq = RequantizerModel(rounding, pe, units) if rounding in REQUANT_MODES else None
+        self.rq = RequantizerModel(rounding, pe, units)     # shift modes: its one register
 
     def out_valid(self):
-        return self.rq_valid if self.rq is None else self.rq.out_valid()
+        return self.rq.out_valid()
 
     def in_ready(self, out_ready):
         return not self.acc_valid or self.skid.in_ready(None)
@@ -246,13 +258,8 @@ class MacArrayModel(TokenModel):
     def clock(self, in_fire, out_fire):
         skid_out = self.skid.out_full
         skid_in_ready = self.skid.in_ready(None)
-        if self.rq is None:
-            rq_i_ready = not self.rq_valid or out_fire
-            if rq_i_ready:
-                self.rq_valid = skid_out
-        else:                                           # out_fire stands for out_ready while valid
-            rq_i_ready = self.rq.in_ready(out_fire)
-            self.rq.clock(skid_out and rq_i_ready, out_fire)
+        rq_i_ready = self.rq.in_ready(out_fire)         # out_fire stands for out_ready while valid
+        self.rq.clock(skid_out and rq_i_ready, out_fire)
         self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
         if not self.acc_valid or skid_in_ready:         # en
             self.acc_valid = bool(self.pipe >> self.top)

@@ -106,10 +106,13 @@ group.  One beat every ``count/multipliers`` cycles, latency
 
 Decision: share.  A folded MAC array delivers its ``pe`` accumulators once per
 ``K_h·K_w·C_in/simd`` cycles (3 to 32 in the weighted layers of the bundled
-digits and tiny models, never fewer than their ``pe``; the dense engine's whole
-vector of ``out_features`` once per ``in_features/simd`` cycles), so :func:`shared_multipliers` ``(pe, K_h·K_w·C_in/simd)`` multipliers
-lose no cycle of throughput, and the cost is ``count/multipliers − 1`` cycles
-of latency once per layer.  Measured (``scripts/bench_requant.py``, 24-bit
+digits and tiny models, never fewer than their ``pe``), so
+:func:`shared_multipliers` ``(pe, K_h·K_w·C_in/simd)`` multipliers lose no
+cycle of throughput, and the cost is ``count/multipliers − 1`` cycles of
+latency once per layer.  The dense engine makes the same choice with
+``lanes/simd`` (:func:`cnnforge.hw.layers.dense.dense_requant_units`): in a
+frame's last beat its ``pe``-lane groups become final one every ``lanes/simd``
+cycles, the fastest they come, so it never waits for its requantizer either.  Measured (``scripts/bench_requant.py``, 24-bit
 accumulators, 16 channels, ECP5-25F): ``tflite_double`` with pe 4 takes 609
 LUT4 + 404 CCU2C, 792 FF and 16 MULT18X18D with a multiplier per lane, 352 +
 101, 364 FF and 4 MULT18X18D with one shared (and 16 / 4 SB_MAC16 on the
@@ -128,8 +131,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.golden import intmath
-from cnnforge.golden.formats import (ACTIVATION_WORDS, ACTIVATIONS, MAX_ACC_BITS, MAX_AFFINE_ACC_BITS,
-                                     OVERFLOW_MODES, REQUANT_MODES, ROUNDING_MODES, SHIFT_ROUNDING, Clamp, Format,
+from cnnforge.golden.formats import (ACTIVATION_WORDS, MAX_ACC_BITS, MAX_AFFINE_ACC_BITS,
+                                     OVERFLOW_MODES, REQUANT_MODES, SHIFT_ROUNDING, Clamp, Format,
                                      activation_bounds, signed_width)
 from cnnforge.golden.tokens import TokenModel
 
@@ -153,32 +156,20 @@ def acc_layout(acc_bits: int, count: int) -> data.StructLayout:
 
 
 def requantizer_unsupported(layer) -> str | None:
-    """The §3.1 feature of a dense layer its engine lacks yet, or None.
+    """The requantizer feature of a weighted layer (conv2d, dense) the hardware cannot take, or None.
 
-    The requantizer itself takes §4.1's multiplier modes (:class:`Requantizer`
-    with ``multiplier``/``effective_scale``) and, in the shift modes, ``trunc``,
-    ``relu6`` and clamps; a ``requant`` parameter it cannot take
-    (:func:`multiplier_problem`: an accumulator over 48 bits, a shift or
-    multiplier out of range) is named with its field first.  The MAC array
-    passes it everything (:func:`cnnforge.hw.mac.mac_unsupported`, the conv
-    kind's check); the dense engine does not pass it multipliers, zero points
-    or clamps yet, so those dense layers are still refused here: the engine
-    shifts by a power of two with §4's four rounding modes, saturates or wraps,
-    and applies ``none`` or ``relu``; weights are ``frac`` codes.
+    The requantizer takes §4's shift modes (``floor``, ``half_up``,
+    ``half_even``, ``half_away``, ``trunc``; ``saturate`` or ``wrap``) with any
+    activation (``none``, ``relu``, ``relu6``, a clamp), and §4.1's four
+    multiplier modes (:class:`Requantizer` with ``multiplier`` /
+    ``effective_scale``, per-channel constants, ``+ z_out``, the clamp); the
+    MAC array and the dense engine account for the input zero point and pass it
+    everything.  What is left is a ``requant`` parameter the multiplier path
+    cannot take (:func:`multiplier_problem`: an accumulator over 48 bits, a
+    shift or multiplier out of range), named with its field first.
     """
     if layer.uses_requant:
-        problem = multiplier_problem(layer)
-        if problem:
-            return problem
-    if layer.weight_format.affine:
-        return f"affine formats (the weight format {layer.weight_format} has a scale)"
-    if layer.uses_requant:
-        return f"requant multipliers (rounding '{layer.rounding}')"
-    if layer.rounding not in ROUNDING_MODES:
-        return f"rounding '{layer.rounding}'"
-    if layer.activation not in ACTIVATIONS:
-        activation = layer.activation
-        return f"the activation {getattr(activation, 'to_json', lambda: activation)()}"
+        return multiplier_problem(layer)
     return None
 
 

@@ -1,8 +1,9 @@
-"""`cnnforge import` and the hardware refusals of §3.1 features (DESIGN §7, §8; issue 15).
+"""`cnnforge import`, and the hardware commands on imported models (DESIGN §7, §8; issues 15, 16).
 
 Every refusal is exit 2 with one line on stderr and no file written.  The
-hardware commands refuse a model with a §3.1 feature their blocks lack
-before anything is planned, so these tests need no simulator and no Yosys.
+blocks take every §3.1 feature now; a parameter no block can take (a shift
+outside a rounding mode's range) is refused by the loader before anything is
+planned, so these tests need no simulator and no Yosys.
 """
 
 import json
@@ -20,9 +21,12 @@ pytest.importorskip("tflite")
 
 DATA = Path(__file__).parent / "data" / "tflite"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tiny"
-#: the format of kws_49x10's first conv output (the max-pool's input)
-#: the format the global pool (MEAN) of kws_49x10 gives the flatten
-OUT5 = "a8(z=-128,s=0.002475)"
+
+
+#: kws_49x10 as imported, refused by every hardware command
+KWS_REFUSAL = ("layer 0 'conv2d_0': the hardware does not support asymmetric padding [[4, 5], [1, 1]] with simd 40 "
+               "(the parallel window pads both sides of an axis alike; the serial window takes it: set simd to "
+               "one of 1, 2, 4) yet; 'cnnforge golden' and 'cnnforge info' take this model")
 
 
 def cli(capsys, *args):
@@ -78,10 +82,10 @@ def test_import_of_a_flat_fc_model_and_info(tmp_path, capsys):
     lines = out.splitlines()
     assert lines[0].startswith("model fc_only: input 20 a8(z=")
     assert "rescale" in lines[1] and "M,s float64" in lines[3]
-    assert any(line.startswith("hardware: not yet: layer 0 'dense_0': the hardware does not support")
-               for line in lines)
+    # the dense engine takes the int8 contract (issue 16): no refusal
+    assert not any(line.startswith("hardware: not yet") for line in lines)
     info = json.loads(cli(capsys, "info", tmp_path / "fc.json", "--json")[1])
-    assert info["model"]["hardware_unsupported"].startswith("layer 0 'dense_0'")
+    assert info["model"]["hardware_unsupported"] is None
     assert info["layers"][0]["weight_format"]["zero_point"] == 0 and info["layers"][0]["requant"]
 
 
@@ -125,10 +129,15 @@ CONV = {"type": "conv2d", "out_channels": 2, "kernel": 3, "padding": 1, "weight"
         "weight_format": {"bits": 8, "frac": 4}, "output": {"bits": 8, "frac": 4}}
 TENSORS = {"w": np.ones((2, 1, 3, 3), np.int8), "rq.m": np.array([1 << 30]), "rq.s": np.array([-1])}
 
+#: (requant edit, the refusal): parameters no block can take, refused by the loader before anything
+#: is planned (issue 16, "Bad input"); every other §3.1 feature is built now
 FEATURES = [
-    # (layers, input shape, the feature named): what the dense blocks lack yet
-    ([{"type": "dense", "out_features": 2, "weight": "w", "weight_format": {"bits": 8, "frac": 4},
-       "output": {"bits": 8, "frac": 4}, "rounding": "trunc"}], (3,), "rounding 'trunc'"),
+    ({"rounding": "tflite_int16", "shift": 20},
+     "field 'requant.shift': shift 20 is outside [-31, 7], the shifts rounding tflite_int16 takes"),
+    ({"rounding": "tflite_double", "shift": 31},
+     "field 'requant.shift': tensor 'rq.s' holds shift 31 outside [-31, 30]"),
+    ({"rounding": "tflite_single", "overflow": "wrap"},
+     "field 'overflow': a layer with 'requant' saturates (then clamps); overflow 'wrap' is not defined for"),
 ]
 
 #: what the conv and pool blocks and the AXI port now take (issue 16): these generate
@@ -143,22 +152,28 @@ BUILT = [
     ([{**CONV, "activation": "relu6"}], None),
     ([{"type": "dense", "out_features": 2, "weight": "w", "weight_format": {"bits": 8, "frac": 4},
        "output": {"bits": 8, "frac": 4}}], (3,)),
+    # the dense engine's requantizer (issue 16): trunc, relu6, clamps, requant multipliers
+    ([{"type": "dense", "out_features": 2, "weight": "w", "weight_format": {"bits": 8, "frac": 4},
+       "output": {"bits": 8, "frac": 4}, "rounding": "trunc", "activation": "relu6"}], (3,)),
+    ([{"type": "dense", "out_features": 2, "weight": "w", "weight_format": {"bits": 8, "frac": 4},
+       "output": {"bits": 8, "frac": 4}, "activation": {"clamp": [-3, 20]},
+       "requant": {"multiplier": "rq.m", "shift": "rq.s"}, "rounding": "tflite_single"}], (3,)),
 ]
 
 
-@pytest.mark.parametrize("layers, shape, feature", FEATURES, ids=[f[2].split()[0] + str(i) for i, f in
-                                                                  enumerate(FEATURES)])
-def test_generate_refuses_each_feature_the_blocks_lack(tmp_path, capsys, layers, shape, feature):
-    tensors = dict(TENSORS)
-    if shape == (3,):
-        tensors["w"] = np.ones((2, 3), np.int8)
-    path = _save(tmp_path, _v1(layers, shape or (1, 6, 6)), tensors)
+@pytest.mark.parametrize("edit, message", FEATURES, ids=[f[0]["rounding"] for f in FEATURES])
+def test_generate_refuses_requant_parameters_no_block_takes(tmp_path, capsys, edit, message):
+    tensors = {**TENSORS, "rq.s": np.array([edit.get("shift", -1)])}
+    layer = {**CONV, "requant": {"multiplier": "rq.m", "shift": "rq.s"}, "rounding": edit["rounding"]}
+    if "overflow" in edit:
+        layer["overflow"] = edit["overflow"]
+    path = tmp_path / "m.json"                              # written as is: the loader must refuse it
+    path.write_text(json.dumps(_v1([layer], (1, 6, 6))))
+    np.savez(tmp_path / "m.npz", **tensors)
     before = files_in(tmp_path)
     code, out, err = cli(capsys, "generate", path, "-o", tmp_path / "gen")
-    assert code == 2 and out == ""
-    name = load_model(path).layers[0].name
-    assert err == [f"cnnforge: error: layer 0 '{name}': the hardware does not support {feature} yet; "
-                   "'cnnforge golden' and 'cnnforge info' take this model"]
+    assert code == 2 and out == "" and len(err) == 1
+    assert err[0].startswith(f"cnnforge: error: {path}: layer 0 'conv2d0': {message}"), err
     assert files_in(tmp_path) == before
 
 
@@ -180,17 +195,18 @@ def test_generate_takes_what_the_conv_blocks_and_the_port_now_have(tmp_path, cap
     ("synth", "{m}", "--device", "ecp5-25k", "-o", "{t}/out"),
     ("build", "{m}", "--board", "icebreaker", "-o", "{t}/out"),
 ], ids=lambda c: c[0])
-def test_every_hardware_command_refuses_an_imported_model(tmp_path, capsys, command):
+def test_every_hardware_command_refuses_an_imported_model_it_cannot_take(tmp_path, capsys, command):
+    """kws_49x10 as imported: its first conv (10x4 kernel, SAME with padding [[4, 5], [1, 1]]) is fully
+    parallel (simd 40), and only the serial window pads asymmetrically: each hardware command refuses
+    it with one line naming the folds that build it, nothing written (folded, it runs on Verilator:
+    tests/test_imported_on_verilator.py)."""
     model = tmp_path / "kws.json"
     assert cli(capsys, "import", DATA / "kws_49x10.tflite", "-o", model)[0] == 0
     np.save(tmp_path / "x.npy", np.zeros((2, 1, 49, 10), np.int8))
     before = files_in(tmp_path)
     code, out, err = cli(capsys, *(a.format(m=model, x=tmp_path / "x.npy", t=tmp_path) for a in command))
     assert code == 2 and out == ""
-    # the conv and the pools take the int8 contract now; the flatten before the FC does not yet
-    assert err == ["cnnforge: error: layer 5 'flatten_5': the hardware does not support affine formats (the input "
-                   f"format {OUT5} has a zero point and a scale) yet; 'cnnforge golden' and "
-                   "'cnnforge info' take this model"]
+    assert err == [f"cnnforge: error: {KWS_REFUSAL}"]
     assert files_in(tmp_path) == before
 
 
@@ -215,6 +231,4 @@ def test_info_with_a_device_skips_the_estimate_of_refused_hardware(tmp_path, cap
     assert cli(capsys, "import", DATA / "kws_49x10.tflite", "-o", tmp_path / "kws.json")[0] == 0
     code, out, err = cli(capsys, "info", tmp_path / "kws.json", "--device", "ecp5-25k")
     assert code == 0 and out.splitlines()[0].startswith("model kws_49x10")
-    assert err == ["cnnforge: warning: no ecp5-25k estimate: layer 5 'flatten_5': the hardware does not support "
-                   f"affine formats (the input format {OUT5} has a zero point and a scale) yet; "
-                   "'cnnforge golden' and 'cnnforge info' take this model"]
+    assert err == [f"cnnforge: warning: no ecp5-25k estimate: {KWS_REFUSAL}"]

@@ -266,6 +266,12 @@ class ArgmaxHardware(LayerHardware):
     def work(self, layer) -> int:
         return 0
 
+    def unsupported(self, layer) -> str | None:
+        """None: the head compares signed codes, and ``q ↦ (q − z)·s`` is increasing (``s > 0``), so the
+        first maximum of an affine input's codes is the first maximum of its real values (§4.1): it
+        takes affine input codes as they are, unlike the base's refusal of affine formats."""
+        return None
+
     def describe(self, layer, choice) -> dict:
         return {"lanes": {"in": self._lanes(layer, choice), "out": 1}}
 

@@ -36,8 +36,8 @@ from cnnforge.golden.tokens import Cycles, model_cycles
 
 from ..devices import Memory
 from ..layouts import pixel_layout
-from ..mac import (MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_order, mac_requant_units,
-                   mac_unsupported)
+from ..mac import (MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_order, mac_unsupported,
+                   requant_resources)
 from ..params import padding_sides
 from ..registry import LayerResources, register_hardware
 from ..requant import requant_kwargs
@@ -390,7 +390,16 @@ class Conv2dHardware(WindowedHardware):
 
     def unsupported(self, layer) -> str | None:
         """The MAC array takes every §4 and §4.1 feature of a conv (:func:`cnnforge.hw.mac.mac_unsupported`
-        names a ``requant`` parameter its requantizer cannot take); a conv's input is never flat."""
+        names a ``requant`` parameter its requantizer cannot take); a conv's input is never flat.
+        Asymmetric padding only the serial window takes: a ``simd`` it does not serve (the whole
+        window, say) is named with the folds that would build it."""
+        (pt, pb), (pl, pr) = layer.padding
+        c, kw = layer.in_shape[0], layer.kernel[1]
+        if (pt != pb or pl != pr) and not serial_serves(c, layer.kernel, layer.simd):
+            folds = ", ".join(str(d) for d in serial_window_simds(c, layer.kernel))
+            return (f"asymmetric padding [[{pt}, {pb}], [{pl}, {pr}]] with simd {layer.simd} (the parallel "
+                    f"window pads both sides of an axis alike; the serial window takes it: set simd to one "
+                    f"of {folds})")
         return mac_unsupported(layer)
 
     def multipliers(self, layer, choice) -> int:
@@ -454,13 +463,9 @@ class Conv2dHardware(WindowedHardware):
         lanes = layer.pe * layer.simd
         bits += (layer.simd * a + lanes * (a + wb) * 2
                  + layer.pe * (layer.acc_bits + layer.output.bits) * 2 + 100)
-        products = [(a, wb)] * lanes
-        if layer.uses_requant:
-            units = mac_requant_units(layer.pe, layer.fan_in // layer.simd, layer.rounding)
-            m_bits = 53 if layer.rounding == "float64" else 31
-            products += [(layer.acc_bits, m_bits)] * units
-            bits += units * (4 * layer.acc_bits + 2 * m_bits) + (layer.pe * layer.acc_bits if units < layer.pe else 0)
+        rq_products, rq_bits = requant_resources(layer, layer.pe, layer.fan_in // layer.simd)
         # MAC array + its slice + requantizer (digits, -noflatten: conv1 146, conv2 152 LUT4s
-        # besides ROMs): control, an adder a bit per accumulator, the adder trees
-        arith = 100 + 2 * layer.pe * layer.acc_bits + 4 * lanes
-        return LayerResources(memories, products, bits, window_luts + arith, arith)
+        # besides ROMs): control, an adder a bit per accumulator, the adder trees; a multiplier
+        # requantizer about a LUT4 per register (scripts/bench_requant.py), its adders in carry cells on ECP5
+        arith = 100 + 2 * layer.pe * layer.acc_bits + 4 * lanes + rq_bits
+        return LayerResources(memories, [(a, wb)] * lanes + rq_products, bits + rq_bits, window_luts + arith, arith)

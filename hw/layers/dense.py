@@ -39,6 +39,17 @@ the skid buffer):
          where final groups come at most every other clock, :func:`dense_slice_skid`)
     RQ   :class:`hw.requant.Requantizer` on ``pe`` lanes = output register
 
+Numbers (DESIGN §4, §4.1): the conv MAC array's contract.  An affine input's
+zero point is folded into the bias (``bias − z_x·Σw``,
+:func:`cnnforge.hw.mac.fold_zero_point`; every partial sum is then the
+accumulator of a frame whose remaining codes are 0, so golden's exact §4.1
+width holds it), and the requantizer is the shared
+:class:`cnnforge.hw.requant.Requantizer`: §4's shift modes (``trunc``,
+``relu6`` and clamps too) or §4.1's four multiplier modes with ``+ z_out`` and
+the clamp, its per-output-channel ROMs read at the final group's fold (the
+``group`` field), :func:`dense_requant_units` multipliers serving the ``pe``
+lanes in turn.
+
 Frames are delimited by counting beats; the input ``last`` flag is not used
 (the network top checks framing).
 
@@ -66,22 +77,24 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.formats import Format, acc_bits as _acc_bits, ceil_log2, divisors
+from cnnforge.golden.formats import (MAX_ACC_BITS, REQUANT_MODES, Format, acc_bits as _acc_bits, acc_range_bits,
+                                     ceil_log2, divisors, signed_width)
 from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
 from ..devices import Memory as MemoryEstimate
 from ..fifo import FifoModel, StreamFifo, fifo_registers
 from ..layouts import pixel_layout
-from ..mac import _mac_folds, check_fold, mac_datapath
+from ..mac import _mac_folds, check_fold, fold_zero_point, mac_datapath, mac_requant_units, requant_resources
 from ..pipe import Pipe
 from ..registry import LayerHardware, LayerResources, register_hardware, stream_values
-from ..requant import Requantizer, acc_layout, check_requant_params, requantizer_unsupported
+from ..requant import (Requantizer, RequantizerModel, acc_layout, check_requant_params, requant_kwargs,
+                       requantizer_depth, requantizer_unsupported)
 from ..slice import RegisterSlice, RegisterSliceModel
 from ..unused import silence_if_invalid
 
 __all__ = ["DenseEngine", "DenseEngineModel", "DenseHardware", "dense_weights_to_stream_order",
            "stream_geometry", "dense_default_fold", "dense_cycles", "dense_pipe_depth", "dense_lanes",
-           "dense_slice_skid"]
+           "dense_slice_skid", "dense_requant_units"]
 
 
 def stream_geometry(in_shape, lanes=None) -> tuple:
@@ -135,6 +148,14 @@ def dense_pipe_depth(cycles_per_frame: int, simd: int) -> int:
     return 2 + (1 if cycles_per_frame > 1 else 0) + ceil_log2(simd)
 
 
+def dense_requant_units(pe: int, synapse_folds: int, rounding: str, multipliers=None) -> int:
+    """Multipliers of the dense engine's requantizer: as the conv MAC array's
+    (:func:`cnnforge.hw.mac.mac_requant_units`), the fewest that take a final group every
+    ``lanes/simd`` cycles, which is how often the frame's last beat completes one, so sharing
+    never slows the engine."""
+    return mac_requant_units(pe, synapse_folds, rounding, multipliers)
+
+
 def dense_default_fold(in_shape, out_features: int, frame_interval=None, lanes=None) -> tuple:
     """Default ``(pe, simd)`` of :class:`DenseEngine`: ``(out_features, values per beat)``.
 
@@ -167,19 +188,22 @@ def _folds(in_shape, out_features, pe, simd, lanes):
     return beats, codes, pe, simd
 
 
-def dense_cycles(in_shape, out_features: int, pe=None, simd=None, lanes=None, in_fifo=0) -> Cycles:
+def dense_cycles(in_shape, out_features: int, pe=None, simd=None, lanes=None, in_fifo=0, rounding="half_up",
+                 rq_multipliers=None) -> Cycles:
     """Latency and frame interval of :class:`DenseEngine` alone (stall-free, from reset).
 
     From :class:`DenseEngineModel` (exact).  Each beat takes ``(lanes/simd)·(out/pe)``
     cycles and the next beat is taken on the last of them, so a frame takes
     ``beats·(lanes/simd)·(out/pe)`` cycles; a group's result leaves the operand,
     operand re-register (weights in ROM only), product, ``ceil(log2(simd))``
-    adder-tree, accumulator, skid and requantizer registers after its last op,
-    the first group's in the frame's last beat.
+    adder-tree, accumulator, skid and requantizer registers after its last op
+    (the requantizer: one in the shift modes, :func:`cnnforge.hw.requant.requantizer_depth`
+    in the multiplier modes), the first group's in the frame's last beat.
     """
     beats, codes, pe, simd = _folds(in_shape, out_features, pe, simd, lanes)
     return model_cycles(lambda: ([FifoModel(in_fifo)] if in_fifo else [])
-                        + [DenseEngineModel(in_shape, out_features, pe, simd, lanes)], beats, out_features // pe)
+                        + [DenseEngineModel(in_shape, out_features, pe, simd, lanes, rounding, rq_multipliers)],
+                        beats, out_features // pe)
 
 
 class DenseEngineModel(TokenModel):
@@ -191,36 +215,43 @@ class DenseEngineModel(TokenModel):
     the stall-all pipe (one more, the operand re-register, when the weights come
     from ROM) into ``acc_valid``; one global enable ``en = ~acc_valid |
     skid.i.ready`` moves them; then the skid buffer (a :class:`RegisterSliceModel`)
-    and the requantizer register, which is the output.  ``in_shape`` is the
-    incoming stream's frame: ``(C, H, W)`` or ``(F,)``, ``lanes`` values a beat.
+    and the requantizer, which is the output: its :class:`cnnforge.hw.requant.RequantizerModel`
+    (one register in the shift modes; in the multiplier modes its stages, and its phases
+    when ``rq_multipliers < pe`` lanes share the multipliers), as in
+    :class:`cnnforge.hw.mac.MacArrayModel`.  ``in_shape`` is the incoming stream's
+    frame: ``(C, H, W)`` or ``(F,)``, ``lanes`` values a beat.
     """
 
     __slots__ = ("ops", "sf", "beats", "top", "mask", "busy", "op", "pix", "pipe", "acc_valid", "skid",
-                 "rq_valid")
+                 "rq", "pipeline_depth")
 
-    def __init__(self, in_shape, out_features: int, pe=None, simd=None, lanes=None):
+    def __init__(self, in_shape, out_features: int, pe=None, simd=None, lanes=None, rounding="half_up",
+                 rq_multipliers=None):
         self.beats, codes, pe, simd = _folds(in_shape, out_features, pe, simd, lanes)
         self.sf = codes // simd
         self.ops = self.sf * (out_features // pe)
         stages = dense_pipe_depth(self.beats * self.ops, simd)
         self.top, self.mask = stages - 1, (1 << stages) - 1
         self.busy, self.op, self.pix, self.pipe = False, 0, 0, 0
-        self.acc_valid = self.rq_valid = False
+        self.acc_valid = False
         self.skid = RegisterSliceModel(dense_slice_skid(self.beats, self.sf, out_features // pe))
+        units = dense_requant_units(pe, self.sf, rounding, rq_multipliers)
+        self.rq = RequantizerModel(rounding, pe, units)     # shift modes: its one register
+        # + accumulator bank, skid, requantizer
+        self.pipeline_depth = stages + 2 + requantizer_depth(rounding, pe, units)
 
     def out_valid(self):
-        return self.rq_valid
+        return self.rq.out_valid()
 
     def in_ready(self, out_ready):
         en = not self.acc_valid or self.skid.in_ready(None)
         return en and (not self.busy or self.op == self.ops - 1)
 
     def clock(self, in_fire, out_fire):
-        rq_i_ready = not self.rq_valid or out_fire
         skid_out = self.skid.out_full
         skid_in_ready = self.skid.in_ready(None)
-        if rq_i_ready:
-            self.rq_valid = skid_out
+        rq_i_ready = self.rq.in_ready(out_fire)         # out_fire stands for out_ready while valid
+        self.rq.clock(skid_out and rq_i_ready, out_fire)
         self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
         if not self.acc_valid or skid_in_ready:          # en
             self.acc_valid = bool(self.pipe >> self.top)
@@ -255,7 +286,15 @@ def dense_weights_to_stream_order(weight, in_shape) -> np.ndarray:
 
 
 class DenseEngine(wiring.Component):
-    """Folded matrix–vector unit with bias, requantizer and ReLU on a ``lanes`` stream.
+    """Folded matrix–vector unit with bias, requantizer and activation on a ``lanes`` stream.
+
+    The numeric contract is the conv MAC array's (DESIGN §4, §4.1): the input
+    zero point ``z_x`` (``in_format.zero_point``) is folded into the bias,
+    ``bias − z_x·Σw`` (:func:`cnnforge.hw.mac.fold_zero_point`), so the bank sums
+    raw codes; the requantizer is the shared :class:`cnnforge.hw.requant.Requantizer`
+    on ``pe`` lanes, in a multiplier mode reading its per-channel constants at
+    the final group's output-channel fold (its ``group`` field), with
+    :func:`dense_requant_units` multipliers serving the lanes in turn.
 
     Parameters
     ----------
@@ -263,13 +302,17 @@ class DenseEngine(wiring.Component):
         Shape of the incoming frame: ``(C, H, W)`` for a pixel stream (raster order,
         channels innermost), ``(F,)`` for a vector.
     in_format : cnnforge.golden.formats.Format
+        An affine one's zero point is accounted for exactly (§4.1).
     weight : array_like of int, shape (out_features, in_features)
         Weight codes in PyTorch's flatten order ``(C, H, W)``.
     bias : array_like of int, shape (out_features,), or None
-        Bias codes in accumulator scale (``f_in + f_w``); ``None`` = zeros.
+        Bias codes in accumulator scale (``f_in + f_w``, or ``s_x·s_w``); ``None`` = zeros.
     weight_format, out_format : cnnforge.golden.formats.Format
-    rounding, overflow, activation : str
-        As :func:`cnnforge.golden.formats.requantize`.
+    rounding, overflow, activation : str (activation also a Clamp)
+        As :func:`cnnforge.golden.formats.requantize`: a §4 rounding mode (``floor``,
+        ``half_up``, ``half_even``, ``half_away``, ``trunc``) or a §4.1 multiplier mode
+        (``tflite_double``, ``tflite_single``, ``tflite_int16``, ``float64``);
+        activation ``none``, ``relu``, ``relu6`` or a clamp.
     pe, simd : int or None
         ``pe`` divides ``out_features``, ``simd`` divides ``lanes``; ``None`` =
         :func:`dense_default_fold`.
@@ -278,6 +321,13 @@ class DenseEngine(wiring.Component):
         ``C``, or the whole vector ``F``).
     in_fifo : int
         Beats of an input :class:`cnnforge.hw.fifo.StreamFifo` (0: none).
+    shift, multiplier, effective_scale, acc_bits : optional
+        The multiplier modes' ``requant`` (per-channel shift and multiplier, or
+        ``float64``'s effective scale) and golden's exact §4.1 accumulator width
+        (it must hold ``Σ (x − z_x)·w + bias`` over every input; default that
+        range's width); without ``shift`` the §4 shift ``f_in + f_w − f_out``.
+    rq_multipliers : int, optional
+        Multipliers of the requantizer (multiplier modes): default :func:`dense_requant_units`.
 
     Attributes
     ----------
@@ -289,14 +339,17 @@ class DenseEngine(wiring.Component):
     multipliers : int
         ``pe·simd``.
     weight_bits, bias_bits : int
-        Weight storage ``out·in·b_w`` and bias storage ``out·sum_bits``.
+        Weight storage ``out·in·b_w`` and bias storage ``out·bias_width`` (§4: ``sum_bits``;
+        §4.1: the width of the folded biases the bank starts from).
+    rq_units : int
+        Multipliers of the requantizer (0 in the shift modes).
     rom_bits : int
         Bits held in ROM: the weights unless a frame is a single op (then
         constants), the biases when ``pe < out_features``.
     accumulator_bits : int
         Flip-flops of the accumulator bank, ``out·acc_bits``.
     acc_bits : int
-        ``cnnforge.golden.formats.acc_bits(b_in, b_w, in_features)``.
+        §4: ``cnnforge.golden.formats.acc_bits(b_in, b_w, in_features)``; §4.1: the exact width.
     cycles_per_beat, cycles_per_frame : int
         ``(lanes/simd)·(out/pe)`` and ``beats_per_frame`` times that.
     latency : int
@@ -307,7 +360,9 @@ class DenseEngine(wiring.Component):
 
     def __init__(self, in_shape, in_format, weight, bias=None, *, weight_format, out_format,
                  rounding="half_up", overflow="saturate", activation="none", pe=None, simd=None, lanes=None,
-                 in_fifo=0):
+                 in_fifo=0, shift=None, multiplier=None, effective_scale=None, acc_bits=None,
+                 rq_multipliers=None):
+        self.requantizer = None
         with silence_if_invalid(self):
             if not isinstance(in_fifo, int) or isinstance(in_fifo, bool) or in_fifo < 0:
                 raise ValueError(f"in_fifo must be an int >= 0, not {in_fifo!r}")
@@ -330,16 +385,56 @@ class DenseEngine(wiring.Component):
             bias = np.zeros(out_features, np.int64) if bias is None else np.asarray(bias)
             if bias.shape != (out_features,) or not np.issubdtype(bias.dtype, np.integer):
                 raise ValueError(f"bias must be integer codes of shape ({out_features},), not {bias.shape}")
-            if bias.min() < -(1 << (sum_bits - 1)) or bias.max() >= 1 << (sum_bits - 1):
-                raise ValueError(f"bias codes must fit in {sum_bits} signed bits (DESIGN §4)")
             default_pe, default_simd = dense_default_fold(tuple(in_shape), out_features, lanes=lanes)
             self.pe = check_fold("pe", default_pe if pe is None else pe, out_features, "out_features")
             self.simd = check_fold("simd", default_simd if simd is None else simd, codes,
                                    "the codes per input beat (its lanes: C of (C, H, W), or F of (F,), "
                                    "by default)")
-            self.acc_bits = _acc_bits(in_format.bits, weight_format.bits, in_features)
-            shift = in_format.frac + weight_format.frac - out_format.frac
-            check_requant_params(self.acc_bits, shift, out_format, rounding, overflow, activation)
+            zero_point = int(in_format.zero_point)
+            multiplier_mode = rounding in REQUANT_MODES
+            if shift is None:
+                if None in (in_format.frac, weight_format.frac, out_format.frac):
+                    raise ValueError("affine formats need the requant shift (and a multiplier mode)")
+                shift = in_format.frac + weight_format.frac - out_format.frac
+            # §4: the v1 accumulator; §4.1 (a zero point, a multiplier mode, or a width given): exact
+            self.exact = acc_bits is not None or zero_point != 0 or multiplier_mode
+            if not self.exact:
+                if bias.min() < -(1 << (sum_bits - 1)) or bias.max() >= 1 << (sum_bits - 1):
+                    raise ValueError(f"bias codes must fit in {sum_bits} signed bits (DESIGN §4)")
+                self.acc_bits = _acc_bits(in_format.bits, weight_format.bits, in_features)
+                start, bias_width = bias.astype(np.int64), sum_bits
+            else:
+                if bias.min() < -(1 << 62) or bias.max() >= 1 << 62:
+                    raise ValueError("bias codes must fit in 63 signed bits")
+                need = acc_range_bits(weight, bias, in_format.min_code - zero_point,
+                                      in_format.max_code - zero_point)
+                if acc_bits is None:
+                    acc_bits = need
+                if (not isinstance(acc_bits, int) or isinstance(acc_bits, bool)
+                        or not need <= acc_bits <= MAX_ACC_BITS):
+                    raise ValueError(f"acc_bits must be an integer in {need}..{MAX_ACC_BITS} (the range of "
+                                     f"Σ (x - z_x)·w + bias needs {need}), not {acc_bits!r}")
+                self.acc_bits = acc_bits
+                # every group starts from the accumulator of an all-zero-code frame, within the range
+                # (so is every partial sum: the rest of its frame at code 0)
+                start = fold_zero_point(weight, bias, zero_point)
+                bias_width = signed_width(int(start.min()), int(start.max()))
+            synapse_folds = codes // self.simd
+            if multiplier_mode:
+                self.rq_units = dense_requant_units(self.pe, synapse_folds, rounding, rq_multipliers)
+                self.requantizer = Requantizer(self.acc_bits, shift, out_format, rounding, overflow, activation,
+                                               count=self.pe, multiplier=multiplier,
+                                               effective_scale=effective_scale, channels=out_features,
+                                               multipliers=self.rq_units)
+            else:
+                for name, value in (("multiplier", multiplier), ("effective_scale", effective_scale),
+                                    ("rq_multipliers", rq_multipliers)):
+                    if value is not None:
+                        raise ValueError(f"{name} is a parameter of the multiplier modes "
+                                         f"({', '.join(REQUANT_MODES)}), not of rounding {rounding!r}")
+                check_requant_params(self.acc_bits, shift, out_format, rounding, overflow, activation)
+                shift = int(shift)
+                self.rq_units = 0
 
             self.in_shape = tuple(int(v) for v in in_shape)
             self.in_format, self.weight_format, self.out_format = in_format, weight_format, out_format
@@ -349,20 +444,22 @@ class DenseEngine(wiring.Component):
             self.lanes = codes
             self.weight = dense_weights_to_stream_order(weight, self.in_shape).astype(np.int64)
             self.bias = bias.astype(np.int64)
+            self.zero_point, self.start_bias, self.bias_width = zero_point, start, bias_width
             self.sum_bits = sum_bits
             self.neuron_folds = out_features // self.pe
-            self.synapse_folds = codes // self.simd
+            self.synapse_folds = synapse_folds
             self.cycles_per_beat = self.neuron_folds * self.synapse_folds
             self.cycles_per_frame = beats * self.cycles_per_beat
             self.multipliers = self.pe * self.simd
             self.weight_bits = out_features * in_features * weight_format.bits
-            self.bias_bits = out_features * sum_bits
+            self.bias_bits = out_features * bias_width
             self.rom_bits = (self.weight_bits if self.cycles_per_frame > 1 else 0) + \
                 (self.bias_bits if self.neuron_folds > 1 else 0)
             self.accumulator_bits = out_features * self.acc_bits
             self.macs_per_frame = in_features * out_features
             self.in_fifo = in_fifo
-            self.cycles = dense_cycles(self.in_shape, out_features, self.pe, self.simd, codes, in_fifo)
+            self.cycles = dense_cycles(self.in_shape, out_features, self.pe, self.simd, codes, in_fifo, rounding,
+                                       self.rq_units or None)
             self.latency = self.cycles.latency
         super().__init__({
             "i": In(stream.Signature(pixel_layout(in_format.bits, codes))),
@@ -370,18 +467,27 @@ class DenseEngine(wiring.Component):
         })
 
     @classmethod
-    def from_layer(cls, layer, in_shape=None, lanes=None, in_fifo=0):
+    def from_layer(cls, layer, in_shape=None, lanes=None, in_fifo=0, **options):
         """Build from a resolved ``dense`` layer.
 
         ``in_shape`` is the shape of the incoming stream's frame — the
         ``(C, H, W)`` before a ``flatten`` — and defaults to ``layer.in_shape``;
-        ``lanes`` its values per beat (default whole pixels).
+        ``lanes`` its values per beat (default whole pixels); ``options``: ``rq_multipliers``.
+        A §4.1 layer passes its ``requant`` (:func:`cnnforge.hw.requant.requant_kwargs`) and
+        golden's exact accumulator width, as the conv does.
         """
+        extra = {}
+        if layer.uses_requant:
+            kwargs = requant_kwargs(layer)
+            extra = dict(shift=kwargs["shift"], multiplier=kwargs["multiplier"],
+                         effective_scale=kwargs.get("effective_scale"), acc_bits=kwargs["acc_bits"])
+        elif layer.affine:
+            extra = dict(acc_bits=layer.acc_bits)
         return cls(layer.in_shape if in_shape is None else in_shape, layer.in_format, layer.weight,
                    layer.bias, weight_format=layer.weight_format, out_format=layer.output,
                    rounding=layer.rounding, overflow=layer.overflow, activation=layer.activation,
                    pe=layer.pe if layer.pe_given else None,
-                   simd=layer.simd if layer.simd_given else None, lanes=lanes, in_fifo=in_fifo)
+                   simd=layer.simd if layer.simd_given else None, lanes=lanes, in_fifo=in_fifo, **extra, **options)
 
     def _weight_words(self):
         """ROM word per op ``(beat, nf, sf)``: element ``p·simd + j`` = W[nf·pe + p, beat·lanes + sf·simd + j]."""
@@ -431,10 +537,10 @@ class DenseEngine(wiring.Component):
         pipe = Pipe(m, busy, first, sf == SF - 1, final, op_last & (pix == P - 1), nf, name="dense")
         m.d.comb += pipe.en.eq(en)
         sums, biases = mac_datapath(m, pipe, [beat[j] for j in range(simd)], self._weight_words(),
-                                    self.bias, pe=pe, wbits=wbits, sum_bits=self.sum_bits,
+                                    self.start_bias, pe=pe, wbits=wbits, sum_bits=self.bias_width,
                                     rom_addr=addr, nf_carry=4)
         assert pipe.depth == dense_pipe_depth(self.cycles_per_frame, simd)
-        valid, is_first, group_done, is_final, frame_done, _ = pipe.valid, *pipe.carry
+        valid, is_first, group_done, is_final, frame_done, fold = pipe.valid, *pipe.carry
 
         # --- ACC: rotating bank; bank[0] is the group being accumulated; a final group lands in
         # bank[NF - 1] (the rotation) and leaves for the skid buffer on the next enabled edge --
@@ -452,15 +558,30 @@ class DenseEngine(wiring.Component):
                     m.d.sync += [a.eq(v) for a, v in zip(bank[0], new)]
 
         # --- S: skid buffer, then RQ: the shared requantizer on the pe lanes (the output) -------
-        m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe), dense_slice_skid(P, SF, NF))
-        m.submodules.requant = rq = Requantizer(
-            self.acc_bits, self.shift, self.out_format, self.rounding, self.overflow,
-            self.activation, count=pe)
+        skid = dense_slice_skid(P, SF, NF)
+        if self.requantizer is None:
+            m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe), skid)
+            m.submodules.requant = rq = Requantizer(
+                self.acc_bits, self.shift, self.out_format, self.rounding, self.overflow,
+                self.activation, count=pe)
+        else:
+            # the multiplier requantizer reads its per-channel constants at the final group's fold
+            rq = self.requantizer
+            m.submodules.acc_slice = cut = RegisterSlice(rq.i.payload.shape(), skid)
+            m.submodules.requant = rq
+            if rq.plan.groups > 1:
+                acc_fold = Signal(range(NF), name="acc_fold")
+                with m.If(en):
+                    m.d.sync += acc_fold.eq(fold)
+                m.d.comb += cut.i.payload.group.eq(acc_fold)
         m.d.comb += [cut.i.valid.eq(acc_valid), cut.i.payload.last.eq(acc_last),
                      en.eq(~acc_valid | cut.i.ready)]
         m.d.comb += [cut.i.payload.data[p].eq(bank[NF - 1][p]) for p in range(pe)]
         wiring.connect(m, cut.o, rq.i)
         wiring.connect(m, rq.o, wiring.flipped(self.o))
+        model = DenseEngineModel(self.in_shape, self.out_features, pe, simd, C, self.rounding,
+                                 self.rq_units or None)
+        assert pipe.depth + 2 + rq.latency == model.pipeline_depth, "the RTL pipeline and its token model disagree"
         return m
 
 
@@ -510,14 +631,18 @@ class DenseHardware(LayerHardware):
     def token_models(self, layer, choice) -> list:
         fifo = choice.get("fifo", 0)
         return ([FifoModel(fifo)] if fifo else []) + [
-            DenseEngineModel(layer.in_stream, layer.out_features, *self._given(layer), self._lanes(layer, choice))]
+            DenseEngineModel(layer.in_stream, layer.out_features, *self._given(layer), self._lanes(layer, choice),
+                             layer.rounding)]
 
     def work(self, layer) -> int:
         engine = self.token_models(layer, self.default_choice(layer))[0]
         return engine.beats * engine.ops
 
     def unsupported(self, layer) -> str | None:
-        return super().unsupported(layer) or requantizer_unsupported(layer)
+        """The engine takes every §4 and §4.1 feature of a dense layer, affine formats included (so
+        not the base's refusal of them); :func:`cnnforge.hw.requant.requantizer_unsupported` names a
+        ``requant`` parameter its requantizer cannot take."""
+        return requantizer_unsupported(layer)
 
     def multipliers(self, layer, choice) -> int:
         pe, simd = self._fold(layer, choice)
@@ -531,7 +656,9 @@ class DenseHardware(LayerHardware):
 
     def resources(self, layer, choice) -> LayerResources:
         """Weight ROM unless a frame is one op, bias ROM when ``pe < out``; registers: the beat,
-        operands and products, the accumulator bank, the skid buffer and the requantized outputs."""
+        operands and products, the accumulator bank, the skid buffer and the requantized outputs.
+        A multiplier-mode requantizer adds its multipliers and pipeline registers
+        (:func:`cnnforge.hw.mac.requant_resources`, as the conv's)."""
         lanes = self._lanes(layer, choice)
         beats, codes = stream_geometry(layer.in_stream, lanes)
         pe, simd = self._fold(layer, choice)
@@ -542,17 +669,22 @@ class DenseHardware(LayerHardware):
         if depth > 1:
             memories.append(MemoryEstimate(layer.name, "weight ROM", pe * simd * wb, depth, True))
         if nf > 1:
-            memories.append(MemoryEstimate(layer.name, "bias ROM", pe * layer.sum_bits, nf, True))
+            # §4.1: the groups start from bias - z_x·Σw, as wide as the accumulator at most
+            bias_bits = layer.acc_bits if layer.affine else layer.sum_bits
+            memories.append(MemoryEstimate(layer.name, "bias ROM", pe * bias_bits, nf, True))
         products = pe * simd
         bits = (codes * a + products * (a + wb) * 2 + layer.out_features * layer.acc_bits
                 + pe * (2 * layer.acc_bits + layer.output.bits) + 100)
+        rq_products, rq_bits = requant_resources(layer, pe, codes // simd)
+        bits += rq_bits
         # LUT4s (digits' fc, -noflatten: 170 besides its bias ROM): control, the bank's adders
         # and the adder tree, the skid buffer's muxes where there is one, the requantizer
-        arith = 100 + 2 * pe * layer.acc_bits + 4 * products
+        # (a multiplier requantizer about a LUT4 per register, as the conv's)
+        arith = 100 + 2 * pe * layer.acc_bits + 4 * products + rq_bits
         luts = arith + (pe * (layer.acc_bits + 1) + 7 if dense_slice_skid(beats, codes // simd, nf) else 2)
         fifo = choice.get("fifo", 0)
         if fifo:
             memories.append(MemoryEstimate(layer.name, "input FIFO", codes * a + 1, fifo, False))
             bits += fifo_registers(fifo, codes * a + 1)
             luts += codes * a + 1 + 4 * max(1, (fifo - 1).bit_length()) + 8    # output register mux, pointers
-        return LayerResources(memories, [(a, wb)] * products, bits, luts, arith)
+        return LayerResources(memories, [(a, wb)] * products + rq_products, bits, luts, arith)

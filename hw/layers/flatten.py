@@ -10,3 +10,7 @@ __all__ = ["FlattenHardware"]
 @register_hardware("flatten")
 class FlattenHardware(LayerHardware):
     """No block, no token model, no resources: the stream passes through (``PASSES_STREAM``)."""
+
+    def unsupported(self, layer) -> str | None:
+        """None: no block, so no format it cannot carry; its consumer (dense, argmax) decides."""
+        return None
