@@ -55,6 +55,18 @@ __all__ = ["CONV_WINDOWS", "ConvStructure", "conv2d_structure", "Conv2dLayer", "
 CONV_WINDOWS = ("serial",) + WINDOW_FIFOS
 
 
+def asymmetric_padding_problem(channels: int, kernel, sides, simd: int) -> str | None:
+    """A phrase naming asymmetric padding ``sides`` with a ``simd`` only the parallel window serves
+    (it pads both sides of an axis alike; the serial window takes any padding), with the folds that
+    would build it; None when the padding is symmetric or the serial window serves ``simd``."""
+    (pt, pb), (pl, pr) = sides
+    if (pt == pb and pl == pr) or serial_serves(channels, kernel, simd):
+        return None
+    folds = ", ".join(str(d) for d in serial_window_simds(channels, kernel))
+    return (f"asymmetric padding [[{pt}, {pb}], [{pl}, {pr}]] with simd {simd} (the parallel window pads "
+            f"both sides of an axis alike; the serial window takes it: set simd to one of {folds})")
+
+
 def serial_serves(channels: int, kernel, simd: int) -> bool:
     """Whether the serial window unit serves ``simd`` for a conv (``order="window"``)."""
     try:
@@ -145,12 +157,10 @@ def conv2d_structure(height, width, channels, out_channels, kernel, stride=1, pa
                                    order="window", repeat=nf, bits=bits)
         return ConvStructure("serial", g, None, g.in_lanes, channels, out_channels, window_len, pe, simd,
                              rounding, rq_multipliers)
+    problem = asymmetric_padding_problem(channels, (kh, kw), sides, simd)
+    if problem:
+        raise ValueError(f"field 'simd': {problem}")
     (pt, pb), (pl, pr) = sides
-    if pt != pb or pl != pr:
-        served = serial_window_simds(channels, (kh, kw), "window")
-        raise ValueError(f"field 'simd': padding [[{pt}, {pb}], [{pl}, {pr}]] differs between the two sides of "
-                         f"an axis, which only the serial window unit takes, and it does not serve simd {simd}; "
-                         f"choose simd one of {', '.join(map(str, served))} (or symmetric padding)")
     g = window_unit_geometry(height, width, (kh, kw), stride, (pt, pl), window)
     scatter = (window_len, simd, nf) if nf * sf > 1 else None
     return ConvStructure(window, g, scatter, channels, channels, out_channels, window_len, pe, simd,
@@ -393,13 +403,9 @@ class Conv2dHardware(WindowedHardware):
         names a ``requant`` parameter its requantizer cannot take); a conv's input is never flat.
         Asymmetric padding only the serial window takes: a ``simd`` it does not serve (the whole
         window, say) is named with the folds that would build it."""
-        (pt, pb), (pl, pr) = layer.padding
-        c, kw = layer.in_shape[0], layer.kernel[1]
-        if (pt != pb or pl != pr) and not serial_serves(c, layer.kernel, layer.simd):
-            folds = ", ".join(str(d) for d in serial_window_simds(c, layer.kernel))
-            return (f"asymmetric padding [[{pt}, {pb}], [{pl}, {pr}]] with simd {layer.simd} (the parallel "
-                    f"window pads both sides of an axis alike; the serial window takes it: set simd to one "
-                    f"of {folds})")
+        problem = asymmetric_padding_problem(layer.in_shape[0], layer.kernel, layer.padding, layer.simd)
+        if problem:
+            return problem
         return mac_unsupported(layer)
 
     def multipliers(self, layer, choice) -> int:
