@@ -35,6 +35,8 @@ folded and are constants when it is fully parallel.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
@@ -217,6 +219,66 @@ def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=N
     return 4 + requantizer_depth(rounding, pe, units) + ceil_log2(simd) + (1 if folded else 0)
 
 
+@dataclass(frozen=True)
+class WeightedNumerics:
+    """The accumulator and requantizer of a weighted block (:class:`MacArray`, the dense engine), as
+    :func:`weighted_numerics` settles them from the layer's codes and §4 / §4.1 parameters."""
+    exact: bool             # §4.1's exact accumulator (a zero point, a multiplier mode, a width given)
+    acc_bits: int
+    start: np.ndarray       # what each output's sum starts from (the bias, or bias − z_x·Σw)
+    bias_width: int         # the width of ``start``'s ROM / constants
+    requantizer: object     # a multiplier-mode :class:`cnnforge.hw.requant.Requantizer`, or None
+    rq_units: int           # its multipliers (0 in the shift modes)
+    shift: object           # the shift as the shift-mode requantizer takes it (an int), else as given
+
+
+def weighted_numerics(weights, bias, *, in_bits, weight_bits, lo_code, hi_code, zero_point, acc_bits,
+                      rounding, shift, out_format, overflow, activation, pe, synapse_folds, multiplier,
+                      effective_scale, rq_multipliers, fold_zero=True) -> WeightedNumerics:
+    """One place for a weighted block's numerics: §4's accumulator (``in_bits + weight_bits +
+    ceil(log2(fan_in))``, the bias in that width) or §4.1's exact one (the range of ``Σ (x − z_x)·w +
+    bias`` over codes ``lo_code..hi_code``, at most 48 bits; ``fold_zero``: sums start from
+    :func:`fold_zero_point`), and the requantizer: the multiplier :class:`Requantizer` on ``pe`` lanes
+    with :func:`mac_requant_units` multipliers, or the shift modes' parameters checked.
+    ValueError naming the parameter otherwise."""
+    fan_in = weights.shape[1]
+    multiplier_mode = rounding in REQUANT_MODES
+    exact = acc_bits is not None or zero_point != 0 or multiplier_mode
+    if not exact:
+        sum_bits = in_bits + weight_bits + ceil_log2(fan_in)
+        if bias.size and (bias.min() < -(1 << (sum_bits - 1)) or bias.max() >= 1 << (sum_bits - 1)):
+            raise ValueError(f"bias codes must fit in {sum_bits} signed bits (DESIGN §4)")
+        acc_bits, start, bias_width = _acc_bits(in_bits, weight_bits, fan_in), bias.astype(np.int64), sum_bits
+    else:
+        if bias.size and (bias.min() < -(1 << 62) or bias.max() >= 1 << 62):
+            raise ValueError("bias codes must fit in 63 signed bits")
+        need = acc_range_bits(weights, bias, lo_code - zero_point, hi_code - zero_point)
+        if acc_bits is None:
+            acc_bits = need
+        if not isinstance(acc_bits, int) or isinstance(acc_bits, bool) or not need <= acc_bits <= MAX_ACC_BITS:
+            raise ValueError(f"acc_bits must be an integer in {need}..{MAX_ACC_BITS} (the range of "
+                             f"Σ (x - z_x)·w + bias needs {need}), not {acc_bits!r}")
+        # every sum starts from the accumulator of an all-zero-code input, within the range (so is
+        # every partial sum: the rest of its input at code 0)
+        start = fold_zero_point(weights, bias, zero_point) if fold_zero else bias.astype(np.int64)
+        bias_width = signed_width(int(start.min()), int(start.max()))
+    requantizer, units = None, 0
+    if multiplier_mode:
+        units = mac_requant_units(pe, synapse_folds, rounding, rq_multipliers)
+        requantizer = Requantizer(acc_bits, shift, out_format, rounding, overflow, activation, count=pe,
+                                  multiplier=multiplier, effective_scale=effective_scale,
+                                  channels=weights.shape[0], multipliers=units)
+    else:
+        for name, value in (("multiplier", multiplier), ("effective_scale", effective_scale),
+                            ("rq_multipliers", rq_multipliers)):
+            if value is not None:
+                raise ValueError(f"{name} is a parameter of the multiplier modes "
+                                 f"({', '.join(REQUANT_MODES)}), not of rounding {rounding!r}")
+        check_requant_params(acc_bits, shift, out_format, rounding, overflow, activation)
+        shift = int(shift)
+    return WeightedNumerics(exact, acc_bits, start, bias_width, requantizer, units, shift)
+
+
 class MacArrayModel(TokenModel):
     """Token model of ``hw.mac.MacArray``, register for register (control only).
 
@@ -386,45 +448,15 @@ class MacArray(wiring.Component):
                 raise ValueError(f"bias must be integer codes of shape ({out_channels},), not {bias.shape}")
             self.pe = check_fold("pe", pe, out_channels, "out_channels")
             self.simd = check_fold("simd", simd, window_len, "window_len")
-            multiplier_mode = rounding in REQUANT_MODES
-            # §4: the v1 accumulator; §4.1 (a zero point, a multiplier mode, or a width given): exact
-            self.exact = acc_bits is not None or zero_point != 0 or multiplier_mode
-            if not self.exact:
-                if bias.size and (bias.min() < -(1 << (sum_bits - 1)) or bias.max() >= 1 << (sum_bits - 1)):
-                    raise ValueError(f"bias codes must fit in {sum_bits} signed bits (DESIGN §4)")
-                self.acc_bits = _acc_bits(in_bits, weight_format.bits, window_len)
-                start = bias.astype(np.int64)
-                bias_width = sum_bits
-            else:
-                if bias.size and (bias.min() < -(1 << 62) or bias.max() >= 1 << 62):
-                    raise ValueError("bias codes must fit in 63 signed bits")
-                need = acc_range_bits(weights, bias, lo_code - zero_point, hi_code - zero_point)
-                if acc_bits is None:
-                    acc_bits = need
-                if not isinstance(acc_bits, int) or isinstance(acc_bits, bool) or not need <= acc_bits <= MAX_ACC_BITS:
-                    raise ValueError(f"acc_bits must be an integer in {need}..{MAX_ACC_BITS} (the range of "
-                                     f"Σ (x - z_x)·w + bias needs {need}), not {acc_bits!r}")
-                self.acc_bits = acc_bits
-                # "bias": every sum starts from the accumulator of an all-zero-code window, within the
-                # range (so is every partial sum: the rest of its window at code 0)
-                start = fold_zero_point(weights, bias, zero_point) if zero_point_mode == "bias" \
-                    else bias.astype(np.int64)
-                bias_width = signed_width(int(start.min()), int(start.max()))
-            if multiplier_mode:
-                self.rq_units = mac_requant_units(self.pe, window_len // self.simd, rounding, rq_multipliers)
-                self.requantizer = Requantizer(self.acc_bits, shift, out_format, rounding, overflow, activation,
-                                               count=self.pe, multiplier=multiplier,
-                                               effective_scale=effective_scale, channels=out_channels,
-                                               multipliers=self.rq_units)
-            else:
-                for name, value in (("multiplier", multiplier), ("effective_scale", effective_scale),
-                                    ("rq_multipliers", rq_multipliers)):
-                    if value is not None:
-                        raise ValueError(f"{name} is a parameter of the multiplier modes "
-                                         f"({', '.join(REQUANT_MODES)}), not of rounding {rounding!r}")
-                check_requant_params(self.acc_bits, shift, out_format, rounding, overflow, activation)
-                shift = int(shift)
-                self.rq_units = 0
+            nums = weighted_numerics(weights, bias, in_bits=in_bits, weight_bits=weight_format.bits,
+                                     lo_code=lo_code, hi_code=hi_code, zero_point=zero_point, acc_bits=acc_bits,
+                                     rounding=rounding, shift=shift, out_format=out_format, overflow=overflow,
+                                     activation=activation, pe=self.pe, synapse_folds=window_len // self.simd,
+                                     multiplier=multiplier, effective_scale=effective_scale,
+                                     rq_multipliers=rq_multipliers, fold_zero=zero_point_mode == "bias")
+            self.exact, self.acc_bits, self.requantizer, self.rq_units = (nums.exact, nums.acc_bits,
+                                                                          nums.requantizer, nums.rq_units)
+            start, bias_width, shift = nums.start, nums.bias_width, nums.shift
 
             self.window_len, self.in_bits, self.out_channels = window_len, in_bits, out_channels
             self.weights, self.bias = weights.astype(np.int64), bias.astype(np.int64)

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from cnnforge.golden.formats import SHIFT_ROUNDING, Format, ceil_log2
 from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
-from .divide import DividerPlan, PositionDivider, clamp_value, divider_depth
+from .divide import DividerPlan, clamp_value, divider_depth
 from .layouts import pixel_layout
 from .pipe import Pipe
 from .unused import silence_if_invalid

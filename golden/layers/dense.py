@@ -39,7 +39,7 @@ def dense_acc(x, weight, bias, zero_point=0, bound=None) -> np.ndarray:
 def dense(x, weight, bias, *, shift, out_format, rounding="half_up", overflow="saturate",
           activation="none") -> np.ndarray:
     """Fully connected layer, bias, requantization and activation (DESIGN §4) on plain arguments."""
-    from ..formats import divisors, requantize
+    from ..formats import requantize
     return requantize(dense_acc(x, weight, bias), shift, out_format, rounding, overflow, activation)
 
 

@@ -77,18 +77,17 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.golden.formats import (MAX_ACC_BITS, REQUANT_MODES, Format, acc_bits as _acc_bits, acc_range_bits,
-                                     ceil_log2, divisors, signed_width)
+from cnnforge.golden.formats import Format, ceil_log2, divisors
 from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
 from ..devices import Memory as MemoryEstimate
 from ..fifo import FifoModel, StreamFifo, fifo_registers
 from ..layouts import pixel_layout
-from ..mac import _mac_folds, check_fold, fold_zero_point, mac_datapath, mac_requant_units, requant_resources
+from ..mac import _mac_folds, check_fold, mac_datapath, mac_requant_units, requant_resources, weighted_numerics
 from ..pipe import Pipe
 from ..registry import LayerHardware, LayerResources, register_hardware, stream_values
-from ..requant import (Requantizer, RequantizerModel, acc_layout, check_requant_params, requant_kwargs,
-                       requantizer_depth, requantizer_unsupported)
+from ..requant import (Requantizer, RequantizerModel, acc_layout, requant_kwargs, requantizer_depth,
+                       requantizer_unsupported)
 from ..slice import RegisterSlice, RegisterSliceModel
 from ..unused import silence_if_invalid
 
@@ -391,50 +390,19 @@ class DenseEngine(wiring.Component):
                                    "the codes per input beat (its lanes: C of (C, H, W), or F of (F,), "
                                    "by default)")
             zero_point = int(in_format.zero_point)
-            multiplier_mode = rounding in REQUANT_MODES
             if shift is None:
                 if None in (in_format.frac, weight_format.frac, out_format.frac):
                     raise ValueError("affine formats need the requant shift (and a multiplier mode)")
                 shift = in_format.frac + weight_format.frac - out_format.frac
-            # §4: the v1 accumulator; §4.1 (a zero point, a multiplier mode, or a width given): exact
-            self.exact = acc_bits is not None or zero_point != 0 or multiplier_mode
-            if not self.exact:
-                if bias.min() < -(1 << (sum_bits - 1)) or bias.max() >= 1 << (sum_bits - 1):
-                    raise ValueError(f"bias codes must fit in {sum_bits} signed bits (DESIGN §4)")
-                self.acc_bits = _acc_bits(in_format.bits, weight_format.bits, in_features)
-                start, bias_width = bias.astype(np.int64), sum_bits
-            else:
-                if bias.min() < -(1 << 62) or bias.max() >= 1 << 62:
-                    raise ValueError("bias codes must fit in 63 signed bits")
-                need = acc_range_bits(weight, bias, in_format.min_code - zero_point,
-                                      in_format.max_code - zero_point)
-                if acc_bits is None:
-                    acc_bits = need
-                if (not isinstance(acc_bits, int) or isinstance(acc_bits, bool)
-                        or not need <= acc_bits <= MAX_ACC_BITS):
-                    raise ValueError(f"acc_bits must be an integer in {need}..{MAX_ACC_BITS} (the range of "
-                                     f"Σ (x - z_x)·w + bias needs {need}), not {acc_bits!r}")
-                self.acc_bits = acc_bits
-                # every group starts from the accumulator of an all-zero-code frame, within the range
-                # (so is every partial sum: the rest of its frame at code 0)
-                start = fold_zero_point(weight, bias, zero_point)
-                bias_width = signed_width(int(start.min()), int(start.max()))
-            synapse_folds = codes // self.simd
-            if multiplier_mode:
-                self.rq_units = dense_requant_units(self.pe, synapse_folds, rounding, rq_multipliers)
-                self.requantizer = Requantizer(self.acc_bits, shift, out_format, rounding, overflow, activation,
-                                               count=self.pe, multiplier=multiplier,
-                                               effective_scale=effective_scale, channels=out_features,
-                                               multipliers=self.rq_units)
-            else:
-                for name, value in (("multiplier", multiplier), ("effective_scale", effective_scale),
-                                    ("rq_multipliers", rq_multipliers)):
-                    if value is not None:
-                        raise ValueError(f"{name} is a parameter of the multiplier modes "
-                                         f"({', '.join(REQUANT_MODES)}), not of rounding {rounding!r}")
-                check_requant_params(self.acc_bits, shift, out_format, rounding, overflow, activation)
-                shift = int(shift)
-                self.rq_units = 0
+            nums = weighted_numerics(weight, bias, in_bits=in_format.bits, weight_bits=weight_format.bits,
+                                     lo_code=in_format.min_code, hi_code=in_format.max_code,
+                                     zero_point=zero_point, acc_bits=acc_bits, rounding=rounding, shift=shift,
+                                     out_format=out_format, overflow=overflow, activation=activation,
+                                     pe=self.pe, synapse_folds=codes // self.simd, multiplier=multiplier,
+                                     effective_scale=effective_scale, rq_multipliers=rq_multipliers)
+            self.exact, self.acc_bits, self.requantizer, self.rq_units = (nums.exact, nums.acc_bits,
+                                                                          nums.requantizer, nums.rq_units)
+            start, bias_width, shift = nums.start, nums.bias_width, nums.shift
 
             self.in_shape = tuple(int(v) for v in in_shape)
             self.in_format, self.weight_format, self.out_format = in_format, weight_format, out_format
@@ -447,7 +415,7 @@ class DenseEngine(wiring.Component):
             self.zero_point, self.start_bias, self.bias_width = zero_point, start, bias_width
             self.sum_bits = sum_bits
             self.neuron_folds = out_features // self.pe
-            self.synapse_folds = synapse_folds
+            self.synapse_folds = codes // self.simd
             self.cycles_per_beat = self.neuron_folds * self.synapse_folds
             self.cycles_per_frame = beats * self.cycles_per_beat
             self.multipliers = self.pe * self.simd

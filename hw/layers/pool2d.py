@@ -58,7 +58,7 @@ from ..layouts import pixel_layout, window_layout
 from ..params import padding_sides
 from ..pipe import Pipe, PipelineModel
 from ..pool_line import PoolLineModel, PoolLineUnit, pool_line_geometry, pool_line_registers
-from ..registry import LayerResources, register_hardware, stream_values
+from ..registry import LayerResources, register_hardware
 from ..requant import Requantizer, RequantizerModel, shared_multipliers
 from ..serial_pool import SerialPoolModel, SerialPoolReduce, serial_pool_depth
 from ..serial_window import (SerialWindowModel, SerialWindowUnit, serial_window_geometry,
