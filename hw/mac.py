@@ -56,7 +56,8 @@ from .unused import silence_if_invalid
 
 __all__ = ["MacArray", "mac_datapath", "conv_weights_to_window_order", "check_fold",
            "mac_array_pipeline_depth", "acc_slice_skid", "mac_array_cycles", "MacArrayModel", "mac_requant_units",
-           "mac_unsupported", "fold_zero_point", "requant_resources", "ZERO_POINT_MODES"]
+           "mac_unsupported", "fold_zero_point", "requant_stage", "clock_requant_stage", "weighted_numerics", "WeightedNumerics",
+           "requant_resources", "ZERO_POINT_MODES"]
 
 #: how the MAC array accounts for the input zero point (DESIGN §4.1): folded into the bias
 #: (``bias − z_x·Σw``, the default) or subtracted from every operand
@@ -279,6 +280,46 @@ def weighted_numerics(weights, bias, *, in_bits, weight_bits, lo_code, hi_code, 
     return WeightedNumerics(exact, acc_bits, start, bias_width, requantizer, units, shift)
 
 
+def requant_stage(m, block, *, pe, skid, fold, folds, en, valid, last, accs):
+    """The end of a weighted block (:class:`MacArray`, the dense engine): a :class:`RegisterSlice` on the
+    ``pe`` accumulators ``accs`` (a skid buffer where results can come every clock: ``skid``), then
+    the requantizer into ``block.o``: the shift-mode :class:`Requantizer` built here, or the block's
+    multiplier ``block.requantizer``, which reads its per-channel constants at the output-channel
+    fold ``fold`` (of ``folds``) the results belong to.  ``en`` is driven: the block's global enable
+    (``~valid | slice ready``).  Returns the requantizer."""
+    if block.requantizer is None:
+        m.submodules.acc_slice = cut = RegisterSlice(acc_layout(block.acc_bits, pe), skid)
+        m.submodules.requant = rq = Requantizer(
+            block.acc_bits, block.shift, block.out_format, block.rounding, block.overflow,
+            block.activation, count=pe)
+    else:
+        rq = block.requantizer
+        m.submodules.acc_slice = cut = RegisterSlice(rq.i.payload.shape(), skid)
+        m.submodules.requant = rq
+        if rq.plan.groups > 1:
+            acc_fold = Signal(range(folds), name="acc_fold")
+            with m.If(en):
+                m.d.sync += acc_fold.eq(fold)
+            m.d.comb += cut.i.payload.group.eq(acc_fold)
+    m.d.comb += [cut.i.valid.eq(valid), cut.i.payload.last.eq(last), en.eq(~valid | cut.i.ready)]
+    m.d.comb += [cut.i.payload.data[p].eq(acc) for p, acc in enumerate(accs)]
+    wiring.connect(m, cut.o, rq.i)
+    wiring.connect(m, rq.o, wiring.flipped(block.o))
+    return rq
+
+
+def clock_requant_stage(model, out_fire) -> bool:
+    """Clock the twins of :func:`requant_stage` (``model.skid``, a :class:`RegisterSliceModel`, and
+    ``model.rq``, a :class:`RequantizerModel`, behind ``model.acc_valid``); return the block's
+    enable ``en`` of that cycle.  ``out_fire`` stands for the output's ready while it is valid."""
+    skid_out = model.skid.out_full
+    skid_in_ready = model.skid.in_ready(None)
+    rq_i_ready = model.rq.in_ready(out_fire)
+    model.rq.clock(skid_out and rq_i_ready, out_fire)
+    model.skid.clock(model.acc_valid and skid_in_ready, skid_out and rq_i_ready)
+    return not model.acc_valid or skid_in_ready
+
+
 class MacArrayModel(TokenModel):
     """Token model of ``hw.mac.MacArray``, register for register (control only).
 
@@ -318,12 +359,7 @@ class MacArrayModel(TokenModel):
         return not self.acc_valid or self.skid.in_ready(None)
 
     def clock(self, in_fire, out_fire):
-        skid_out = self.skid.out_full
-        skid_in_ready = self.skid.in_ready(None)
-        rq_i_ready = self.rq.in_ready(out_fire)         # out_fire stands for out_ready while valid
-        self.rq.clock(skid_out and rq_i_ready, out_fire)
-        self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
-        if not self.acc_valid or skid_in_ready:         # en
+        if clock_requant_stage(self, out_fire):          # en
             self.acc_valid = bool(self.pipe >> self.top)
             final = in_fire and self.op == self.sf - 1
             self.pipe = ((self.pipe << 1) | final) & self.mask
@@ -523,26 +559,8 @@ class MacArray(wiring.Component):
                              for acc, bias, total in zip(accs, biases, sums)]
 
         # --- S: skid buffer, then RQ: the shared requantizer on the PE lanes (the output) -------
-        if self.requantizer is None:
-            m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe), acc_slice_skid(SF))
-            m.submodules.requant = rq = Requantizer(
-                self.acc_bits, self.shift, self.out_format, self.rounding, self.overflow,
-                self.activation, count=pe)
-        else:
-            # the multiplier requantizer reads its per-channel constants at the beat's output-channel fold
-            rq = self.requantizer
-            m.submodules.acc_slice = cut = RegisterSlice(rq.i.payload.shape(), acc_slice_skid(SF))
-            m.submodules.requant = rq
-            if rq.plan.groups > 1:
-                acc_fold = Signal(range(NF), name="acc_fold")
-                with m.If(en):
-                    m.d.sync += acc_fold.eq(fold)
-                m.d.comb += cut.i.payload.group.eq(acc_fold)
-        m.d.comb += [cut.i.valid.eq(acc_valid), cut.i.payload.last.eq(acc_last),
-                     en.eq(~acc_valid | cut.i.ready)]
-        m.d.comb += [cut.i.payload.data[p].eq(accs[p]) for p in range(pe)]
-        wiring.connect(m, cut.o, rq.i)
-        wiring.connect(m, rq.o, wiring.flipped(self.o))
+        rq = requant_stage(m, self, pe=pe, skid=acc_slice_skid(SF), fold=fold, folds=NF, en=en,
+                      valid=acc_valid, last=acc_last, accs=accs)
         model = MacArrayModel(self.window_len, self.out_channels, pe, simd, self.rounding,
                               self.rq_units or None)
         assert pipe.depth + 2 + rq.latency == model.pipeline_depth == \

@@ -142,7 +142,7 @@ from .unused import silence_if_invalid
 
 __all__ = ["Requantizer", "requantize_value", "acc_layout", "check_requant_params", "requantizer_unsupported",
            "requant_in_layout", "requantizer_depth", "requantizer_interval", "shared_multipliers", "RequantizerModel",
-           "MultiplierPlan", "RequantParamError", "requant_kwargs", "multiplier_problem", "int_channel_constants", "int_channel_value",
+           "MultiplierPlan", "RequantParamError", "requant_kwargs", "weighted_block_options", "multiplier_problem", "int_channel_constants", "int_channel_value",
            "float64_channel_constants", "float64_channel_value", "MULT_ACC_BITS", "MULT_DEPTH", "FLOAT64_DEPTH",
            "DSP_WIDTH"]
 
@@ -192,6 +192,19 @@ def requant_kwargs(layer) -> dict:
         kwargs["effective_scale"] = intmath.fc_effective_scale(layer.in_format.scales, layer.weight_format.scales,
                                                                layer.output.scales)
     return kwargs
+
+
+def weighted_block_options(layer) -> dict:
+    """The §4.1 keyword arguments of a weighted layer's block (MAC array, dense engine): the ``requant``
+    constants and golden's exact accumulator width, or that width alone for an affine shift-mode
+    layer, or none (§4)."""
+    if layer.uses_requant:
+        kwargs = requant_kwargs(layer)
+        return dict(shift=kwargs["shift"], multiplier=kwargs["multiplier"],
+                    effective_scale=kwargs.get("effective_scale"), acc_bits=kwargs["acc_bits"])
+    if layer.affine:
+        return dict(acc_bits=layer.acc_bits)
+    return {}
 
 
 def multiplier_problem(layer, count: int | None = None) -> str | None:

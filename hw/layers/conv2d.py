@@ -40,7 +40,7 @@ from ..mac import (MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_o
                    requant_resources)
 from ..params import padding_sides
 from ..registry import LayerResources, register_hardware
-from ..requant import requant_kwargs
+from ..requant import weighted_block_options
 from ..serial_window import (SerialWindowModel, SerialWindowUnit, serial_window_geometry,
                              serial_window_in_lanes, serial_window_registers, serial_window_simds)
 from ..unused import silence_if_invalid
@@ -296,13 +296,7 @@ class Conv2dLayer(wiring.Component):
     def from_layer(cls, layer, window="full", **options):
         """Build from a resolved ``conv2d`` layer, with the planned window style ``window``
         (``options``: ``rq_multipliers``, ``zero_point_mode``)."""
-        extra = {}
-        if layer.uses_requant:
-            kwargs = requant_kwargs(layer)
-            extra = dict(shift=kwargs["shift"], multiplier=kwargs["multiplier"],
-                         effective_scale=kwargs.get("effective_scale"), acc_bits=kwargs["acc_bits"])
-        elif layer.affine:
-            extra = dict(acc_bits=layer.acc_bits)
+        extra = weighted_block_options(layer)
         return cls(layer.in_shape, layer.in_format, layer.weight, layer.bias,
                    stride=layer.stride, padding=layer.padding, weight_format=layer.weight_format,
                    out_format=layer.output, rounding=layer.rounding, overflow=layer.overflow,

@@ -83,12 +83,12 @@ from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 from ..devices import Memory as MemoryEstimate
 from ..fifo import FifoModel, StreamFifo, fifo_registers
 from ..layouts import pixel_layout
-from ..mac import _mac_folds, check_fold, mac_datapath, mac_requant_units, requant_resources, weighted_numerics
+from ..mac import (_mac_folds, check_fold, clock_requant_stage, mac_datapath, mac_requant_units,
+                   requant_resources, requant_stage, weighted_numerics)
 from ..pipe import Pipe
 from ..registry import LayerHardware, LayerResources, register_hardware, stream_values
-from ..requant import (Requantizer, RequantizerModel, acc_layout, requant_kwargs, requantizer_depth,
-                       requantizer_unsupported)
-from ..slice import RegisterSlice, RegisterSliceModel
+from ..requant import RequantizerModel, requantizer_depth, requantizer_unsupported, weighted_block_options
+from ..slice import RegisterSliceModel
 from ..unused import silence_if_invalid
 
 __all__ = ["DenseEngine", "DenseEngineModel", "DenseHardware", "dense_weights_to_stream_order",
@@ -247,12 +247,7 @@ class DenseEngineModel(TokenModel):
         return en and (not self.busy or self.op == self.ops - 1)
 
     def clock(self, in_fire, out_fire):
-        skid_out = self.skid.out_full
-        skid_in_ready = self.skid.in_ready(None)
-        rq_i_ready = self.rq.in_ready(out_fire)         # out_fire stands for out_ready while valid
-        self.rq.clock(skid_out and rq_i_ready, out_fire)
-        self.skid.clock(self.acc_valid and skid_in_ready, skid_out and rq_i_ready)
-        if not self.acc_valid or skid_in_ready:          # en
+        if clock_requant_stage(self, out_fire):          # en
             self.acc_valid = bool(self.pipe >> self.top)
             final = self.busy and self.pix == self.beats - 1 and self.op % self.sf == self.sf - 1
             self.pipe = ((self.pipe << 1) | final) & self.mask
@@ -444,13 +439,7 @@ class DenseEngine(wiring.Component):
         A §4.1 layer passes its ``requant`` (:func:`cnnforge.hw.requant.requant_kwargs`) and
         golden's exact accumulator width, as the conv does.
         """
-        extra = {}
-        if layer.uses_requant:
-            kwargs = requant_kwargs(layer)
-            extra = dict(shift=kwargs["shift"], multiplier=kwargs["multiplier"],
-                         effective_scale=kwargs.get("effective_scale"), acc_bits=kwargs["acc_bits"])
-        elif layer.affine:
-            extra = dict(acc_bits=layer.acc_bits)
+        extra = weighted_block_options(layer)
         return cls(layer.in_shape if in_shape is None else in_shape, layer.in_format, layer.weight,
                    layer.bias, weight_format=layer.weight_format, out_format=layer.output,
                    rounding=layer.rounding, overflow=layer.overflow, activation=layer.activation,
@@ -527,26 +516,8 @@ class DenseEngine(wiring.Component):
 
         # --- S: skid buffer, then RQ: the shared requantizer on the pe lanes (the output) -------
         skid = dense_slice_skid(P, SF, NF)
-        if self.requantizer is None:
-            m.submodules.acc_slice = cut = RegisterSlice(acc_layout(self.acc_bits, pe), skid)
-            m.submodules.requant = rq = Requantizer(
-                self.acc_bits, self.shift, self.out_format, self.rounding, self.overflow,
-                self.activation, count=pe)
-        else:
-            # the multiplier requantizer reads its per-channel constants at the final group's fold
-            rq = self.requantizer
-            m.submodules.acc_slice = cut = RegisterSlice(rq.i.payload.shape(), skid)
-            m.submodules.requant = rq
-            if rq.plan.groups > 1:
-                acc_fold = Signal(range(NF), name="acc_fold")
-                with m.If(en):
-                    m.d.sync += acc_fold.eq(fold)
-                m.d.comb += cut.i.payload.group.eq(acc_fold)
-        m.d.comb += [cut.i.valid.eq(acc_valid), cut.i.payload.last.eq(acc_last),
-                     en.eq(~acc_valid | cut.i.ready)]
-        m.d.comb += [cut.i.payload.data[p].eq(bank[NF - 1][p]) for p in range(pe)]
-        wiring.connect(m, cut.o, rq.i)
-        wiring.connect(m, rq.o, wiring.flipped(self.o))
+        rq = requant_stage(m, self, pe=pe, skid=skid, fold=fold, folds=NF, en=en, valid=acc_valid, last=acc_last,
+                      accs=bank[NF - 1])
         model = DenseEngineModel(self.in_shape, self.out_features, pe, simd, C, self.rounding,
                                  self.rq_units or None)
         assert pipe.depth + 2 + rq.latency == model.pipeline_depth, "the RTL pipeline and its token model disagree"
