@@ -304,9 +304,9 @@ def test_pool_layer_refuses_what_it_cannot_build():
 # --------------------------------------------------------------------------- imported TFLite pools on Verilator
 
 pytest.importorskip("tflite")
-from cnnforge.flow import build_design, simulate, verify  # noqa: E402
 from cnnforge.tflite import import_tflite  # noqa: E402
-from tests.test_int8_system import DATA, _inputs, _interpreter_tensor, _tensor_names  # noqa: E402
+from tests.imported import check_on_verilator  # noqa: E402
+from tests.test_int8_system import DATA, _inputs, _tensor_names  # noqa: E402
 
 WINDOWED_KINDS = ("conv2d", "maxpool2d", "avgpool2d")
 #: every test model with a pool (pad_maxpool is refused by the importer)
@@ -360,19 +360,8 @@ POOL_CASES = [pytest.param(name, part, marks=() if (name, part) in QUICK else py
 def test_imported_pools_on_verilator(cache_dir, name, part):
     doc, tensors = pool_network(name, part)
     model = parse_model(doc, tensors=tensors)
-    assert unsupported_feature(model) is None
     assert any(layer.type != "conv2d" for layer in model.layers)
-    design = build_design(model)
     x = _inputs(model, np.random.default_rng(len(name)))
-    report = verify(design, x, "verilator", cache_dir=cache_dir, progress=False)
-    assert report["match"], report["first_mismatch"]
-    assert report["first_output_latency_cycles"] == report["predicted_latency_cycles"]
-    assert report["frame_interval_cycles"] == report["predicted_frame_interval_cycles"]
-    if part == "prefix":
-        # the last pool's output is the interpreter's tensor too (NHWC)
-        pytest.importorskip("ai_edge_litert")
-        run = simulate(design, x, "verilator", cache_dir=cache_dir, progress=False, stall=0.3, seed=7)
-        last = doc["layers"][-1]["name"]
-        want = _interpreter_tensor(name, doc, x, doc["metadata"]["tflite"]["tensors"][last])
-        got = run.y.transpose(0, 2, 3, 1)
-        assert np.array_equal(got, want.reshape(got.shape))
+    # the prefix's last pool output is the interpreter's tensor too (NHWC)
+    check_on_verilator(model, x, cache_dir, **(dict(tflite=DATA / f"{name}.tflite", doc=doc)
+                                               if part == "prefix" else {}))

@@ -19,23 +19,19 @@ today: the dense engine on a v1-format flat model, with and without
 ``input.lanes``, and an argmax head.
 """
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cnnforge.flow import build_design, simulate, verify
+from cnnforge.flow import build_design, verify
 from cnnforge.golden.formats import divisors
 from cnnforge.golden.model import parse_model
 from cnnforge.hw.layers.conv2d import serial_serves
-from cnnforge.hw.registry import unsupported_feature
 
 pytest.importorskip("tflite")
 from cnnforge.tflite import import_tflite  # noqa: E402
+from tests.imported import DATA, MANIFEST, check_on_verilator  # noqa: E402
 
-DATA = Path(__file__).parent / "data" / "tflite"
-MANIFEST = json.loads((DATA / "MANIFEST.json").read_text())["models"]
 #: every test model with a conv (pad_maxpool is refused by the importer; fc_only* have no conv)
 CONV_MODELS = sorted(n for n in MANIFEST if n not in ("pad_maxpool", "fc_only", "fc_only_16x8", "bench_100k"))
 #: the default run: asymmetric SAME padding, RELU6, stride 2, even kernels, a 10x4 kernel, 16x8, zero points
@@ -83,11 +79,6 @@ def _inputs(model, rng):
     return x
 
 
-def _interpreter_tensor(name, doc, x, tensor):
-    from tests.test_tflite_import import _interpreter_codes
-    return _interpreter_codes(DATA / f"{name}.tflite", doc, x)[tensor]
-
-
 CASES = [pytest.param(name, fold, marks=() if (name, fold) in QUICK else pytest.mark.slow, id=f"{name}-{fold}")
          for name in CONV_MODELS for fold in ("imported", "folded")]
 
@@ -96,19 +87,9 @@ CASES = [pytest.param(name, fold, marks=() if (name, fold) in QUICK else pytest.
 def test_imported_conv_prefix_on_verilator(cache_dir, name, fold):
     doc, tensors = conv_prefix(name, fold)
     model = parse_model(doc, tensors=tensors)
-    assert unsupported_feature(model) is None
-    design = build_design(model)
     x = _inputs(model, np.random.default_rng(len(name)))
-    report = verify(design, x, "verilator", cache_dir=cache_dir, progress=False)
-    assert report["match"], report["first_mismatch"]
-    assert report["first_output_latency_cycles"] == report["predicted_latency_cycles"]
-    assert report["frame_interval_cycles"] == report["predicted_frame_interval_cycles"]
     # the hardware's output is also the interpreter's tensor of the prefix's last conv (NHWC)
-    pytest.importorskip("ai_edge_litert")
-    run = simulate(design, x, "verilator", cache_dir=cache_dir, progress=False, stall=0.3, seed=7)
-    last = doc["layers"][-1]["name"]
-    want = _interpreter_tensor(name, doc, x, doc["metadata"]["tflite"]["tensors"][last])
-    assert np.array_equal(run.y.transpose(0, 2, 3, 1), want.reshape(run.y.transpose(0, 2, 3, 1).shape))
+    check_on_verilator(model, x, cache_dir, tflite=DATA / f"{name}.tflite", doc=doc)
 
 
 def test_bench_100k_convs_folded_on_verilator(cache_dir):
