@@ -12,7 +12,7 @@ imported (fully parallel; where the parallel window cannot take TFLite's
 asymmetric SAME padding, ``simd = C_in·K_w``, a kernel row a beat, which the
 serial window takes) and folded (``pe`` a small divisor of ``C_out``, ``simd``
 dividing ``C_in``: serial windows, shared requantizer multipliers).  The
-default run builds a representative set; the rest carry the ``slow`` marker.
+default run builds a representative set; the rest carry the ``extended`` marker (not yet verified on the merged tree).
 
 A flat ``[F]`` input at the AXI port is tested with what the hardware takes
 today: the dense engine on a v1-format flat model, with and without
@@ -79,7 +79,7 @@ def _inputs(model, rng):
     return x
 
 
-CASES = [pytest.param(name, fold, marks=() if (name, fold) in QUICK else pytest.mark.slow, id=f"{name}-{fold}")
+CASES = [pytest.param(name, fold, marks=() if (name, fold) in QUICK else pytest.mark.extended, id=f"{name}-{fold}")
          for name in CONV_MODELS for fold in ("imported", "folded")]
 
 
