@@ -22,7 +22,7 @@ from cnnforge.golden.formats import divisors
 from cnnforge.hw.layers.conv2d import serial_serves
 from cnnforge.hw.registry import unsupported_feature
 
-__all__ = ["DATA", "MANIFEST", "code_frames", "fold_entries", "check_on_verilator"]
+__all__ = ["DATA", "MANIFEST", "code_frames", "largest_divisor", "fold_entries", "check_on_verilator"]
 
 DATA = Path(__file__).parent / "data" / "tflite"
 MANIFEST = json.loads((DATA / "MANIFEST.json").read_text())["models"]
@@ -41,7 +41,8 @@ def code_frames(shape, fmt, rng, extra=20) -> np.ndarray:
     return np.concatenate(frames)
 
 
-def _largest_divisor(n: int, cap: int) -> int:
+def largest_divisor(n: int, cap: int) -> int:
+    """The largest divisor of ``n`` up to ``cap`` (a small fold)."""
     return max(d for d in divisors(n) if d <= cap)
 
 
@@ -65,8 +66,8 @@ def fold_entries(doc: dict, tensors: dict, fold: str) -> dict:
             c = layer.in_shape[0]
             (pt, pb), (pl, pr) = layer.padding
             if fold == "folded":
-                entry["pe"] = _largest_divisor(layer.out_channels, 2)
-                entry["simd"] = _largest_divisor(c, 2)
+                entry["pe"] = largest_divisor(layer.out_channels, 2)
+                entry["simd"] = largest_divisor(c, 2)
             elif (pt != pb or pl != pr) and not serial_serves(c, layer.kernel, layer.simd):
                 entry["simd"] = c * layer.kernel[1]
         elif layer.type == "dense" and fold == "folded":

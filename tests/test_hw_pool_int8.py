@@ -305,7 +305,7 @@ def test_pool_layer_refuses_what_it_cannot_build():
 
 pytest.importorskip("tflite")
 from cnnforge.tflite import import_tflite  # noqa: E402
-from tests.imported import check_on_verilator  # noqa: E402
+from tests.imported import check_on_verilator, largest_divisor  # noqa: E402
 from tests.test_int8_system import DATA, _inputs, _tensor_names  # noqa: E402
 
 WINDOWED_KINDS = ("conv2d", "maxpool2d", "avgpool2d")
@@ -340,8 +340,8 @@ def pool_network(name, part):
     first = next(i for i, layer in enumerate(full.layers) if layer.type != "conv2d")
     for entry, layer in zip(layers[first:], full.layers[first:]):
         if layer.type == "conv2d":               # a conv between the pools, folded small (serial window)
-            entry["pe"] = max(d for d in divisors(layer.out_channels) if d <= 2)
-            entry["simd"] = max(d for d in divisors(layer.in_shape[0]) if d <= 2)
+            entry["pe"] = largest_divisor(layer.out_channels, 2)
+            entry["simd"] = largest_divisor(layer.in_shape[0], 2)
     if part == "pools":
         fmt = full.layers[first].in_format.to_json()
         doc = {**doc, "input": {"shape": list(full.layers[first].in_shape), **fmt, "lanes": 1}}

@@ -24,13 +24,12 @@ import numpy as np
 import pytest
 
 from cnnforge.flow import build_design, verify
-from cnnforge.golden.formats import divisors
 from cnnforge.golden.model import parse_model
 from cnnforge.hw.layers.conv2d import serial_serves
 
 pytest.importorskip("tflite")
 from cnnforge.tflite import import_tflite  # noqa: E402
-from tests.imported import DATA, MANIFEST, check_on_verilator  # noqa: E402
+from tests.imported import DATA, MANIFEST, check_on_verilator, largest_divisor  # noqa: E402
 
 #: every test model with a conv (pad_maxpool is refused by the importer; fc_only* have no conv)
 CONV_MODELS = sorted(n for n in MANIFEST if n not in ("pad_maxpool", "fc_only", "fc_only_16x8", "bench_100k"))
@@ -56,8 +55,8 @@ def conv_prefix(name, fold):
         kh, kw = layer.kernel
         (pt, pb), (pl, pr) = layer.padding
         if fold == "folded":
-            entry["pe"] = max(d for d in divisors(layer.out_channels) if d <= 2)
-            entry["simd"] = max(d for d in divisors(c) if d <= 2)
+            entry["pe"] = largest_divisor(layer.out_channels, 2)
+            entry["simd"] = largest_divisor(c, 2)
         elif (pt != pb or pl != pr) and not serial_serves(c, layer.kernel, layer.simd):
             entry["simd"] = c * kw                           # a kernel row a beat: the serial window takes it
     used = {v for layer in layers for v in _tensor_names(layer)}
