@@ -187,28 +187,40 @@ def _cell_counts(stat_json: dict) -> dict:
     return {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()}
 
 
-def _fit_problem(used, device, multipliers, model) -> str | None:
-    """One line for the first resource over capacity, with the layer to fold harder."""
-    weighted = [l for l in model.layers if l.multipliers]
+def _fold_hint(multipliers, model, plan) -> str:
+    """``"; lower pe/simd of layer …"``: the layer to fold harder (most multipliers in LUTs),
+    with the fold it was built with (the plan's, which may differ from the model file's)."""
+    from cnnforge.hw.registry import hardware
+    folds = {}
+    for layer in model.layers:
+        kind, choice = hardware(layer.type), plan.choice(layer)
+        fold = kind.fold(layer, choice)
+        if fold is not None:
+            folds[layer.name] = (*fold, kind.multipliers(layer, choice))
     soft_by_layer = {}
     for cell in multipliers["lut"]:
         soft_by_layer[cell["layer"]] = soft_by_layer.get(cell["layer"], 0) + 1
-    worst = max(weighted, key=lambda l: (soft_by_layer.get(l.name, 0), l.multipliers), default=None)
-    hint = ""
-    if worst is not None and soft_by_layer.get(worst.name):
-        hint = (f"; lower pe/simd of layer {worst.name} (pe {worst.pe}, simd {worst.simd}: "
-                f"{worst.multipliers} multipliers, {soft_by_layer[worst.name]} of them in LUTs)")
-    elif worst is not None:
-        hint = (f"; every multiplier is in a DSP, the logic is mostly window units, line buffers and "
-                f"accumulators, so folding further (largest: layer {worst.name}, pe "
-                f"{worst.pe}, simd {worst.simd}) saves little: choose a larger device")
+    worst = max(folds, key=lambda name: (soft_by_layer.get(name, 0), folds[name][2]), default=None)
+    if worst is None:
+        return ""
+    pe, simd, count = folds[worst]
+    if soft_by_layer.get(worst):
+        return (f"; lower pe/simd of layer {worst} (pe {pe}, simd {simd}: "
+                f"{count} multipliers, {soft_by_layer[worst]} of them in LUTs)")
+    return (f"; every multiplier is in a DSP, the logic is mostly window units, line buffers and "
+            f"accumulators, so folding further (largest: layer {worst}, pe {pe}, simd {simd}) "
+            f"saves little: choose a larger device")
+
+
+def _fit_problem(used, device, multipliers, model, plan) -> str | None:
+    """One line for the first resource over capacity, with the layer to fold harder."""
     over = [f"{label} needed {used[key]}, capacity {cap}"
             for key, label, cap in (("luts", "LUTs", device.luts), ("ffs", "flip-flops", device.ffs),
                                     ("brams", f"block RAMs ({device.bram_cell})", device.brams),
                                     ("dsps", f"DSPs ({device.dsp_cell})", device.dsps))
             if used[key] > cap]
     if over:
-        return f"{model.name} does not fit {device.name}: {'; '.join(over)}{hint}"
+        return f"{model.name} does not fit {device.name}: {'; '.join(over)}{_fold_hint(multipliers, model, plan)}"
     return None
 
 
@@ -337,7 +349,7 @@ def _synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, plac
         "lutram": counts.get("TRELLIS_DPR16X4", 0),
     }
     multipliers = {"total": len(cells), "dsp": dsp, "lut": soft}
-    problem = _fit_problem(used, device, multipliers, model)
+    problem = _fit_problem(used, device, multipliers, model, plan)
     if not place:
         seconds["total"] = time.perf_counter() - start
         return {"model": model.name, "device": device.name, "part": device.part,
@@ -365,7 +377,8 @@ def _synthesize(model, device_name: str, out_dir, *, freq_mhz=None, seed=1, plac
         over = _overfull(out / "nextpnr.log")
         if over:            # logic cells (LUT + flip-flop pairs) beyond the part: a design that does not fit
             raise FlowError(f"{model.name} does not fit {device.name}: {over} (Yosys: {used['luts']} LUTs, "
-                            f"{used['ffs']} flip-flops); lower pe/simd or the pool/dense widths") from None
+                            f"{used['ffs']} flip-flops, which nextpnr could not pair into fewer logic "
+                            f"cells){_fold_hint(multipliers, model, plan)}") from None
         raise
     seconds["nextpnr"] = time.perf_counter() - t
     report = json.loads((out / "nextpnr_report.json").read_text())

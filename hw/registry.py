@@ -107,6 +107,11 @@ class LayerHardware:
         """Multipliers the layer's blocks hold (data products and constant dividers)."""
         return 0
 
+    def fold(self, layer, choice):
+        """``(pe, simd)`` the layer's MAC blocks are built with (what a user lowers to save
+        multipliers), or None for kinds without a fold."""
+        return None
+
     def line_buffer_bits(self, layer, choice) -> int:
         return 0
 

@@ -1,6 +1,9 @@
 """Device table, resource estimates, and `cnnforge synth` (slow ones: real Yosys + nextpnr)."""
 
 import json
+import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,13 +203,38 @@ def test_synth_dsp_cap_on_up5k(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_synth_lut_not_fit_before_pnr(tmp_path, capsys):
-    """examples/tiny on UP5K: 38 LUT multipliers exceed its LUTs; one line, exit 2, no nextpnr."""
+    """examples/tiny with its fc fully parallel (pe 10, simd 4) on UP5K: 38 of its 46 multipliers
+    in LUTs exceed the part's LUTs after Yosys; one line naming fc, exit 2, no nextpnr, nothing left."""
+    doc = json.loads(Path(TINY).read_text())
+    fc = next(l for l in doc["layers"] if l["name"] == "fc")
+    fc["pe"], fc["simd"] = 10, 4
+    shutil.copy(Path(TINY).parent / doc["weights"], tmp_path)
+    model = tmp_path / "tiny_wide.json"
+    model.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    assert main(["synth", str(model), "--device", "up5k", "-o", str(out)]) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("cnnforge: error")]
+    assert len(err) == 1
+    assert re.fullmatch(r"cnnforge: error: tiny does not fit up5k: LUTs needed \d+, capacity 5280; "
+                        r"lower pe/simd of layer fc \(pe 10, simd 4: 40 multipliers, 38 of them in LUTs\)",
+                        err[0]), err[0]
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_synth_logic_cells_not_fit_in_pnr(tmp_path, capsys):
+    """examples/tiny as it is on UP5K: Yosys' LUTs (under 5,280) pass, but nextpnr's packer
+    needs more logic cells than the part has; one line with the fold the plan built
+    (fc: simd 2 from its 2-lane input, not the file's), exit 2, nothing left."""
     out = tmp_path / "out"
     assert main(["synth", TINY, "--device", "up5k", "-o", str(out)]) == 2
     err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("cnnforge: error")]
     assert len(err) == 1
-    assert "LUTs needed" in err[0] and "capacity 5280" in err[0] and "layer fc" in err[0]
-    assert not (out / "nextpnr.log").exists()
+    assert re.fullmatch(r"cnnforge: error: tiny does not fit up5k: \d+ ICESTORM_LC needed, 5280 available "
+                        r"\(Yosys: \d+ LUTs, \d+ flip-flops, which nextpnr could not pair into fewer logic "
+                        r"cells\); lower pe/simd of layer fc \(pe 10, simd 2: 20 multipliers, 18 of them in LUTs\)",
+                        err[0]), err[0]
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -405,6 +405,9 @@ class Conv2dHardware(WindowedHardware):
     def multipliers(self, layer, choice) -> int:
         return layer.pe * layer.simd
 
+    def fold(self, layer, choice) -> tuple:
+        return layer.pe, layer.simd
+
     def line_buffer_bits(self, layer, choice) -> int:
         if choice["window"] != "serial":
             return super().line_buffer_bits(layer, choice)

@@ -541,7 +541,7 @@ class DenseHardware(LayerHardware):
     def _lanes(self, layer, choice) -> int:
         return choice.get("lanes") or dense_lanes(stream_values(layer.in_stream), self._given(layer)[1])
 
-    def _fold(self, layer, choice) -> tuple:
+    def fold(self, layer, choice) -> tuple:
         """``(pe, simd)`` of the engine built with ``choice``."""
         pe, simd = self._given(layer)
         lanes = self._lanes(layer, choice)
@@ -555,7 +555,7 @@ class DenseHardware(LayerHardware):
         return self.default_choice(layer, None)
 
     def lanes(self, layer, choice) -> tuple:
-        return self._lanes(layer, choice), self._fold(layer, choice)[0]
+        return self._lanes(layer, choice), self.fold(layer, choice)[0]
 
     def fallbacks(self, layer, choice) -> tuple:
         """With an input FIFO of one frame's beats, when there are several (a burst from a producer
@@ -584,7 +584,7 @@ class DenseHardware(LayerHardware):
         return requantizer_unsupported(layer)
 
     def multipliers(self, layer, choice) -> int:
-        pe, simd = self._fold(layer, choice)
+        pe, simd = self.fold(layer, choice)
         return pe * simd
 
     def describe(self, layer, choice) -> dict:
@@ -600,7 +600,7 @@ class DenseHardware(LayerHardware):
         (:func:`cnnforge.hw.mac.requant_resources`, as the conv's)."""
         lanes = self._lanes(layer, choice)
         beats, codes = stream_geometry(layer.in_stream, lanes)
-        pe, simd = self._fold(layer, choice)
+        pe, simd = self.fold(layer, choice)
         a, wb = layer.in_format.bits, layer.weight_format.bits
         nf = layer.out_features // pe
         depth = beats * (codes // simd) * nf
