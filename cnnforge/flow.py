@@ -197,9 +197,16 @@ def simulate(design: Design, x: np.ndarray, simulator: str = "verilator", *, wav
         else:
             from cnnforge.sim.runner import run_harness
             verilog = design.verilog_path or cached_verilog(design, cache_dir)
+            # the runner's default limit allows 1,000 cycles a beat; a compute-bound design (a dense layer
+            # folded to a few multipliers) takes longer: allow twice the predicted cycles on top
+            net = design.report["network"]
+            latency, interval = net["predicted_latency_cycles"], net["predicted_frame_interval_cycles"]
+            expected = (latency + chunk.shape[0] * interval) if latency is not None and interval is not None else 0
+            busy = (1 - stall) ** 2 if isinstance(stall, (int, float)) and 0 <= stall < 1 else 1   # else refused there
+            timeout = int((1_000_000 + 1000 * (len(beats) + n_out) + 2 * expected) / busy)
             result = run_harness([verilog], model.name, design.top.in_width, design.top.out_width,
                                  beats, n_out, simulator=simulator, stall_in=stall, stall_out=stall,
-                                 seed=seed, waves=waves, build_dir=cache_dir)
+                                 seed=seed, waves=waves, build_dir=cache_dir, timeout_cycles=timeout)
         chunks += 1
         offset = sim_cycles
         words += result.out_words

@@ -46,15 +46,15 @@ def largest_divisor(n: int, cap: int) -> int:
     return max(d for d in divisors(n) if d <= cap)
 
 
-def fold_entries(doc: dict, tensors: dict, fold: str) -> dict:
+def fold_entries(doc: dict, tensors: dict, fold: str, conv_limit: int = 2) -> dict:
     """A copy of the imported document ``doc`` (with its ``tensors``) folded as ``fold`` says.
 
     ``"imported"``: as the importer wrote it (fully parallel), except that a conv
     with asymmetric SAME padding the parallel window cannot take reads a kernel
     row a beat (``simd = C_in·K_w``, the serial window); ``"folded"``: every
-    conv ``pe``/``simd`` the largest divisors of ``C_out``/``C_in`` up to 2
-    (serial windows), every dense ``simd`` the largest divisor of its inputs up
-    to 4, ``pe`` 1.
+    conv ``pe``/``simd`` the largest divisors of ``C_out``/``C_in`` up to
+    ``conv_limit`` (serial windows), every dense ``simd`` the largest divisor of
+    its inputs up to 4, ``pe`` 1.
     """
     if fold not in ("imported", "folded"):
         raise ValueError(f"fold must be 'imported' or 'folded', not {fold!r}")
@@ -66,8 +66,8 @@ def fold_entries(doc: dict, tensors: dict, fold: str) -> dict:
             c = layer.in_shape[0]
             (pt, pb), (pl, pr) = layer.padding
             if fold == "folded":
-                entry["pe"] = largest_divisor(layer.out_channels, 2)
-                entry["simd"] = largest_divisor(c, 2)
+                entry["pe"] = largest_divisor(layer.out_channels, conv_limit)
+                entry["simd"] = largest_divisor(c, conv_limit)
             elif (pt != pb or pl != pr) and not serial_serves(c, layer.kernel, layer.simd):
                 entry["simd"] = c * layer.kernel[1]
         elif layer.type == "dense" and fold == "folded":
