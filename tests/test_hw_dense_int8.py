@@ -325,12 +325,15 @@ def _fc_model(name, fold, argmax=False):
     return doc, parse_model(doc, tensors=tensors)
 
 
-FC_CASES = [("fc_only", "imported", False), ("fc_only", "folded", True), ("fc_only_16x8", "half", False),
-            ("fc_only_16x8", "folded", False)]
+#: (model, fold, argmax head, slow): the slow two are the longest builds (the whole-model runs of
+#: tests/test_imported_on_verilator.py take fc_only as imported too)
+FC_CASES = [("fc_only", "imported", False, True), ("fc_only", "folded", True, False),
+            ("fc_only_16x8", "half", False, True), ("fc_only_16x8", "folded", False, False)]
 
 
-@pytest.mark.parametrize("name, fold, argmax", FC_CASES, ids=[f"{n}-{f}{'-argmax' if a else ''}"
-                                                              for n, f, a in FC_CASES])
+@pytest.mark.parametrize("name, fold, argmax", [
+    pytest.param(n, f, a, marks=pytest.mark.slow if slow else (), id=f"{n}-{f}{'-argmax' if a else ''}")
+    for n, f, a, slow in FC_CASES])
 def test_fc_only_tflite_on_verilator(cache_dir, name, fold, argmax):
     """The imported FC-only models (three float64 FULLY_CONNECTED layers with per-channel weight scales,
     RELU clamps, int8 and 16x8) as generated Verilog under Verilator: every output code equals golden's,
@@ -363,38 +366,3 @@ def test_fc_only_tflite_on_verilator(cache_dir, name, fold, argmax):
     assert np.array_equal(run.y, want.reshape(run.y.shape))
 
 
-# ------------------------------------------------------------------ whole imported conv -> flatten -> dense models
-
-#: every test model whose layers the hardware takes now (conv2d, flatten, dense); the rest wait for pools
-WHOLE = [pytest.param(n, marks=() if n in ("conv_same_relu", "conv_stride2_relu6") else pytest.mark.slow)
-         for n in ("conv_same_relu", "conv_stride2_relu6", "conv_same_relu_16x8", "per_tensor", "random_1",
-                   "random_3", "float_io_softmax")]
-
-
-@pytest.mark.parametrize("name", WHOLE)
-def test_whole_imported_conv_dense_model_on_verilator(cache_dir, name):
-    """A whole imported model (conv, flatten, the float64 FC) as generated Verilog: bit-exact against golden,
-    measured latency and frame interval equal to the predicted ones.  Where the parallel window cannot take
-    TFLite's asymmetric SAME padding, the conv reads a kernel row a beat (the serial window takes it)."""
-    pytest.importorskip("tflite")
-    from cnnforge.flow import build_design, verify
-    from cnnforge.hw.layers.conv2d import serial_serves
-    from cnnforge.hw.registry import unsupported_feature
-    from cnnforge.tflite import import_tflite
-    doc, tensors = import_tflite(DATA / f"{name}.tflite")
-    doc = {**doc, "layers": [dict(layer) for layer in doc["layers"]]}
-    for entry, layer in zip(doc["layers"], parse_model(doc, tensors=tensors).layers):
-        if layer.type == "conv2d":
-            (pt, pb), (pl, pr) = layer.padding
-            if (pt != pb or pl != pr) and not serial_serves(layer.in_shape[0], layer.kernel, layer.simd):
-                entry["simd"] = layer.in_shape[0] * layer.kernel[1]
-    model = parse_model(doc, tensors=tensors)
-    assert [layer.type for layer in model.layers][-2:] == ["flatten", "dense"]
-    assert unsupported_feature(model) is None
-    design = build_design(model)
-    rng = np.random.default_rng(len(name))
-    x = frames(rng, model.input_format, 4, tuple(model.input_shape))
-    report = verify(design, x, "verilator", cache_dir=cache_dir, progress=False)
-    assert report["match"], report["first_mismatch"]
-    assert report["first_output_latency_cycles"] == report["predicted_latency_cycles"]
-    assert report["frame_interval_cycles"] == report["predicted_frame_interval_cycles"]

@@ -80,8 +80,10 @@ def _inputs(model, rng):
     return x
 
 
-CASES = [pytest.param(name, fold, id=f"{name}-{fold}") for name in CONV_MODELS for fold in ("imported", "folded")
-         if (name, fold) in QUICK]
+#: of those, the default run's (the others are slow)
+DEFAULT = {("random_5_16x8", "imported"), ("conv_stride2_relu6", "imported")}
+CASES = [pytest.param(name, fold, marks=() if (name, fold) in DEFAULT else pytest.mark.slow, id=f"{name}-{fold}")
+         for name in CONV_MODELS for fold in ("imported", "folded") if (name, fold) in QUICK]
 
 
 @pytest.mark.parametrize("name, fold", CASES)
