@@ -49,13 +49,14 @@ from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
 from .layouts import pixel_layout
 from .pipe import Pipe
-from .requant import (Requantizer, RequantizerModel, acc_layout, check_requant_params, requantizer_depth,
-                      requantizer_unsupported, shared_multipliers)
+from .requant import (DSP_WIDTH, Requantizer, RequantizerModel, acc_layout, check_requant_params, product_cycles,
+                      requantizer_depth, requantizer_unsupported, shared_multipliers)
 from .slice import RegisterSlice, RegisterSliceModel
 from .unused import silence_if_invalid
 
 __all__ = ["MacArray", "mac_datapath", "conv_weights_to_window_order", "check_fold",
            "mac_array_pipeline_depth", "acc_slice_skid", "mac_array_cycles", "MacArrayModel", "mac_requant_units",
+           "mac_requant_cycles",
            "mac_unsupported", "fold_zero_point", "requant_stage", "clock_requant_stage", "weighted_numerics", "WeightedNumerics",
            "requant_resources", "ZERO_POINT_MODES"]
 
@@ -74,17 +75,32 @@ def mac_requant_units(pe: int, synapse_folds: int, rounding: str, multipliers=No
     return shared_multipliers(pe, synapse_folds) if multipliers is None else multipliers
 
 
+def mac_requant_cycles(pe: int, synapse_folds: int, rounding: str, multipliers=None) -> int:
+    """Cycles each of those multipliers takes for one product (:func:`cnnforge.hw.requant.product_cycles`):
+    as many as the ``pe/units`` lane groups leave of the ``synapse_folds`` cycles a beat, so the
+    product's pieces share one DSP block without slowing the array; 1 in the shift modes."""
+    if rounding not in REQUANT_MODES:
+        return 1
+    return product_cycles(rounding, pe, mac_requant_units(pe, synapse_folds, rounding, multipliers), synapse_folds)
+
+
 def requant_resources(layer, pe: int, synapse_folds: int) -> tuple:
     """``(products, registers)`` a weighted layer's multiplier-mode requantizer adds to its estimate (conv2d
     and dense): one ``acc_bits × 31`` product per unit (``× 53`` for ``float64``) of the
-    :func:`mac_requant_units` that serve the ``pe`` lanes, and their pipeline registers; none in the
-    shift modes."""
+    :func:`mac_requant_units` that serve the ``pe`` lanes — or, when a product takes
+    :func:`mac_requant_cycles` cycles, that many fewer :data:`DSP_WIDTH`-square pieces per unit — and
+    their pipeline registers; none in the shift modes."""
     if not layer.uses_requant:
         return [], 0
     units = mac_requant_units(pe, synapse_folds, layer.rounding)
+    cycles = mac_requant_cycles(pe, synapse_folds, layer.rounding)
     m_bits = 53 if layer.rounding == "float64" else 31
-    bits = units * (4 * layer.acc_bits + 2 * m_bits) + (pe * layer.acc_bits if units < pe else 0)
-    return [(layer.acc_bits, m_bits)] * units, bits
+    bits = units * (4 * layer.acc_bits + 2 * m_bits) + (pe * layer.acc_bits if units < pe or cycles > 1 else 0)
+    if cycles == 1:
+        return [(layer.acc_bits, m_bits)] * units, bits
+    pieces = -(-layer.acc_bits // DSP_WIDTH) * -(-m_bits // DSP_WIDTH)
+    slots = -(-pieces // cycles)
+    return [(DSP_WIDTH, DSP_WIDTH)] * (units * slots), bits + units * slots * 4 * DSP_WIDTH
 
 
 def fold_zero_point(weights, bias, zero_point) -> np.ndarray:
@@ -217,7 +233,8 @@ def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=N
     pe, simd = _mac_folds(window_len, out_channels, pe, simd)
     folded = (window_len // simd) * (out_channels // pe) > 1
     units = mac_requant_units(pe, window_len // simd, rounding, rq_multipliers)
-    return 4 + requantizer_depth(rounding, pe, units) + ceil_log2(simd) + (1 if folded else 0)
+    cycles = mac_requant_cycles(pe, window_len // simd, rounding, rq_multipliers)
+    return 4 + requantizer_depth(rounding, pe, units, cycles) + ceil_log2(simd) + (1 if folded else 0)
 
 
 @dataclass(frozen=True)
@@ -268,7 +285,8 @@ def weighted_numerics(weights, bias, *, in_bits, weight_bits, lo_code, hi_code, 
         units = mac_requant_units(pe, synapse_folds, rounding, rq_multipliers)
         requantizer = Requantizer(acc_bits, shift, out_format, rounding, overflow, activation, count=pe,
                                   multiplier=multiplier, effective_scale=effective_scale,
-                                  channels=weights.shape[0], multipliers=units)
+                                  channels=weights.shape[0], multipliers=units,
+                                  product_cycles=mac_requant_cycles(pe, synapse_folds, rounding, rq_multipliers))
     else:
         for name, value in (("multiplier", multiplier), ("effective_scale", effective_scale),
                             ("rq_multipliers", rq_multipliers)):
@@ -345,12 +363,13 @@ class MacArrayModel(TokenModel):
         stages = 2 + (1 if ops > 1 else 0) + ceil_log2(simd)
         self.top, self.mask = stages - 1, (1 << stages) - 1
         units = mac_requant_units(pe, self.sf, rounding, rq_multipliers)
+        cycles = mac_requant_cycles(pe, self.sf, rounding, rq_multipliers)
         # + accumulator, skid, requantizer
-        self.pipeline_depth = stages + 2 + requantizer_depth(rounding, pe, units)
+        self.pipeline_depth = stages + 2 + requantizer_depth(rounding, pe, units, cycles)
         self.op, self.pipe = 0, 0
         self.acc_valid = False
         self.skid = RegisterSliceModel(acc_slice_skid(self.sf))
-        self.rq = RequantizerModel(rounding, pe, units)     # shift modes: its one register
+        self.rq = RequantizerModel(rounding, pe, units, cycles)     # shift modes: its one register
 
     def out_valid(self):
         return self.rq.out_valid()

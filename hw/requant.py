@@ -104,6 +104,14 @@ outputs collect in the output register and ``o.valid`` rises with the last
 group.  One beat every ``count/multipliers`` cycles, latency
 ``requantizer_depth(rounding, count, multipliers)`` (``+ count/multipliers − 1``).
 
+*Products over several cycles* (``product_cycles > 1``): each unit forms the
+``dsp_width``-square pieces of ``|acc|·A`` ``ceil(pieces/product_cycles)`` a
+cycle on that many DSP blocks: stage 2 selects the cycle's pieces by the
+carried ``tick`` (registered, so each DSP block is fed from flip-flops), stage
+3 multiplies, stage 4 accumulates them shifted into place, starting from ``k``
+(+ the rounding half) on the first cycle; its valid bit rises on the last.
+One stage more, ``product_cycles`` times the steps per beat.
+
 Decision: share.  A folded MAC array delivers its ``pe`` accumulators once per
 ``K_h·K_w·C_in/simd`` cycles (3 to 32 in the weighted layers of the bundled
 digits and tiny models, never fewer than their ``pe``), so
@@ -118,6 +126,9 @@ LUT4 + 404 CCU2C, 792 FF and 16 MULT18X18D with a multiplier per lane, 352 +
 101, 364 FF and 4 MULT18X18D with one shared (and 16 / 4 SB_MAC16 on the
 iCE40UP5K, which has 8); float64 24 → 6 MULT18X18D.  Per-lane multipliers stay
 for folds faster than ``pe`` cycles (``multipliers = count``, the default).
+The cycles that are left go to the products (:func:`product_cycles`): a
+tflite_double product of a 24-bit accumulator then takes one DSP block over 4
+cycles instead of 4 blocks in one.
 """
 
 from __future__ import annotations
@@ -141,7 +152,8 @@ from .pipe import Pipe
 from .unused import silence_if_invalid
 
 __all__ = ["Requantizer", "requantize_value", "acc_layout", "check_requant_params", "requantizer_unsupported",
-           "requant_in_layout", "requantizer_depth", "requantizer_interval", "shared_multipliers", "RequantizerModel",
+           "requant_in_layout", "requantizer_depth", "requantizer_interval", "requantizer_stages",
+           "shared_multipliers", "product_cycles", "PRODUCT_CYCLES_MAX", "RequantizerModel",
            "MultiplierPlan", "RequantParamError", "requant_kwargs", "weighted_block_options", "multiplier_problem", "int_channel_constants", "int_channel_value",
            "float64_channel_constants", "float64_channel_value", "MULT_ACC_BITS", "MULT_DEPTH", "FLOAT64_DEPTH",
            "DSP_WIDTH"]
@@ -324,6 +336,10 @@ MULT_ACC_BITS = MAX_AFFINE_ACC_BITS
 MULT_DEPTH = 5
 #: register stages of ``float64`` (two more: the half-ulp ``h`` of ``P``, then ``P + h``, before the shift)
 FLOAT64_DEPTH = 7
+#: the most cycles the planner lets one product take (:func:`product_cycles`): the
+#: :data:`DSP_WIDTH`-bit pieces of a 32-bit ``|acc|`` times the 31-bit ``M`` (integer modes)
+#: or the 53-bit ``m`` (``float64``), one piece per cycle on one DSP block
+PRODUCT_CYCLES_MAX = {"tflite_double": 4, "tflite_single": 4, "tflite_int16": 4, "float64": 8}
 #: the shifts each multiplier mode takes (as the model file, golden.layers._weighted)
 MULT_SHIFT_LIMITS = {"tflite_double": (-31, 30), "tflite_single": (-31, 30), "tflite_int16": (-31, 7),
                      "float64": (-31, 30)}
@@ -363,25 +379,36 @@ def requant_in_layout(acc_bits: int, count: int, groups: int = 1) -> data.Struct
     })
 
 
-def requantizer_depth(rounding: str, count: int = 1, multipliers: int | None = None) -> int:
+def requantizer_stages(rounding: str, product_cycles: int = 1) -> int:
+    """Register stages of the multiplier path: :data:`MULT_DEPTH` (``float64``: :data:`FLOAT64_DEPTH`),
+    one more (the piece select) when a product takes ``product_cycles > 1`` cycles; 1 in the shift modes."""
+    if rounding not in REQUANT_MODES:
+        return 1
+    return (FLOAT64_DEPTH if rounding == "float64" else MULT_DEPTH) + (1 if product_cycles > 1 else 0)
+
+
+def requantizer_depth(rounding: str, count: int = 1, multipliers: int | None = None,
+                      product_cycles: int = 1) -> int:
     """Cycles from a beat's input handshake to its output handshake, stall-free.
 
-    Shift modes (§4): 1.  Multiplier modes (§4.1): :data:`MULT_DEPTH` register
-    stages (``float64``: :data:`FLOAT64_DEPTH`), plus ``count/multipliers − 1`` cycles when ``multipliers < count``
-    lanes share the multipliers in turn (the last group of lanes enters that
-    much later).  A new beat is taken every ``count/multipliers`` cycles
-    (:func:`requantizer_interval`).
+    Shift modes (§4): 1.  Multiplier modes (§4.1): :func:`requantizer_stages`,
+    plus ``interval − 1`` cycles when the beat takes more than one step
+    (:func:`requantizer_interval`: ``multipliers < count`` lanes share the
+    multipliers in turn, each product takes ``product_cycles`` cycles), since its
+    last step enters the pipeline that much later.  A new beat is taken every
+    ``interval`` cycles.
     """
     if rounding not in REQUANT_MODES:
         return 1
-    depth = FLOAT64_DEPTH if rounding == "float64" else MULT_DEPTH
-    return depth + requantizer_interval(count, multipliers) - 1
+    return requantizer_stages(rounding, product_cycles) + requantizer_interval(count, multipliers,
+                                                                                product_cycles) - 1
 
 
-def requantizer_interval(count: int, multipliers: int | None = None) -> int:
-    """Cycles per beat: ``count/multipliers`` (1 when every lane has its multiplier)."""
+def requantizer_interval(count: int, multipliers: int | None = None, product_cycles: int = 1) -> int:
+    """Cycles per beat: ``count/multipliers · product_cycles`` (1 when every lane has its multiplier
+    and a product takes one cycle)."""
     units = count if multipliers is None else multipliers
-    return count // units
+    return count // units * product_cycles
 
 
 def shared_multipliers(count: int, cycles_per_beat: int) -> int:
@@ -395,6 +422,23 @@ def shared_multipliers(count: int, cycles_per_beat: int) -> int:
     if not isinstance(count, int) or count < 1 or not isinstance(cycles_per_beat, int) or cycles_per_beat < 1:
         raise ValueError(f"count and cycles_per_beat must be positive integers, not {count!r}, {cycles_per_beat!r}")
     return min(u for u in range(1, count + 1) if count % u == 0 and count // u <= cycles_per_beat)
+
+
+def product_cycles(rounding: str, count: int, multipliers: int, cycles_per_beat: int) -> int:
+    """Cycles each product may take so that ``count`` lanes on ``multipliers`` units still take a beat every
+    ``cycles_per_beat`` cycles: ``cycles_per_beat // (count/multipliers)``, at most
+    :data:`PRODUCT_CYCLES_MAX` (one DSP block per unit for accumulators up to 32 bits); 1 in the shift modes.
+
+    Decision: a weighted layer's requantizer runs once per output value, while its MAC array takes
+    ``K_h·K_w·C_in/simd`` cycles (the dense engine ``lanes/simd``) per beat of ``pe`` values; forming
+    the product's pieces one a cycle on one DSP block (4 of them in the integer modes, up to 8
+    in ``float64``, for a 24-bit accumulator) loses no throughput there, and costs ``interval − 1`` +
+    1 cycles of latency once per layer.
+    """
+    if rounding not in REQUANT_MODES:
+        return 1
+    steps = count // multipliers
+    return max(1, min(cycles_per_beat // steps, PRODUCT_CYCLES_MAX[rounding]))
 
 
 def int_channel_constants(multiplier: int, shift: int, mode: str) -> tuple:
@@ -495,7 +539,7 @@ class MultiplierPlan:
     """
 
     def __init__(self, acc_bits, rounding, shift, multiplier, effective_scale, out_format, activation,
-                 count, channels, lane_channels, multipliers, dsp_width=16):
+                 count, channels, lane_channels, multipliers, dsp_width=16, product_cycles=1):
         if rounding not in REQUANT_MODES:
             raise RequantParamError(f"rounding must be one of {', '.join(REQUANT_MODES)}, not {rounding!r}", "rounding")
         if not isinstance(acc_bits, int) or isinstance(acc_bits, bool) or not 2 <= acc_bits <= MULT_ACC_BITS:
@@ -510,6 +554,10 @@ class MultiplierPlan:
             raise RequantParamError(f"multipliers must divide count ({count}), not {multipliers!r}", "multipliers")
         if not isinstance(dsp_width, int) or isinstance(dsp_width, bool) or not 2 <= dsp_width <= 64:
             raise RequantParamError(f"dsp_width must be an integer in 2..64, not {dsp_width!r}", "dsp_width")
+        if not isinstance(product_cycles, int) or isinstance(product_cycles, bool) or not 1 <= product_cycles <= 64:
+            raise RequantParamError(f"product_cycles must be an integer in 1..64, not {product_cycles!r}",
+                                    "product_cycles")
+        self.cycles = product_cycles
         self.mode, self.acc_bits, self.count, self.units = rounding, acc_bits, count, units
         self.dsp_width = dsp_width
         self.phases = count // units
@@ -591,6 +639,11 @@ class MultiplierPlan:
         self.k_sign = any(c[2] != c[3] for c in hw)
         a_max = max(c[0] for c in hw)
         self.mag_bits = acc_bits                          # |acc| <= 2**(acc_bits-1)
+        # the product's dsp_width-square pieces (i: of |acc|, j: of A), formed ``slots`` at a time over
+        # ``cycles`` cycles: cycle t forms pieces t·slots .. t·slots + slots − 1 (none past the last)
+        self.pieces = [(i, j) for i in range(-(-self.mag_bits // dsp_width))
+                       for j in range(-(-self.a_bits // dsp_width))]
+        self.slots = -(-len(self.pieces) // product_cycles)
         self.p_bits = max(1, ((1 << (acc_bits - 1)) * a_max).bit_length())
         half = 0 if self.var_shift else 1 << (self.s_min - 1)
         if self.f64:
@@ -790,42 +843,47 @@ def _sum_tree(m, operands, name):
 def _elaborate_multiplier(self, m):
     """The multiplier path (§4.1): see the module and :class:`Requantizer` docstrings."""
     plan = self.plan
-    units, phases = plan.units, plan.phases
+    units, phases, cycles = plan.units, plan.phases, plan.cycles
     i, o = self.i, self.o
     en = Signal(name="rq_en")
     m.d.comb += en.eq(~o.valid | o.ready)
     grouped = plan.groups > 1
-    # --- input: phase 0 straight from the stream, later phases from the hold register
-    if phases > 1:
-        phase = Signal(range(phases), name="rq_phase")
+    # --- input: a beat takes phases·cycles steps (lane group ``phase``, product cycle ``tick``); the
+    # first straight from the stream, the others from the hold register
+    phase = Signal(range(phases), name="rq_phase") if phases > 1 else Const(0, 1)
+    tick = Signal(range(cycles), name="rq_tick") if cycles > 1 else Const(0, 1)
+    if phases > 1 or cycles > 1:
         hold = Signal(i.payload.shape(), name="rq_hold")
         fire = Signal(name="rq_fire")
-        m.d.comb += [i.ready.eq(en & (phase == 0)), fire.eq(i.valid & i.ready)]
+        idle = Signal(name="rq_idle")
+        m.d.comb += [idle.eq((phase == 0) & (tick == 0)), i.ready.eq(en & idle), fire.eq(i.valid & i.ready)]
         with m.If(fire):
             m.d.sync += hold.eq(i.payload)
-        with m.If(en):
-            with m.If(fire):
-                m.d.sync += phase.eq(1)
-            with m.Elif(phase != 0):
-                m.d.sync += phase.eq(Mux(phase == phases - 1, 0, phase + 1))
-        valid_in = fire | (phase != 0)
-        first = phase == 0
-        lanes = [Array([i.payload.data[u]] + [hold.data[j * units + u] for j in range(1, phases)])[phase]
-                 for u in range(units)]
-        last = Mux(first, i.payload.last, hold.last)
-        group = Mux(first, i.payload.group, hold.group) if grouped else Const(0, 1)
-        final = phase == phases - 1
-        addr = group * phases + phase if grouped else phase
+        with m.If(en & (fire | ~idle)):
+            next_phase = Mux(phase == phases - 1, 0, phase + 1) if phases > 1 else None
+            if cycles > 1:
+                with m.If(tick == cycles - 1):
+                    m.d.sync += tick.eq(0)
+                    if phases > 1:
+                        m.d.sync += phase.eq(next_phase)
+                with m.Else():
+                    m.d.sync += tick.eq(tick + 1)
+            else:
+                m.d.sync += phase.eq(next_phase)
+        valid_in = fire | ~idle
+        held = [[hold.data[j * units + u] for j in range(phases)] for u in range(units)]
+        lanes = [Mux(idle, i.payload.data[u], Array(h)[phase] if phases > 1 else h[0]) for u, h in enumerate(held)]
+        last = Mux(idle, i.payload.last, hold.last)
+        group = Mux(idle, i.payload.group, hold.group) if grouped else Const(0, 1)
     else:
-        phase = Const(0, 1)
         m.d.comb += i.ready.eq(en)
         valid_in = i.valid
         lanes = [i.payload.data[u] for u in range(units)]
         last = i.payload.last
         group = i.payload.group if grouped else Const(0, 1)
-        final = Const(1, 1)
-        addr = group
-    pipe = Pipe(m, valid_in, last, final, phase, name="rq")
+    final = phase == phases - 1 if phases > 1 else Const(1, 1)
+    addr = group * phases + phase if grouped else phase
+    pipe = Pipe(m, valid_in, last, final, phase, tick, name="rq")
     m.d.comb += pipe.en.eq(en)
     roms = [_lane_rom(m, f"rq_rom{u}", plan.rom[u], plan.s_min, addr, en) for u in range(units)]
 
@@ -834,37 +892,77 @@ def _elaborate_multiplier(self, m):
     mags = [Mux(neg, -lane.as_signed(), lane.as_signed()) for lane, neg in zip(lanes, negs)]
     regs = pipe.stage(mags + negs, [unsigned(plan.mag_bits)] * units + [unsigned(1)] * units)
     mags, negs = regs[:units], regs[units:]
-    # --- 2: partial products, each one DSP block (dsp_width × dsp_width unsigned); the offset k by the sign
-    w = plan.dsp_width
-    pieces, parts = [], []
-    for mag, rom in zip(mags, roms):
-        a = rom["a"]
-        a_len = len(a)
-        terms = [(i + j, mag[i * w:min((i + 1) * w, plan.mag_bits)] * a[j * w:min((j + 1) * w, a_len)])
-                 for i in range(-(-plan.mag_bits // w)) for j in range(-(-a_len // w))]
-        parts.append([offset for offset, _ in terms])
-        pieces.extend(product for _, product in terms)
     k_shape = signed(signed_width(min(plan.k_lo, 0), max(plan.k_hi, 0)))
     ks = [Mux(neg, rom["kn"], rom["kp"]) if plan.k_sign else rom["kp"] for neg, rom in zip(negs, roms)]
     sels = [rom["sel"] for rom in roms]
     sel_shape = unsigned(max(1, plan.sel_bits))
-    regs = pipe.stage(pieces + ks + sels + negs,
-                      [Value.cast(p).shape() for p in pieces] + [k_shape] * units
-                      + [sel_shape] * units + [unsigned(1)] * units)
-    pieces, rest = regs[:len(pieces)], regs[len(pieces):]
-    ks, sels, negs = rest[:units], rest[units:2 * units], rest[2 * units:]
-    # --- 3: the product summed from its pieces, plus k (integer modes) and the rounding half when the shift
-    # is one for every channel; float64 keeps P whole for stage 4
+    side_shapes = [k_shape] * units + [sel_shape] * units + [unsigned(1)] * units
     half = 0 if plan.var_shift else 1 << (plan.s_min - 1)
-    sums, at = [], 0
-    for u, offsets in enumerate(parts):
-        terms = [(w * offset, pieces[at + j]) for j, offset in enumerate(offsets)]
-        at += len(offsets)
-        extra_terms = [] if plan.f64 else [ks[u] + half if half else ks[u]]
-        sums.append(_sum_tree(m, _rows(terms) + extra_terms, f"rq_sum{u}"))
     x_shape = unsigned(plan.p_bits) if plan.f64 else signed(plan.x_bits)
-    regs = pipe.stage(sums + sels + negs, [x_shape] * units + [sel_shape] * units + [unsigned(1)] * units)
-    sums, sels, negs = regs[:units], regs[units:2 * units], regs[2 * units:]
+    w = plan.dsp_width
+
+    def piece(value, index, bits):
+        return value[index * w:min((index + 1) * w, bits)]
+
+    if cycles == 1:
+        # --- 2: partial products, each one DSP block (dsp_width × dsp_width unsigned); the offset k by the sign
+        pieces = []
+        for mag, rom in zip(mags, roms):
+            pieces.extend(piece(mag, pi, plan.mag_bits) * piece(rom["a"], pj, len(rom["a"]))
+                          for pi, pj in plan.pieces)
+        regs = pipe.stage(pieces + ks + sels + negs, [Value.cast(p).shape() for p in pieces] + side_shapes)
+        pieces, rest = regs[:len(pieces)], regs[len(pieces):]
+        ks, sels, negs = rest[:units], rest[units:2 * units], rest[2 * units:]
+        # --- 3: the product summed from its pieces, plus k (integer modes) and the rounding half when the
+        # shift is one for every channel; float64 keeps P whole for stage 4
+        sums = []
+        for u in range(units):
+            own = pieces[u * len(plan.pieces):(u + 1) * len(plan.pieces)]
+            terms = [(w * (pi + pj), p) for (pi, pj), p in zip(plan.pieces, own)]
+            extra_terms = [] if plan.f64 else [ks[u] + half if half else ks[u]]
+            sums.append(_sum_tree(m, _rows(terms) + extra_terms, f"rq_sum{u}"))
+        regs = pipe.stage(sums + sels + negs, [x_shape] * units + [sel_shape] * units + [unsigned(1)] * units)
+        sums, sels, negs = regs[:units], regs[units:2 * units], regs[2 * units:]
+    else:
+        # --- 2: the pieces of this cycle's ``slots`` products selected by the tick (registered, so each
+        # DSP block is fed from flip-flops)
+        tick_in = pipe.carry[3]
+        chosen, offsets = [], []
+        for mag, rom in zip(mags, roms):
+            for slot in range(plan.slots):
+                sched = [plan.pieces[t * plan.slots + slot] if t * plan.slots + slot < len(plan.pieces) else None
+                         for t in range(cycles)]
+                pairs = [(piece(mag, pi, plan.mag_bits), piece(rom["a"], pj, len(rom["a"])))
+                         if pp is not None else (Const(0, 1), Const(0, 1)) for pp in sched
+                         for pi, pj in [pp or (0, 0)]]
+                chosen.append(Array([a for a, _ in pairs])[tick_in])
+                chosen.append(Array([b for _, b in pairs])[tick_in])
+                offsets.append([w * (pp[0] + pp[1]) if pp is not None else 0 for pp in sched])
+        regs = pipe.stage(chosen + ks + sels + negs, [unsigned(w)] * len(chosen) + side_shapes)
+        chosen, rest = regs[:len(chosen)], regs[len(chosen):]
+        ks, sels, negs = rest[:units], rest[units:2 * units], rest[2 * units:]
+        # --- 3: the products, each one DSP block (dsp_width × dsp_width unsigned)
+        products = [chosen[2 * k] * chosen[2 * k + 1] for k in range(len(chosen) // 2)]
+        regs = pipe.stage(products + ks + sels + negs, [unsigned(2 * w)] * len(products) + side_shapes)
+        products, rest = regs[:len(products)], regs[len(products):]
+        ks, sels, negs = rest[:units], rest[units:2 * units], rest[2 * units:]
+        # --- 4: accumulated over the cycles, from k (+ the rounding half) on the first; valid on the last
+        tick_now = pipe.carry[3]
+        first_tick, last_tick = tick_now == 0, tick_now == cycles - 1
+        sums = []
+        for u in range(units):
+            acc = Signal(x_shape, name=f"rq_acc{u}")
+            base = Const(0, 1) if plan.f64 else (ks[u] + half if half else ks[u])
+            terms = [Array([products[u * plan.slots + slot] << off
+                            for off in offsets[u * plan.slots + slot]])[tick_now]
+                     for slot in range(plan.slots)]
+            total = _sum_tree(m, [Mux(first_tick, base, acc)] + terms, f"rq_acc{u}_sum")
+            with m.If(pipe.en):
+                m.d.sync += acc.eq(total)
+            sums.append(acc)
+        pipe.valid = pipe.valid & last_tick
+        regs = pipe.stage(sels + negs, [sel_shape] * units + [unsigned(1)] * units)
+        sels, negs = regs[:units], regs[units:]
     # --- 4: (float64: + the half-ulp of P's 53-bit rounding, then) the shift by S: a barrel shifter over
     # the channels' shifts when they differ, followed by the rounding half
     if plan.f64:                        # float64: h, then P + h, each on its own stage (both are deep)
@@ -885,9 +983,9 @@ def _elaborate_multiplier(self, m):
             ys.append(top if plan.f64 else top.as_signed())
     regs = pipe.stage(ys + negs, [unsigned(plan.mag_out_bits)] * units + [unsigned(1)] * units)
     ys, extra = regs[:units], regs[units:]
-    assert pipe.depth + 1 == requantizer_depth(plan.mode), pipe.depth
+    assert pipe.depth + 1 == requantizer_stages(plan.mode, cycles), pipe.depth
     # --- last: sign and int32 overflow (float64), + z, clamp: the output register
-    valid, last, final, phase_out = pipe.valid, *pipe.carry
+    valid, last, final, phase_out, _ = pipe.valid, *pipe.carry
     codes = [_finish(m, plan, y, neg, f"rq{u}") for u, (y, neg) in enumerate(zip(ys, extra))]
     with m.If(en):
         m.d.sync += o.valid.eq(valid & final)
@@ -937,6 +1035,10 @@ class Requantizer(wiring.Component):
         Channel of each lane in each group (default ``g·count + k``).
     multipliers : int, optional
         Multipliers (a divisor of ``count``; default ``count``): fewer share them in turn.
+    product_cycles : int, optional
+        Cycles each multiplier takes for one product (default 1): more form its
+        ``dsp_width``-square pieces a few a cycle on fewer DSP blocks (ceil(pieces /
+        product_cycles) per multiplier), accumulated; one more register stage.
 
     Attributes
     ----------
@@ -945,6 +1047,8 @@ class Requantizer(wiring.Component):
     o : Out(stream.Signature(pixel_layout(out_format.bits, count)))
     latency : int
         1 (shift modes) or :func:`requantizer_depth`.
+    interval : int
+        Multiplier modes: cycles per beat, :func:`requantizer_interval`.
     plan : MultiplierPlan or None
         The multiplier path's constants and widths.
     """
@@ -953,7 +1057,7 @@ class Requantizer(wiring.Component):
 
     def __init__(self, acc_bits, shift, out_format, rounding="half_up", overflow="saturate",
                  activation="none", *, count=1, multiplier=None, effective_scale=None, channels=None,
-                 lane_channels=None, multipliers=None, dsp_width=None):
+                 lane_channels=None, multipliers=None, dsp_width=None, product_cycles=None):
         with silence_if_invalid(self):
             self.plan = None
             if rounding in REQUANT_MODES:
@@ -962,17 +1066,20 @@ class Requantizer(wiring.Component):
                                             f"{overflow!r} is not defined for it", "overflow")
                 self.plan = MultiplierPlan(acc_bits, rounding, shift, multiplier, effective_scale, out_format,
                                            activation, count, channels, lane_channels, multipliers,
-                                           DSP_WIDTH if dsp_width is None else dsp_width)
+                                           DSP_WIDTH if dsp_width is None else dsp_width,
+                                           1 if product_cycles is None else product_cycles)
                 self.acc_bits, self.shift, self.out_format = acc_bits, shift, out_format
                 self.rounding, self.overflow, self.activation, self.count = rounding, overflow, activation, count
                 self.multipliers = self.plan.units
-                self.latency = requantizer_depth(rounding, count, self.plan.units)
-                self.interval = self.plan.phases
+                self.product_cycles = self.plan.cycles
+                self.latency = requantizer_depth(rounding, count, self.plan.units, self.plan.cycles)
+                self.interval = requantizer_interval(count, self.plan.units, self.plan.cycles)
                 in_layout = requant_in_layout(acc_bits, count, self.plan.groups)
             else:
                 for name, value in (("multiplier", multiplier), ("effective_scale", effective_scale),
                                     ("channels", channels), ("lane_channels", lane_channels),
-                                    ("multipliers", multipliers), ("dsp_width", dsp_width)):
+                                    ("multipliers", multipliers), ("dsp_width", dsp_width),
+                                    ("product_cycles", product_cycles)):
                     if value is not None:
                         raise ValueError(f"{name} is a parameter of the multiplier modes "
                                          f"({', '.join(REQUANT_MODES)}), not of rounding {rounding!r}")
@@ -1013,18 +1120,20 @@ class RequantizerModel(TokenModel):
 
     Shift modes: one register (:class:`cnnforge.hw.pipe.PipelineModel` of
     depth 1).  Multiplier modes: :func:`requantizer_depth` stall-all stages on
-    ``en = ~o.valid | o.ready``; with ``multipliers < count`` a beat is taken
-    (``i.ready = en`` and the phase counter at 0) and its ``count/multipliers``
-    lane groups enter the pipe on that and the following enabled cycles; the
-    output is valid when the last group leaves it.  The valid-and-last-group
+    ``en = ~o.valid | o.ready``; with ``multipliers < count`` or ``product_cycles > 1``
+    a beat is taken (``i.ready = en`` and the step counter at 0) and its
+    :func:`requantizer_interval` steps (lane groups × product cycles) enter the
+    pipe on that and the following enabled cycles; the output is valid when the
+    last step leaves it.  The valid-and-last-group
     bit of each stage is one bit of an integer.
     """
 
     __slots__ = ("bits", "top", "mask", "phase", "phases")
 
-    def __init__(self, rounding: str, count: int = 1, multipliers: int | None = None):
-        depth = requantizer_depth(rounding)
-        self.phases = requantizer_interval(count, multipliers) if rounding in REQUANT_MODES else 1
+    def __init__(self, rounding: str, count: int = 1, multipliers: int | None = None, product_cycles: int = 1):
+        depth = requantizer_stages(rounding, product_cycles)
+        self.phases = (requantizer_interval(count, multipliers, product_cycles)
+                       if rounding in REQUANT_MODES else 1)
         self.top = depth - 1
         self.mask = (1 << depth) - 1
         self.bits = 0

@@ -61,23 +61,27 @@ def layer_parameters(seed=0):
     return eff, m, s
 
 
-def make(mode, pe, multipliers=None, dsp_width=None):
+def make(mode, pe, multipliers=None, dsp_width=None, cycles=None):
     if mode == "shift":
         return Requantizer(ACC_BITS, 10, Format(8, 0), "half_up", "saturate", "none", count=pe)
     eff, m, s = layer_parameters()
     return Requantizer(ACC_BITS, s, OUT, mode, count=pe, multiplier=m, effective_scale=eff,
-                       multipliers=multipliers, dsp_width=dsp_width)
+                       multipliers=multipliers, dsp_width=dsp_width, product_cycles=cycles)
 
 
 #: the product pieces each family's DSP block takes (``Requantizer(dsp_width=)``)
 DSP_WIDTHS = {"ice40": 16, "ecp5": 18}
 
 
-#: (name, mode, pe, multipliers)
-CASES = [(f"{mode} pe={pe}" + (f" mult={k}" if k else ""), mode, pe, k)
+#: (name, mode, pe, multipliers, product cycles): the last cases form each product one piece a
+#: cycle (what the planner gives a layer whose MAC array leaves the cycles: hw.requant.product_cycles)
+CASES = [(f"{mode} pe={pe}" + (f" mult={k}" if k else ""), mode, pe, k, None)
          for pe, k in ((1, None), (4, None), (4, 2), (4, 1))
          for mode in ("shift", "tflite_double", "tflite_single", "tflite_int16", "float64")
-         if not (mode == "shift" and k)]
+         if not (mode == "shift" and k)] + [
+    ("tflite_double pe=1 cycles=4", "tflite_double", 1, None, 4),
+    ("float64 pe=1 cycles=8", "float64", 1, None, 8),
+    ("tflite_double pe=4 mult=1 cyc=4", "tflite_double", 4, 1, 4)]
 
 COLUMNS = {
     "ice40": (("lut4", ("SB_LUT4",)), ("carry", ("SB_CARRY",)), ("ff", ("SB_DFF",)), ("dsp", ("SB_MAC16",)),
@@ -128,18 +132,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = []
     try:
-        for name, mode, pe, k in CASES:
+        for name, mode, pe, k, cycles in CASES:
             if args.only not in name:
                 continue
             start = time.time()
-            dut = make(mode, pe, k)
+            dut = make(mode, pe, k, cycles=cycles)
             interval = getattr(dut, "interval", 1)
             silence(dut)                                   # only its figures are read
             with tempfile.TemporaryDirectory() as tmp:
                 work = args.keep / name.replace(" ", "_").replace("=", "") if args.keep else Path(tmp)
                 work.mkdir(parents=True, exist_ok=True)
                 row = {"name": name, "latency": dut.latency, "interval": interval,
-                       **synthesize(lambda w: make(mode, pe, k, None if mode == "shift" else w), work, args.pnr)}
+                       **synthesize(lambda w: make(mode, pe, k, None if mode == "shift" else w, cycles), work,
+                                   args.pnr)}
             row["seconds"] = round(time.time() - start, 1)
             rows.append(row)
             print(f"{name}: {row['seconds']} s", file=sys.stderr)
@@ -150,11 +155,11 @@ def main(argv=None):
         print(json.dumps(rows, indent=2))
         return 0
     print(f"requantizer alone: {ACC_BITS}-bit accumulators, 8-bit out, {CHANNELS} channels' parameters")
-    print(f"{'case':28} {'lat':>3} {'II':>2} | {'UP5K LUT4':>9} {'CARRY':>5} {'FF':>4} {'MAC16':>5} | "
+    print(f"{'case':32} {'lat':>3} {'II':>2} | {'UP5K LUT4':>9} {'CARRY':>5} {'FF':>4} {'MAC16':>5} | "
           f"{'ECP5 LUT4':>9} {'CCU2C':>5} {'FF':>4} {'MULT18':>6} {'RAM':>3}" + ("  fmax MHz" if args.pnr else ""))
     for r in rows:
         i, e = r["ice40"], r["ecp5"]
-        line = (f"{r['name']:28} {r['latency']:3} {r['interval']:2} | {i['lut4']:9} {i['carry']:5} {i['ff']:4} "
+        line = (f"{r['name']:32} {r['latency']:3} {r['interval']:2} | {i['lut4']:9} {i['carry']:5} {i['ff']:4} "
                 f"{i['dsp']:5} | {e['lut4']:9} {e['carry']:5} {e['ff']:4} {e['dsp']:6} {e['ram']:3}")
         if args.pnr:
             line += f"  {r.get('fmax_mhz')}"

@@ -24,7 +24,7 @@ from cnnforge.golden.formats import Clamp
 from cnnforge.golden.model import parse_model
 from cnnforge.golden.tokens import chain_stamps
 from cnnforge.hw.layers.conv2d import Conv2dLayer, conv2d_cycles, serial_serves
-from cnnforge.hw.requant import shared_multipliers
+from cnnforge.hw.requant import product_cycles, shared_multipliers
 from cnnforge.sim.streams import run_streams
 from tests.int8gen import ACTIVATIONS, MODES, int8_layer, int8_model
 from tests.test_hw_conv import pixel_beats
@@ -249,7 +249,8 @@ def test_16x8_with_an_int64_scale_bias_near_48_bits():
 def test_shared_multipliers_cost_no_throughput(pe, simd, style):
     """The requantizer gets the fewest multipliers that take a beat every window_len/simd cycles
     (shared_multipliers): the frame interval equals that of the same fold with a one-stage shift
-    requantizer, and only the latency grows (by its pipeline and the sharing phases)."""
+    requantizer, and only the latency grows (by its pipeline, the sharing phases and the cycles each
+    product's pieces take on one DSP block, product_cycles)."""
     rng = np.random.default_rng(pe * 10 + simd)
     layer = int8_layer(rng, (2, 6, 6), 4, 3, padding=1, pe=pe, simd=simd)
     dut, _ = run_layer(layer, style, frames(rng, layer.in_format, 3, (2, 6, 6)), models=True)
@@ -257,8 +258,10 @@ def test_shared_multipliers_cost_no_throughput(pe, simd, style):
     assert dut.mac.rq_units == shared_multipliers(pe, sf) and pe // dut.mac.rq_units <= sf
     shift_like = conv2d_cycles(6, 6, 2, 4, 3, 1, 1, pe, simd, style, 8, "half_up")
     assert dut.cycles.frame_interval == shift_like.frame_interval
-    phases = pe // dut.mac.rq_units
-    assert dut.cycles.latency == shift_like.latency + (5 - 1) + (phases - 1)
+    cycles = product_cycles("tflite_double", pe, dut.mac.rq_units, sf)
+    assert dut.mac.requantizer.product_cycles == cycles and pe // dut.mac.rq_units * cycles <= sf
+    steps = pe // dut.mac.rq_units * cycles
+    assert dut.cycles.latency == shift_like.latency + (5 + (cycles > 1) - 1) + (steps - 1)
 
 
 # ------------------------------------------------------------------ refusals

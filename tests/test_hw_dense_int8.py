@@ -27,7 +27,7 @@ from cnnforge.golden.layers.flatten import flatten
 from cnnforge.golden.model import parse_model
 from cnnforge.golden.tokens import chain_stamps
 from cnnforge.hw.layers.dense import DenseEngine, DenseEngineModel, dense_cycles, dense_requant_units
-from cnnforge.hw.requant import requantizer_depth, shared_multipliers
+from cnnforge.hw.requant import product_cycles, requantizer_stages, shared_multipliers
 from cnnforge.sim.streams import frame_beats, run_streams
 from tests.int8gen import ACTIVATIONS, MODES, int8_dense_layer, int8_model
 from tests.test_hw_conv_int8 import TIE_CHANNELS
@@ -249,7 +249,8 @@ def test_16x8_with_an_int64_scale_bias_near_48_bits(mode):
 def test_shared_multipliers_cost_no_throughput(mode, pe, simd, lanes):
     """The requantizer gets the fewest multipliers that take a final group every lanes/simd cycles (as the
     conv's, shared_multipliers): the frame interval equals that of the same fold with a one-stage shift
-    requantizer, and only the latency grows (by the mode's pipeline and the sharing phases)."""
+    requantizer, and only the latency grows (by the mode's pipeline, the sharing phases and the cycles
+    each product's pieces take on one DSP block, product_cycles)."""
     rng = np.random.default_rng(pe * 10 + simd + lanes)
     layer = int8_dense_layer(rng, 24, 8, mode=mode, pe=pe, simd=simd)
     dut, _ = run_dense(layer, frames(rng, layer.in_format, 3, (24,)), lanes)
@@ -257,8 +258,10 @@ def test_shared_multipliers_cost_no_throughput(mode, pe, simd, lanes):
     assert dut.rq_units == shared_multipliers(pe, sf) and pe // dut.rq_units <= sf
     shift_like = dense_cycles((24,), 8, pe, simd, lanes, 0, "half_up")
     assert dut.cycles.frame_interval == shift_like.frame_interval
-    phases = pe // dut.rq_units
-    assert dut.cycles.latency == shift_like.latency + requantizer_depth(mode) - 1 + phases - 1
+    cycles = product_cycles(mode, pe, dut.rq_units, sf)
+    assert dut.requantizer.product_cycles == cycles and pe // dut.rq_units * cycles <= sf
+    steps = pe // dut.rq_units * cycles
+    assert dut.cycles.latency == shift_like.latency + requantizer_stages(mode, cycles) - 1 + steps - 1
 
 
 # ------------------------------------------------------------------ refusals, argmax

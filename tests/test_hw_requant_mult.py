@@ -31,7 +31,11 @@ EDGE_M = [1 << 30, (1 << 30) + 1, (1 << 31) - 1, 0x7FFF0000, 0x7FFEFFFF, 0x7FFF8
 
 
 def sweep(dut, beats):
-    """Offer one beat per cycle, output always ready; return the output lanes of each beat (int array)."""
+    """Offer one beat per cycle, output always ready; return the output lanes of each beat (int array).
+    A requantizer taking a beat every ``interval`` cycles sees each beat held that long."""
+    step = getattr(dut, "interval", 1)
+    if step > 1:
+        return np.array([b[0] for b in run_streams(dut, beats, len(beats)).beats], dtype=np.int64)
     got = []
     lat = dut.latency
 
@@ -58,12 +62,12 @@ def sweep(dut, beats):
 
 
 def check_all_values(acc_bits, mode, shift, fmt, activation="none", *, multiplier=None, eff=None, count=16,
-                     values=None):
+                     values=None, multipliers=None, product_cycles=None):
     """Every accumulator of ``acc_bits`` (or ``values``) through every channel: hardware == golden."""
     channels = np.asarray(shift if eff is None or mode != "float64" else eff).size
     groups = max(1, channels // count)
     dut = Requantizer(acc_bits, shift, fmt, mode, activation=activation, count=count, multiplier=multiplier,
-                      effective_scale=eff)
+                      effective_scale=eff, multipliers=multipliers, product_cycles=product_cycles)
     if values is None:
         values = np.arange(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1), dtype=np.int64)
     beats = [{"data": [int(v)] * count, "last": 0, **({"group": g} if groups > 1 else {})}
@@ -255,6 +259,16 @@ def test_int_modes_exhaustive_per_layer(case):
     check_all_values(10, mode, s, fmt, act, multiplier=m)
 
 
+@pytest.mark.parametrize("mode, cycles", [("tflite_double", 4), ("tflite_single", 3), ("tflite_int16", 2)])
+def test_int_modes_exhaustive_product_cycles(mode, cycles):
+    """As per channel, with each product's two 16-bit pieces (10-bit |acc|, 31-bit A) one a cycle over
+    ``cycles`` cycles (from 3 on, empty cycles at the end) and two lanes a multiplier."""
+    m, s = _pairs(mode, 32, 3)
+    dut = check_all_values(10, mode, s, affine_format(8, -5, 0.1), "relu", multiplier=m, count=8,
+                           multipliers=4, product_cycles=cycles)
+    assert dut.interval == 2 * cycles and dut.latency == MULT_DEPTH + 1 + 2 * cycles - 1
+
+
 def test_float64_exhaustive():
     """11-bit accumulators, all values, 64 scales: ties of round() and of the 53-bit rounding (for accumulators
     inside the range), integers, overflow to INT32_MIN (z < 0 wraps it to the top), tiny and huge exponents."""
@@ -271,6 +285,9 @@ def test_float64_exhaustive():
     values = np.arange(-1024, 1024, 7)
     check_all_values(11, "float64", 0, affine_format(8, 9, 0.1), Clamp(-100, 50), eff=eff, values=values)
     check_all_values(11, "float64", 0, affine_format(32, -3, 0.1), "none", eff=eff, values=values)
+    # and with the product over 5 cycles (8 pieces of 16 bits: 2 a cycle, the last cycle empty)
+    check_all_values(11, "float64", 0, affine_format(8, -7, 0.1), "none", eff=eff, values=np.arange(-1024, 1024, 3),
+                     product_cycles=5)
 
 
 def test_float64_per_layer_constant_shift():
@@ -280,9 +297,10 @@ def test_float64_per_layer_constant_shift():
 
 # --------------------------------------------------------------------------- random wide accumulators
 
-@pytest.mark.parametrize("mode, dsp_width", [(mode, 16) for mode in INT_MODES + ("float64",)]
-                         + [("tflite_double", 18), ("float64", 18), ("tflite_single", 7), ("float64", 11)])
-def test_random_48_bit(mode, dsp_width):
+@pytest.mark.parametrize("mode, dsp_width, cycles", [(mode, 16, 1) for mode in INT_MODES + ("float64",)]
+                         + [("tflite_double", 18, 1), ("float64", 18, 1), ("tflite_single", 7, 1), ("float64", 11, 1),
+                            ("tflite_double", 16, 4), ("float64", 16, 8), ("tflite_single", 7, 5), ("float64", 18, 3)])
+def test_random_48_bit(mode, dsp_width, cycles):
     rng = np.random.default_rng(5)
     count, groups, n = 8, 4, 600
     channels = count * groups
@@ -296,7 +314,8 @@ def test_random_48_bit(mode, dsp_width):
         eff[:6] = [_tie_scales(a)[j] for a, j in ((99999999999, 0), (99999999999, 1), (12345677, 1),
                                                   (-(1 << 40) + 1, 0), ((1 << 44) + 3, 1), (7, 0))]
     fmt = affine_format(16, -300, 0.1)
-    dut = Requantizer(48, s, fmt, mode, count=count, multiplier=m, effective_scale=eff, dsp_width=dsp_width)
+    dut = Requantizer(48, s, fmt, mode, count=count, multiplier=m, effective_scale=eff, dsp_width=dsp_width,
+                      product_cycles=cycles)
     accs = rng.integers(-(1 << 47), 1 << 47, (n, count))
     accs[:4] = [[-(1 << 47)] * count, [(1 << 47) - 1] * count, [0] * count, [-1] * count]
     accs[4:10] = [[99999999999, -99999999999, 12345677, -12345677, -(1 << 40) + 1, (1 << 44) + 3, 7, -7]] * 6
@@ -311,10 +330,10 @@ def test_random_48_bit(mode, dsp_width):
 
 # --------------------------------------------------------------------------- streams, sharing, timing
 
-@pytest.mark.parametrize("mode, count, multipliers", [
-    ("tflite_double", 4, None), ("tflite_double", 4, 1), ("tflite_single", 4, 2), ("float64", 6, 2),
-    ("tflite_int16", 3, 1)])
-def test_stream_stalls_and_sharing(mode, count, multipliers):
+@pytest.mark.parametrize("mode, count, multipliers, cycles", [
+    ("tflite_double", 4, None, 1), ("tflite_double", 4, 1, 1), ("tflite_single", 4, 2, 1), ("float64", 6, 2, 1),
+    ("tflite_int16", 3, 1, 1), ("tflite_double", 4, 2, 4), ("float64", 6, 3, 8), ("tflite_single", 3, None, 2)])
+def test_stream_stalls_and_sharing(mode, count, multipliers, cycles):
     """Random stalls on both sides, lanes sharing multipliers, a custom lane map: nothing lost or reordered."""
     rng = np.random.default_rng(7)
     groups = 3
@@ -324,7 +343,7 @@ def test_stream_stalls_and_sharing(mode, count, multipliers):
     eff = m * 2.0 ** (s - 31.0) if mode == "float64" else None
     fmt = affine_format(8, 4, 0.1)
     dut = Requantizer(20, s, fmt, mode, "saturate", Clamp(-60, 100), count=count, multiplier=m, effective_scale=eff,
-                      lane_channels=lane_channels, multipliers=multipliers)
+                      lane_channels=lane_channels, multipliers=multipliers, product_cycles=cycles)
     n = 150
     accs = rng.integers(-(1 << 19), 1 << 19, (n, count))
     gs = rng.integers(0, groups, n)
@@ -338,26 +357,28 @@ def test_stream_stalls_and_sharing(mode, count, multipliers):
     assert [b[1] for b in run.beats] == lasts
 
 
-@pytest.mark.parametrize("mode, count, multipliers", [
-    ("half_up", 2, None), ("tflite_double", 2, None), ("tflite_single", 4, 1), ("float64", 4, 2),
-    ("tflite_int16", 6, 3)])
-def test_token_model_matches_simulation(mode, count, multipliers):
-    """Handshake for handshake, stall-free and with stalls; latency = requantizer_depth; interval = count/multipliers."""
+@pytest.mark.parametrize("mode, count, multipliers, cycles", [
+    ("half_up", 2, None, 1), ("tflite_double", 2, None, 1), ("tflite_single", 4, 1, 1), ("float64", 4, 2, 1),
+    ("tflite_int16", 6, 3, 1), ("tflite_double", 2, None, 4), ("float64", 4, 2, 3), ("tflite_single", 1, None, 2)])
+def test_token_model_matches_simulation(mode, count, multipliers, cycles):
+    """Handshake for handshake, stall-free and with stalls; latency = requantizer_depth; interval =
+    count/multipliers · product cycles."""
     rng = np.random.default_rng(8)
-    kwargs = {} if mode == "half_up" else dict(multiplier=1 << 30, effective_scale=0.25, multipliers=multipliers)
+    kwargs = {} if mode == "half_up" else dict(multiplier=1 << 30, effective_scale=0.25, multipliers=multipliers,
+                                               product_cycles=cycles)
     shift = 3 if mode == "half_up" else -2
     beats = [{"data": rng.integers(-500, 500, count).tolist(), "last": k % 4 == 3} for k in range(24)]
     for p_in, p_out in ((0.0, 0.0), (0.3, 0.3), (0.0, 0.9), (0.7, 0.2)):
         dut = Requantizer(12, shift, Format(6, 0), mode, count=count, **kwargs)
         run = run_streams(dut, beats, len(beats), pause_in=p_in, pause_out=p_out, seed=5)
-        want = chain_stamps([RequantizerModel(mode, count, multipliers)], len(beats), len(beats),
+        want = chain_stamps([RequantizerModel(mode, count, multipliers, cycles)], len(beats), len(beats),
                             source_pause=p_in, source_seed=5, sink_pause=p_out, sink_seed=6)
         assert (run.in_stamps, run.out_stamps) == want, (p_in, p_out)
         if p_in == p_out == 0.0:
-            depth = requantizer_depth(mode, count, multipliers)
+            depth = requantizer_depth(mode, count, multipliers, cycles)
             assert dut.latency == depth
             assert [o - i for i, o in zip(run.in_stamps, run.out_stamps)] == [depth] * len(beats)
-            step = 1 if mode == "half_up" else count // (multipliers or count)
+            step = 1 if mode == "half_up" else count // (multipliers or count) * cycles
             assert np.diff(run.out_stamps).tolist() == [step] * (len(beats) - 1)
 
 
@@ -373,6 +394,17 @@ def test_depth():
     assert requantizer_depth("tflite_double") == MULT_DEPTH == 5
     assert requantizer_depth("float64") == FLOAT64_DEPTH == 7
     assert requantizer_depth("float64", 8, 2) == FLOAT64_DEPTH + 3
+    assert requantizer_depth("float64", 8, 2, 8) == FLOAT64_DEPTH + 1 + 31
+    assert requantizer_depth("tflite_double", 1, 1, 4) == MULT_DEPTH + 1 + 3
+
+
+def test_product_cycles():
+    """The most cycles a product may take without slowing a beat every ``cycles_per_beat``, capped."""
+    from cnnforge.hw.requant import product_cycles
+    assert product_cycles("half_up", 4, 4, 100) == 1
+    assert product_cycles("tflite_double", 2, 1, 25) == 4 and product_cycles("tflite_double", 2, 1, 7) == 3
+    assert product_cycles("tflite_double", 4, 4, 1) == 1 and product_cycles("float64", 1, 1, 256) == 8
+    assert product_cycles("float64", 6, 2, 20) == 6
 
 
 # --------------------------------------------------------------------------- refusals
@@ -394,6 +426,7 @@ def test_depth():
     (dict(acc_bits=48, shift=9), "requant.shift"),                    # tflite_double: 47 + 9 > 55 bits
     (dict(acc_bits=48, shift=16, rounding="tflite_single"), "requant.shift"),   # 47 + 16 > 62 bits
     (dict(dsp_width=1), "dsp_width"),
+    (dict(product_cycles=0), "product_cycles"),
 ])
 def test_bad_parameters_name_the_field(kwargs, field):
     args = dict(acc_bits=24, shift=-3, out_format=affine_format(8, 0, 0.1), rounding="tflite_double",

@@ -83,7 +83,7 @@ from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 from ..devices import Memory as MemoryEstimate
 from ..fifo import FifoModel, StreamFifo, fifo_registers
 from ..layouts import pixel_layout
-from ..mac import (_mac_folds, check_fold, clock_requant_stage, mac_datapath, mac_requant_units,
+from ..mac import (_mac_folds, check_fold, clock_requant_stage, mac_datapath, mac_requant_cycles, mac_requant_units,
                    requant_resources, requant_stage, weighted_numerics)
 from ..pipe import Pipe
 from ..registry import LayerHardware, LayerResources, register_hardware, stream_values
@@ -235,9 +235,10 @@ class DenseEngineModel(TokenModel):
         self.acc_valid = False
         self.skid = RegisterSliceModel(dense_slice_skid(self.beats, self.sf, out_features // pe))
         units = dense_requant_units(pe, self.sf, rounding, rq_multipliers)
-        self.rq = RequantizerModel(rounding, pe, units)     # shift modes: its one register
+        cycles = mac_requant_cycles(pe, self.sf, rounding, rq_multipliers)
+        self.rq = RequantizerModel(rounding, pe, units, cycles)     # shift modes: its one register
         # + accumulator bank, skid, requantizer
-        self.pipeline_depth = stages + 2 + requantizer_depth(rounding, pe, units)
+        self.pipeline_depth = stages + 2 + requantizer_depth(rounding, pe, units, cycles)
 
     def out_valid(self):
         return self.rq.out_valid()
