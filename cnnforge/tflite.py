@@ -132,7 +132,7 @@ class _Graph:
             self._read(tflite, BuiltinOperator, TensorType)
         except TFLiteImportError:
             raise
-        except Exception as exc:  # a truncated or corrupt flatbuffer
+        except Exception:  # a truncated or corrupt flatbuffer
             raise TFLiteImportError(f"{self.path}: the TFLite flatbuffer is damaged or truncated; "
                                     "convert the model again") from None
 

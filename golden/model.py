@@ -674,11 +674,9 @@ class ParseContext:
 
     def format(self, key, scale_channels: int | None = None) -> Format:
         """The format in field ``key``; ``scale_channels``: a per-channel scale tensor of that length is allowed."""
-        resolve = None
-        if scale_channels is not None:
-            def resolve(name):
-                return self.scale_tensor(name, scale_channels, f"{key}.scale")
-        return parse_format(self.get(key), self.where, key, resolve)
+        def resolve(name):
+            return self.scale_tensor(name, scale_channels, f"{key}.scale")
+        return parse_format(self.get(key), self.where, key, None if scale_channels is None else resolve)
 
     def activation(self, fmt: Format, key="activation"):
         """``none``/``relu``/``relu6`` or ``{"clamp": [lo, hi]}`` in codes of ``fmt`` → a word or :class:`Clamp`."""

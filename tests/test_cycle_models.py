@@ -28,7 +28,7 @@ from cnnforge.hw.plan import (StalePlanError, layer_cycles, layer_token_models, 
                               network_cycles, network_links, network_token_models, plan_design, default_plan)
 from cnnforge.hw.slice import RegisterSliceModel
 from cnnforge.hw.unused import silence
-from cnnforge.hw.width import ScatterModel, WidthConverter, width_model
+from cnnforge.hw.width import ScatterModel
 from cnnforge.hw.window import (WindowUnit, WindowUnitModel, window_unit_cycles, window_unit_geometry,
                                 window_unit_model)
 from cnnforge.sim.streams import frame_beats, raw, run_streams

@@ -25,7 +25,7 @@ from cnnforge.golden.float_ref import run_float_with_taps
 from cnnforge.golden.formats import saturate
 from cnnforge.golden.model import Layer, ParseContext, parse_model
 from cnnforge.golden.network import run_with_taps
-from cnnforge.golden.tokens import TokenGraph, TokenModel, graph_stamps, measure
+from cnnforge.golden.tokens import TokenModel, graph_stamps, measure
 from cnnforge.hw import registry as hw_registry
 from cnnforge.hw.fork import ForkModel, StreamFork
 from cnnforge.hw.layouts import pixel_layout, stream_beats

@@ -652,7 +652,7 @@ def test_waves_that_cannot_be_written(tmp_path, tiny, simulator, case):
     code, out, err = cli("simulate", model, "-i", x, "-o", tmp_path / "y.npy", "--simulator", simulator,
                          "--waves", waves, cache=cache)
     assert time.monotonic() - start < 10          # refused before any (tracing) build
-    message = {"no such parent": f"/proc/cnnforge: No such file or directory",
+    message = {"no such parent": "/proc/cnnforge: No such file or directory",
                "a folder": f"{waves}: is a folder, not a waveform file",
                "under a file": f"{blocker}: Not a directory"}[case]
     assert (code, out, one_line(err)) == (2, "", f"cnnforge: error: {message}")
