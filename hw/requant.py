@@ -932,9 +932,9 @@ def _elaborate_multiplier(self, m):
             for slot in range(plan.slots):
                 sched = [plan.pieces[t * plan.slots + slot] if t * plan.slots + slot < len(plan.pieces) else None
                          for t in range(cycles)]
-                pairs = [(piece(mag, pi, plan.mag_bits), piece(rom["a"], pj, len(rom["a"])))
-                         if pp is not None else (Const(0, 1), Const(0, 1)) for pp in sched
-                         for pi, pj in [pp or (0, 0)]]
+                pairs = [(Const(0, 1), Const(0, 1)) if pp is None else
+                         (piece(mag, pp[0], plan.mag_bits), piece(rom["a"], pp[1], len(rom["a"])))
+                         for pp in sched]
                 chosen.append(Array([a for a, _ in pairs])[tick_in])
                 chosen.append(Array([b for _, b in pairs])[tick_in])
                 offsets.append([w * (pp[0] + pp[1]) if pp is not None else 0 for pp in sched])
