@@ -18,6 +18,8 @@ result waits for the skid buffer after it; every stage holds its contents then):
 
     B  operand register: ``simd`` inputs, ``pe·simd`` weights (registered ROM read at
        the op counter), fold flags
+    Q  (ROM deeper than one bank only, :func:`weight_rom_banks`) each bank's word registered,
+       so the bank select sits between flip-flops and not after a block RAM's clock-to-out
     R  (folded only) operand re-register, so each multiplier is fed by flip-flops and
        not by the block RAM's slow clock-to-out (on ECP5 ~5.8 ns, the critical path)
     P  ``pe·simd`` products
@@ -38,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -47,6 +49,7 @@ from cnnforge.golden.formats import (MAX_ACC_BITS, REQUANT_MODES, Format, acc_bi
                                      ceil_log2, divisors, signed_width)
 from cnnforge.golden.tokens import Cycles, TokenModel, model_cycles
 
+from .devices import Memory as MemoryEstimate
 from .layouts import pixel_layout
 from .pipe import Pipe
 from .requant import (DSP_WIDTH, Requantizer, RequantizerModel, acc_layout, check_requant_params, product_cycles,
@@ -56,13 +59,46 @@ from .unused import silence_if_invalid
 
 __all__ = ["MacArray", "mac_datapath", "conv_weights_to_window_order", "check_fold",
            "mac_array_pipeline_depth", "acc_slice_skid", "mac_array_cycles", "MacArrayModel", "mac_requant_units",
-           "mac_requant_cycles",
+           "mac_requant_cycles", "weight_rom_banks", "weight_rom_stages", "weight_rom_estimate", "ROM_BANK_BITS",
            "mac_unsupported", "fold_zero_point", "requant_stage", "clock_requant_stage", "weighted_numerics", "WeightedNumerics",
            "requant_resources", "ZERO_POINT_MODES"]
 
 #: how the MAC array accounts for the input zero point (DESIGN §4.1): folded into the bias
 #: (``bias − z_x·Σw``, the default) or subtracted from every operand
 ZERO_POINT_MODES = ("bias", "operands")
+
+
+#: bits of one weight-ROM bank: ECP5's DP16KD in its widest configuration that holds the word (2048×9,
+#: 1024×18, 512×36, …); a ROM deeper than a bank is built as banks (:func:`weight_rom_banks`), because
+#: Yosys splits a deep one by address and puts its select logic after the block RAMs' ~5.6 ns
+#: clock-to-out (LeNet's 24,576-word dense ROM: a 4-level mux, 10.3 ns, the critical path)
+ROM_BANK_BITS = 18432
+
+
+def weight_rom_banks(words: int, word_bits: int) -> tuple:
+    """``(banks, bank_words)`` of a weight ROM of ``words`` words of ``word_bits`` bits: banks of the
+    largest power of two of words (at least 512) that fit :data:`ROM_BANK_BITS`."""
+    fit = max(512, ROM_BANK_BITS // max(1, word_bits))
+    bank_words = 1 << (fit.bit_length() - 1)
+    return -(-words // bank_words), bank_words
+
+
+def weight_rom_estimate(layer: str, words: int, word_bits: int) -> tuple:
+    """``(memories, registers)`` of a weight ROM for the resource estimate: a
+    :class:`cnnforge.hw.devices.Memory` per bank (:func:`weight_rom_banks`), and the bank
+    registers Q and their select when there are several."""
+    banks, bank_words = weight_rom_banks(words, word_bits)
+    memories = [MemoryEstimate(layer, "weight ROM", word_bits, min(bank_words, words - b * bank_words), True)
+                for b in range(banks)]
+    return memories, (banks * word_bits + 2 * ceil_log2(banks) if banks > 1 else 0)
+
+
+def weight_rom_stages(words: int, word_bits: int) -> int:
+    """Pipeline registers the weight ROM adds to the MAC datapath: none for constant weights (one
+    word), the operand re-register R for a ROM, and the bank register Q too when it has banks."""
+    if words <= 1:
+        return 0
+    return 1 + (weight_rom_banks(words, word_bits)[0] > 1)
 
 
 def mac_requant_units(pe: int, synapse_folds: int, rounding: str, multipliers=None) -> int:
@@ -167,12 +203,33 @@ def mac_datapath(m, pipe, operands, weight_words, bias, *, pe, wbits, sum_bits, 
     """
     simd = len(operands)
     xs = pipe.stage(operands)
-    if len(weight_words) > 1:
-        m.submodules.weight_rom = rom = Memory(
-            shape=data.ArrayLayout(signed(wbits), pe * simd), depth=len(weight_words), init=weight_words)
-        port = rom.read_port()
-        m.d.comb += [port.addr.eq(rom_addr), port.en.eq(pipe.en)]
-        regs = pipe.stage(xs + [port.data[k] for k in range(pe * simd)])
+    words = len(weight_words)
+    if words > 1:
+        word_shape = data.ArrayLayout(signed(wbits), pe * simd)
+        banks, bank_words = weight_rom_banks(words, pe * simd * wbits)
+        if banks == 1:
+            m.submodules.weight_rom = rom = Memory(shape=word_shape, depth=words, init=weight_words)
+            port = rom.read_port()
+            m.d.comb += [port.addr.eq(rom_addr), port.en.eq(pipe.en)]
+            word = port.data
+        else:
+            # B: every bank reads the same row; Q: every bank's word and the select registered
+            row_bits = bank_words.bit_length() - 1
+            bank_data = []
+            for b in range(banks):
+                init = weight_words[b * bank_words:(b + 1) * bank_words]
+                rom = Memory(shape=word_shape, depth=len(init), init=init)
+                m.submodules[f"weight_rom_{b}"] = rom
+                port = rom.read_port()
+                m.d.comb += [port.addr.eq(rom_addr[:row_bits]), port.en.eq(pipe.en)]
+                bank_data.append(port.data.as_value())
+            select = Signal(range(banks), name="weight_bank")
+            with m.If(pipe.en):
+                m.d.sync += select.eq(rom_addr[row_bits:])
+            regs = pipe.stage(xs + [select] + bank_data)
+            xs, select, bank_data = regs[:simd], regs[simd], regs[simd + 1:]
+            word = data.View(word_shape, Array(bank_data)[select])
+        regs = pipe.stage(xs + [word[k] for k in range(pe * simd)])
         xs, ws = regs[:simd], regs[simd:]
     else:
         ws = [Const(v, signed(wbits)) for v in weight_words[0]]
@@ -221,20 +278,22 @@ def acc_slice_skid(synapse_folds: int) -> bool:
 
 
 def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=None, rounding="half_up",
-                             rq_multipliers=None) -> int:
+                             rq_multipliers=None, weight_bits=8) -> int:
     """Register stages of the MAC array from its input to its output register.
 
-    Operand register, operand re-register when folded (weights from ROM),
-    products, ``ceil(log2(simd))`` adder-tree levels, accumulator, skid buffer,
+    Operand register, the weight ROM's registers when folded
+    (:func:`weight_rom_stages`: the operand re-register, and the bank register when
+    the ROM of ``pe·simd·weight_bits``-bit words is deeper than a bank), products, ``ceil(log2(simd))`` adder-tree levels, accumulator, skid buffer,
     requantizer (one stage in the shift modes; :func:`cnnforge.hw.requant.requantizer_depth`
     in the multiplier modes, with ``pe/units − 1`` more when ``units`` =
     :func:`mac_requant_units` multipliers serve the ``pe`` lanes in turn).
     """
     pe, simd = _mac_folds(window_len, out_channels, pe, simd)
-    folded = (window_len // simd) * (out_channels // pe) > 1
+    ops = (window_len // simd) * (out_channels // pe)
     units = mac_requant_units(pe, window_len // simd, rounding, rq_multipliers)
     cycles = mac_requant_cycles(pe, window_len // simd, rounding, rq_multipliers)
-    return 4 + requantizer_depth(rounding, pe, units, cycles) + ceil_log2(simd) + (1 if folded else 0)
+    return (4 + requantizer_depth(rounding, pe, units, cycles) + ceil_log2(simd)
+            + weight_rom_stages(ops, pe * simd * weight_bits))
 
 
 @dataclass(frozen=True)
@@ -355,12 +414,12 @@ class MacArrayModel(TokenModel):
     __slots__ = ("sf", "top", "mask", "op", "pipe", "acc_valid", "skid", "pipeline_depth", "rq")
 
     def __init__(self, window_len: int, out_channels: int, pe=None, simd=None, rounding="half_up",
-                 rq_multipliers=None):
+                 rq_multipliers=None, weight_bits=8):
         pe, simd = _mac_folds(window_len, out_channels, pe, simd)
         self.sf = window_len // simd
         ops = self.sf * (out_channels // pe)            # beats per window
-        # operand, re-register (ROM weights only), product, adder-tree levels
-        stages = 2 + (1 if ops > 1 else 0) + ceil_log2(simd)
+        # operand, the ROM's bank and re-register (ROM weights only), product, adder-tree levels
+        stages = 2 + weight_rom_stages(ops, pe * simd * weight_bits) + ceil_log2(simd)
         self.top, self.mask = stages - 1, (1 << stages) - 1
         units = mac_requant_units(pe, self.sf, rounding, rq_multipliers)
         cycles = mac_requant_cycles(pe, self.sf, rounding, rq_multipliers)
@@ -387,7 +446,7 @@ class MacArrayModel(TokenModel):
 
 
 def mac_array_cycles(window_len: int, out_channels: int, pe=None, simd=None,
-                     pixels_per_frame: int = 1, rounding="half_up", rq_multipliers=None) -> Cycles:
+                     pixels_per_frame: int = 1, rounding="half_up", rq_multipliers=None, weight_bits=8) -> Cycles:
     """Latency and frame interval of ``hw.mac.MacArray`` alone (stall-free, from reset).
 
     From :class:`MacArrayModel`, fed a beat per clock: a frame of
@@ -397,7 +456,8 @@ def mac_array_cycles(window_len: int, out_channels: int, pe=None, simd=None,
     """
     pe, simd = _mac_folds(window_len, out_channels, pe, simd)
     nf, sf = out_channels // pe, window_len // simd
-    return model_cycles(lambda: [MacArrayModel(window_len, out_channels, pe, simd, rounding, rq_multipliers)],
+    return model_cycles(lambda: [MacArrayModel(window_len, out_channels, pe, simd, rounding, rq_multipliers,
+                                               weight_bits)],
                         pixels_per_frame * nf * sf, pixels_per_frame * nf)
 
 
@@ -530,7 +590,7 @@ class MacArray(wiring.Component):
             self.rom_bits = (self.weight_bits if folded else 0) + \
                 (self.bias_bits if self.neuron_folds > 1 else 0)
             self.latency = mac_array_pipeline_depth(window_len, out_channels, self.pe, self.simd, rounding,
-                                                    rq_multipliers) + self.synapse_folds - 1
+                                                    rq_multipliers, weight_format.bits) + self.synapse_folds - 1
         super().__init__({
             "i": In(stream.Signature(pixel_layout(in_bits, self.simd))),
             "o": Out(stream.Signature(pixel_layout(out_format.bits, self.pe))),
@@ -581,9 +641,9 @@ class MacArray(wiring.Component):
         rq = requant_stage(m, self, pe=pe, skid=acc_slice_skid(SF), fold=fold, folds=NF, en=en,
                       valid=acc_valid, last=acc_last, accs=accs)
         model = MacArrayModel(self.window_len, self.out_channels, pe, simd, self.rounding,
-                              self.rq_units or None)
+                              self.rq_units or None, wbits)
         assert pipe.depth + 2 + rq.latency == model.pipeline_depth == \
             mac_array_pipeline_depth(self.window_len, self.out_channels, pe, simd, self.rounding,
-                                     self.rq_units or None), \
+                                     self.rq_units or None, wbits), \
             "the RTL pipeline and its token model disagree"
         return m

@@ -124,6 +124,25 @@ def test_modes_and_extremes(seed):
         run(params, x, pause_in=0.3, pause_out=0.4, seed=seed)
 
 
+def test_banked_weight_rom():
+    """A weight ROM deeper than one bank (1,152 words of 32 bits: banks of 512, the last part-full)
+    is built as banks read into registers and then selected: one more pipeline stage, bit-exact
+    and every handshake as DenseEngineModel's under stalls."""
+    from cnnforge.golden.tokens import chain_stamps
+    from cnnforge.hw.layers.dense import DenseEngineModel, dense_pipe_depth
+    from cnnforge.hw.mac import weight_rom_banks
+    params, x = make_case(1, (96,), 48, 3, pe=4, simd=1)
+    assert params["weight_format"].bits == 8
+    assert weight_rom_banks(1152, 32) == (3, 512)
+    assert dense_pipe_depth(1152, 1, 4, 8) == dense_pipe_depth(1152, 1, 4, 2) + 1 == 4   # 2 bits: one bank
+    for k, pause in enumerate((0.0, 0.4)):
+        dut, result = run(params, x, pause_in=pause, pause_out=pause, seed=k)
+        want = chain_stamps([DenseEngineModel((96,), 48, 4, 1, None, weight_bits=8)],
+                            len(x), len(x) * dut.neuron_folds, source_pause=pause, source_seed=k,
+                            sink_pause=pause, sink_seed=k + 1)
+        assert (result.in_stamps, result.out_stamps) == want
+
+
 def test_dense_after_dense():
     """Two engines chained: the first's output frame (two beats of pe = 3) is the second's flat input,
     taken 3 values a beat."""

@@ -157,3 +157,24 @@ def test_every_fold_cycle_exact_under_stalls(pe, simd):
         ins, outs = chain_stamps([MacArrayModel(6, 4, pe, simd)], len(result.in_stamps), len(result.out_stamps),
                                  source_pause=p_in, source_seed=k, sink_pause=p_out, sink_seed=k + 1)
         assert (result.in_stamps, result.out_stamps) == (ins, outs), (p_in, p_out)
+
+
+def test_banked_weight_rom():
+    """A weight ROM deeper than one bank (1,200 words of 32 bits: banks of 512, the last part-full)
+    is built as banks read into registers and then selected: one more pipeline stage, bit-exact
+    and every handshake as MacArrayModel's under stalls, frames back to back."""
+    from cnnforge.golden.tokens import chain_stamps
+    from cnnforge.hw.mac import MacArrayModel, mac_array_pipeline_depth, weight_rom_banks
+    window_len, out_channels, pe, simd = 200, 24, 4, 1
+    params, in_fmt = make_case(1, window_len, out_channels, pe=pe, simd=simd)
+    assert params["weight_format"].bits == 8
+    assert weight_rom_banks(1200, pe * simd * 8) == (3, 512)
+    assert (mac_array_pipeline_depth(window_len, out_channels, pe, simd, weight_bits=8)
+            == mac_array_pipeline_depth(window_len, out_channels, pe, simd, weight_bits=2) + 1)   # one bank
+    windows = random_windows(1, in_fmt, 5, window_len)
+    for k, (p_in, p_out) in enumerate([(0.0, 0.0), (0.3, 0.4)]):
+        dut, result = run(params, windows, 5, pause_in=p_in, pause_out=p_out, seed=k)
+        ins, outs = chain_stamps([MacArrayModel(window_len, out_channels, pe, simd, weight_bits=8)],
+                                 len(result.in_stamps), len(result.out_stamps),
+                                 source_pause=p_in, source_seed=k, sink_pause=p_out, sink_seed=k + 1)
+        assert (result.in_stamps, result.out_stamps) == (ins, outs), (p_in, p_out)

@@ -37,7 +37,7 @@ from cnnforge.golden.tokens import Cycles, model_cycles
 from ..devices import Memory
 from ..layouts import pixel_layout
 from ..mac import (MacArray, MacArrayModel, _mac_folds, conv_weights_to_window_order, mac_unsupported,
-                   requant_resources)
+                   requant_resources, weight_rom_estimate)
 from ..params import padding_sides
 from ..registry import LayerResources, register_hardware
 from ..requant import weighted_block_options
@@ -97,6 +97,8 @@ class ConvStructure:
     #: the requantizer's rounding (a §4.1 multiplier mode has its own pipeline) and its multipliers
     rounding: str = "half_up"
     rq_multipliers: int | None = None
+    #: the weight codes' width (it sets the weight ROM's banks, :func:`cnnforge.hw.mac.weight_rom_banks`)
+    weight_bits: int = 8
 
     @property
     def serial(self) -> bool:
@@ -130,20 +132,20 @@ class ConvStructure:
             if self.scatter:
                 first.append(width_model(*self.scatter))
         return first + [MacArrayModel(self.window_len, self.out_channels, self.pe, self.simd, self.rounding,
-                                      self.rq_multipliers)]
+                                      self.rq_multipliers, self.weight_bits)]
 
 
 def conv2d_structure(height, width, channels, out_channels, kernel, stride=1, padding=0,
                      pe=None, simd=None, window="full", bits=8, rounding="half_up",
-                     rq_multipliers=None) -> ConvStructure:
+                     rq_multipliers=None, weight_bits=8) -> ConvStructure:
     """Validate a conv layer's hardware parameters and describe its blocks.
 
     ``kernel``/``stride`` take an int or ``(h, w)``; ``padding`` an int, ``(h, w)`` or
     ``((top, bottom), (left, right))`` (the parallel styles need the two sides of an
     axis equal); ``window`` one of :data:`CONV_WINDOWS`; ``bits`` the input code
     width (it sizes the serial buffer); ``rounding`` and ``rq_multipliers`` the MAC
-    array's requantizer (:class:`cnnforge.hw.mac.MacArray`).  Raises ``ValueError``
-    naming the parameter.
+    array's requantizer and ``weight_bits`` its weight codes (:class:`cnnforge.hw.mac.MacArray`).
+    Raises ``ValueError`` naming the parameter.
     """
     if window not in CONV_WINDOWS:
         raise ValueError(f"window must be one of {', '.join(CONV_WINDOWS)}, not {window!r}")
@@ -156,7 +158,7 @@ def conv2d_structure(height, width, channels, out_channels, kernel, stride=1, pa
         g = serial_window_geometry(height, width, channels, (kh, kw), stride, sides, simd=simd,
                                    order="window", repeat=nf, bits=bits)
         return ConvStructure("serial", g, None, g.in_lanes, channels, out_channels, window_len, pe, simd,
-                             rounding, rq_multipliers)
+                             rounding, rq_multipliers, weight_bits)
     problem = asymmetric_padding_problem(channels, (kh, kw), sides, simd)
     if problem:
         raise ValueError(f"field 'simd': {problem}")
@@ -164,18 +166,20 @@ def conv2d_structure(height, width, channels, out_channels, kernel, stride=1, pa
     g = window_unit_geometry(height, width, (kh, kw), stride, (pt, pl), window)
     scatter = (window_len, simd, nf) if nf * sf > 1 else None
     return ConvStructure(window, g, scatter, channels, channels, out_channels, window_len, pe, simd,
-                         rounding, rq_multipliers)
+                         rounding, rq_multipliers, weight_bits)
 
 
 def conv2d_token_models(height, width, channels, out_channels, kernel, stride=1, padding=0,
-                        pe=None, simd=None, window="full", bits=8, rounding="half_up", rq_multipliers=None) -> list:
+                        pe=None, simd=None, window="full", bits=8, rounding="half_up", rq_multipliers=None,
+                        weight_bits=8) -> list:
     """Token models of :class:`Conv2dLayer`'s blocks (parameters as :func:`conv2d_structure`)."""
     return conv2d_structure(height, width, channels, out_channels, kernel, stride, padding, pe, simd,
-                            window, bits, rounding, rq_multipliers).models()
+                            window, bits, rounding, rq_multipliers, weight_bits).models()
 
 
 def conv2d_cycles(height, width, in_channels, out_channels, kernel, stride=1, padding=0,
-                  pe=None, simd=None, window="full", bits=8, rounding="half_up", rq_multipliers=None) -> Cycles:
+                  pe=None, simd=None, window="full", bits=8, rounding="half_up", rq_multipliers=None,
+                  weight_bits=8) -> Cycles:
     """Latency and frame interval of :class:`Conv2dLayer` alone (stall-free, from reset).
 
     The blocks' token models chained (exact): a folded array throttles the window
@@ -183,7 +187,7 @@ def conv2d_cycles(height, width, in_channels, out_channels, kernel, stride=1, pa
     ``O_h·O_w·C_out/pe`` out.
     """
     s = conv2d_structure(height, width, in_channels, out_channels, kernel, stride, padding, pe, simd,
-                         window, bits, rounding, rq_multipliers)
+                         window, bits, rounding, rq_multipliers, weight_bits)
     return model_cycles(s.models, s.in_beats, s.out_beats)
 
 
@@ -268,7 +272,7 @@ class Conv2dLayer(wiring.Component):
                                 zero_point_mode=zero_point_mode)
             s = conv2d_structure(height, width, channels, c_out, (kh, kw), stride, padding,
                                  self.mac.pe, self.mac.simd, window, in_format.bits, rounding,
-                                 self.mac.rq_units or None)
+                                 self.mac.rq_units or None, weight_format.bits)
             # padding taps carry the input's zero-point code: real zeros (DESIGN §4.1)
             if s.serial:
                 self.window = SerialWindowUnit(height, width, channels, (kh, kw), stride, padding_sides(padding),
@@ -337,7 +341,8 @@ class Conv2dHardware(WindowedHardware):
     def structure(self, layer, choice) -> ConvStructure:
         c, h, w = layer.in_shape
         return conv2d_structure(h, w, c, layer.out_channels, layer.kernel, layer.stride, layer.padding,
-                                layer.pe, layer.simd, choice["window"], layer.in_format.bits, layer.rounding)
+                                layer.pe, layer.simd, choice["window"], layer.in_format.bits, layer.rounding,
+                                weight_bits=layer.weight_format.bits)
 
     def _serial_preferred(self, layer) -> bool:
         c, h, w = layer.in_shape
@@ -459,8 +464,9 @@ class Conv2dHardware(WindowedHardware):
         # §4.1: the sums start from bias - z_x·Σw, as wide as the accumulator at most
         bias_bits = layer.acc_bits if layer.affine else layer.sum_bits
         if layer.cycles_per_pixel > 1:
-            memories.append(Memory(layer.name, "weight ROM", layer.pe * layer.simd * wb,
-                                   layer.cycles_per_pixel, True))
+            rom, bank_bits = weight_rom_estimate(layer.name, layer.cycles_per_pixel, layer.pe * layer.simd * wb)
+            memories += rom
+            bits += bank_bits
         if nf > 1:
             memories.append(Memory(layer.name, "bias ROM", layer.pe * bias_bits, nf, True))
         lanes = layer.pe * layer.simd

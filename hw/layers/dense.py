@@ -30,6 +30,8 @@ the skid buffer):
 
     A    beat register (rotates by ``simd``), op counters, weight-ROM address
     B    operands: ``simd`` inputs, ``pe·simd`` weights (registered ROM read)
+    Q    (a ROM deeper than one bank only) each bank's word registered before the bank
+         select (:func:`cnnforge.hw.mac.weight_rom_banks`)
     R    (weights in ROM only) operand re-register, so each multiplier is fed by
          flip-flops, not by the block RAM's slow clock-to-out (ECP5: the critical path)
     P    ``pe·simd`` products
@@ -84,7 +86,7 @@ from ..devices import Memory as MemoryEstimate
 from ..fifo import FifoModel, StreamFifo, fifo_registers
 from ..layouts import pixel_layout
 from ..mac import (_mac_folds, check_fold, clock_requant_stage, mac_datapath, mac_requant_cycles, mac_requant_units,
-                   requant_resources, requant_stage, weighted_numerics)
+                   requant_resources, requant_stage, weight_rom_estimate, weight_rom_stages, weighted_numerics)
 from ..pipe import Pipe
 from ..registry import LayerHardware, LayerResources, register_hardware, stream_values
 from ..requant import RequantizerModel, requantizer_depth, requantizer_unsupported, weighted_block_options
@@ -137,14 +139,15 @@ def dense_slice_skid(beats: int, synapse_folds: int, neuron_folds: int) -> bool:
     return synapse_folds < 2 and (neuron_folds > 1 or beats < 2)
 
 
-def dense_pipe_depth(cycles_per_frame: int, simd: int) -> int:
+def dense_pipe_depth(cycles_per_frame: int, simd: int, pe: int = 1, weight_bits: int = 8) -> int:
     """Registers of the stall-all pipe between the op counters and the accumulator bank.
 
-    Operands, operand re-register (only when the weights come from ROM, i.e.
-    more than one op per frame), products and ``ceil(log2(simd))`` adder-tree
-    levels (:func:`cnnforge.hw.mac.mac_datapath`).
+    Operands, the weight ROM's registers (only when the weights come from ROM, i.e.
+    more than one op per frame: :func:`cnnforge.hw.mac.weight_rom_stages` of its
+    ``cycles_per_frame`` words of ``pe·simd·weight_bits`` bits), products and
+    ``ceil(log2(simd))`` adder-tree levels (:func:`cnnforge.hw.mac.mac_datapath`).
     """
-    return 2 + (1 if cycles_per_frame > 1 else 0) + ceil_log2(simd)
+    return 2 + weight_rom_stages(cycles_per_frame, pe * simd * weight_bits) + ceil_log2(simd)
 
 
 def dense_requant_units(pe: int, synapse_folds: int, rounding: str, multipliers=None) -> int:
@@ -188,7 +191,7 @@ def _folds(in_shape, out_features, pe, simd, lanes):
 
 
 def dense_cycles(in_shape, out_features: int, pe=None, simd=None, lanes=None, in_fifo=0, rounding="half_up",
-                 rq_multipliers=None) -> Cycles:
+                 rq_multipliers=None, weight_bits=8) -> Cycles:
     """Latency and frame interval of :class:`DenseEngine` alone (stall-free, from reset).
 
     From :class:`DenseEngineModel` (exact).  Each beat takes ``(lanes/simd)·(out/pe)``
@@ -201,7 +204,8 @@ def dense_cycles(in_shape, out_features: int, pe=None, simd=None, lanes=None, in
     """
     beats, codes, pe, simd = _folds(in_shape, out_features, pe, simd, lanes)
     return model_cycles(lambda: ([FifoModel(in_fifo)] if in_fifo else [])
-                        + [DenseEngineModel(in_shape, out_features, pe, simd, lanes, rounding, rq_multipliers)],
+                        + [DenseEngineModel(in_shape, out_features, pe, simd, lanes, rounding, rq_multipliers,
+                                            weight_bits)],
                         beats, out_features // pe)
 
 
@@ -225,11 +229,11 @@ class DenseEngineModel(TokenModel):
                  "rq", "pipeline_depth")
 
     def __init__(self, in_shape, out_features: int, pe=None, simd=None, lanes=None, rounding="half_up",
-                 rq_multipliers=None):
+                 rq_multipliers=None, weight_bits=8):
         self.beats, codes, pe, simd = _folds(in_shape, out_features, pe, simd, lanes)
         self.sf = codes // simd
         self.ops = self.sf * (out_features // pe)
-        stages = dense_pipe_depth(self.beats * self.ops, simd)
+        stages = dense_pipe_depth(self.beats * self.ops, simd, pe, weight_bits)
         self.top, self.mask = stages - 1, (1 << stages) - 1
         self.busy, self.op, self.pix, self.pipe = False, 0, 0, 0
         self.acc_valid = False
@@ -423,7 +427,7 @@ class DenseEngine(wiring.Component):
             self.macs_per_frame = in_features * out_features
             self.in_fifo = in_fifo
             self.cycles = dense_cycles(self.in_shape, out_features, self.pe, self.simd, codes, in_fifo, rounding,
-                                       self.rq_units or None)
+                                       self.rq_units or None, weight_format.bits)
             self.latency = self.cycles.latency
         super().__init__({
             "i": In(stream.Signature(pixel_layout(in_format.bits, codes))),
@@ -497,7 +501,7 @@ class DenseEngine(wiring.Component):
         sums, biases = mac_datapath(m, pipe, [beat[j] for j in range(simd)], self._weight_words(),
                                     self.start_bias, pe=pe, wbits=wbits, sum_bits=self.bias_width,
                                     rom_addr=addr, nf_carry=4)
-        assert pipe.depth == dense_pipe_depth(self.cycles_per_frame, simd)
+        assert pipe.depth == dense_pipe_depth(self.cycles_per_frame, simd, pe, wbits)
         valid, is_first, group_done, is_final, frame_done, fold = pipe.valid, *pipe.carry
 
         # --- ACC: rotating bank; bank[0] is the group being accumulated; a final group lands in
@@ -520,7 +524,7 @@ class DenseEngine(wiring.Component):
         rq = requant_stage(m, self, pe=pe, skid=skid, fold=fold, folds=NF, en=en, valid=acc_valid, last=acc_last,
                       accs=bank[NF - 1])
         model = DenseEngineModel(self.in_shape, self.out_features, pe, simd, C, self.rounding,
-                                 self.rq_units or None)
+                                 self.rq_units or None, wbits)
         assert pipe.depth + 2 + rq.latency == model.pipeline_depth, "the RTL pipeline and its token model disagree"
         return m
 
@@ -572,7 +576,7 @@ class DenseHardware(LayerHardware):
         fifo = choice.get("fifo", 0)
         return ([FifoModel(fifo)] if fifo else []) + [
             DenseEngineModel(layer.in_stream, layer.out_features, *self._given(layer), self._lanes(layer, choice),
-                             layer.rounding)]
+                             layer.rounding, weight_bits=layer.weight_format.bits)]
 
     def work(self, layer) -> int:
         engine = self.token_models(layer, self.default_choice(layer))[0]
@@ -605,9 +609,7 @@ class DenseHardware(LayerHardware):
         a, wb = layer.in_format.bits, layer.weight_format.bits
         nf = layer.out_features // pe
         depth = beats * (codes // simd) * nf
-        memories = []
-        if depth > 1:
-            memories.append(MemoryEstimate(layer.name, "weight ROM", pe * simd * wb, depth, True))
+        memories, bank_bits = weight_rom_estimate(layer.name, depth, pe * simd * wb) if depth > 1 else ([], 0)
         if nf > 1:
             # §4.1: the groups start from bias - z_x·Σw, as wide as the accumulator at most
             bias_bits = layer.acc_bits if layer.affine else layer.sum_bits
@@ -616,7 +618,7 @@ class DenseHardware(LayerHardware):
         bits = (codes * a + products * (a + wb) * 2 + layer.out_features * layer.acc_bits
                 + pe * (2 * layer.acc_bits + layer.output.bits) + 100)
         rq_products, rq_bits = requant_resources(layer, pe, codes // simd)
-        bits += rq_bits
+        bits += rq_bits + bank_bits
         # LUT4s (digits' fc, -noflatten: 170 besides its bias ROM): control, the bank's adders
         # and the adder tree, the skid buffer's muxes where there is one, the requantizer
         # (a multiplier requantizer about a LUT4 per register, as the conv's)
