@@ -23,6 +23,8 @@ result waits for the skid buffer after it; every stage holds its contents then):
     R  (folded only) operand re-register, so each multiplier is fed by flip-flops and
        not by the block RAM's slow clock-to-out (on ECP5 ~5.8 ns, the critical path)
     P  ``pe·simd`` products
+    M  (folded only) product re-register: the products' first register may sit by the DSP
+       blocks, far from the accumulators (ECP5: ~3 ns of routing each way)
     T  ``ceil(log2(simd))`` registered adder-tree levels per PE
     ACC  accumulator (``acc_bits`` wide, DESIGN §4), initialised with the bias
     S    :class:`hw.slice.RegisterSlice` on the ``pe`` accumulator lanes: ``en`` (and so
@@ -59,7 +61,7 @@ from .unused import silence_if_invalid
 
 __all__ = ["MacArray", "mac_datapath", "conv_weights_to_window_order", "check_fold",
            "mac_array_pipeline_depth", "acc_slice_skid", "mac_array_cycles", "MacArrayModel", "mac_requant_units",
-           "mac_requant_cycles", "weight_rom_banks", "weight_rom_stages", "weight_rom_estimate", "ROM_BANK_BITS",
+           "mac_requant_cycles", "weight_rom_banks", "folded_stages", "weight_rom_estimate", "ROM_BANK_BITS",
            "mac_unsupported", "fold_zero_point", "requant_stage", "clock_requant_stage", "weighted_numerics", "WeightedNumerics",
            "requant_resources", "ZERO_POINT_MODES"]
 
@@ -93,12 +95,14 @@ def weight_rom_estimate(layer: str, words: int, word_bits: int) -> tuple:
     return memories, (banks * word_bits + 2 * ceil_log2(banks) if banks > 1 else 0)
 
 
-def weight_rom_stages(words: int, word_bits: int) -> int:
-    """Pipeline registers the weight ROM adds to the MAC datapath: none for constant weights (one
-    word), the operand re-register R for a ROM, and the bank register Q too when it has banks."""
+def folded_stages(words: int, word_bits: int) -> int:
+    """Pipeline registers a folded MAC datapath (weights from a ROM of ``words`` words of ``word_bits``
+    bits) has beyond the operand, product and adder-tree registers: none for constant weights (one
+    word); for a ROM the operand re-register R and the product re-register M, and the bank register Q
+    too when the ROM has banks (:func:`weight_rom_banks`)."""
     if words <= 1:
         return 0
-    return 1 + (weight_rom_banks(words, word_bits)[0] > 1)
+    return 2 + (weight_rom_banks(words, word_bits)[0] > 1)
 
 
 def mac_requant_units(pe: int, synapse_folds: int, rounding: str, multipliers=None) -> int:
@@ -235,6 +239,11 @@ def mac_datapath(m, pipe, operands, weight_words, bias, *, pe, wbits, sum_bits, 
         ws = [Const(v, signed(wbits)) for v in weight_words[0]]
     fold_before = pipe.carry[nf_carry]
     products = pipe.stage([xs[j] * ws[p * simd + j] for p in range(pe) for j in range(simd)])
+    if words > 1:
+        # M: the few multipliers of a folded array go to DSP blocks, whose fixed columns lie far
+        # from the rest; registered twice, the product's first register can sit by its DSP
+        fold_before = pipe.carry[nf_carry]
+        products = pipe.stage(products)
     lanes = [products[p * simd:(p + 1) * simd] for p in range(pe)]
     while len(lanes[0]) > 1:
         fold_before = pipe.carry[nf_carry]
@@ -281,9 +290,9 @@ def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=N
                              rq_multipliers=None, weight_bits=8) -> int:
     """Register stages of the MAC array from its input to its output register.
 
-    Operand register, the weight ROM's registers when folded
-    (:func:`weight_rom_stages`: the operand re-register, and the bank register when
-    the ROM of ``pe·simd·weight_bits``-bit words is deeper than a bank), products, ``ceil(log2(simd))`` adder-tree levels, accumulator, skid buffer,
+    Operand register, products, and when folded :func:`folded_stages` (the operand and
+    product re-registers, and the bank register when the ROM of ``pe·simd·weight_bits``-bit
+    words is deeper than a bank), ``ceil(log2(simd))`` adder-tree levels, accumulator, skid buffer,
     requantizer (one stage in the shift modes; :func:`cnnforge.hw.requant.requantizer_depth`
     in the multiplier modes, with ``pe/units − 1`` more when ``units`` =
     :func:`mac_requant_units` multipliers serve the ``pe`` lanes in turn).
@@ -293,7 +302,7 @@ def mac_array_pipeline_depth(window_len: int, out_channels: int, pe=None, simd=N
     units = mac_requant_units(pe, window_len // simd, rounding, rq_multipliers)
     cycles = mac_requant_cycles(pe, window_len // simd, rounding, rq_multipliers)
     return (4 + requantizer_depth(rounding, pe, units, cycles) + ceil_log2(simd)
-            + weight_rom_stages(ops, pe * simd * weight_bits))
+            + folded_stages(ops, pe * simd * weight_bits))
 
 
 @dataclass(frozen=True)
@@ -401,8 +410,8 @@ class MacArrayModel(TokenModel):
     """Token model of ``hw.mac.MacArray``, register for register (control only).
 
     A stall-all pipeline: ``i.ready = en``, one op per input beat.  The "SIMD
-    fold is final" flag of each beat travels through the operand, operand
-    re-register (folded only), product and adder-tree registers (bits of one
+    fold is final" flag of each beat travels through the operand, product,
+    folded-datapath (:func:`folded_stages`) and adder-tree registers (bits of one
     integer) into ``acc_valid``; one global enable ``en = ~acc_valid |
     skid.i.ready`` moves all of them (a :class:`RegisterSliceModel`, so
     ``i.ready`` never depends on ``out_ready``); then the requantizer, which is
@@ -418,8 +427,8 @@ class MacArrayModel(TokenModel):
         pe, simd = _mac_folds(window_len, out_channels, pe, simd)
         self.sf = window_len // simd
         ops = self.sf * (out_channels // pe)            # beats per window
-        # operand, the ROM's bank and re-register (ROM weights only), product, adder-tree levels
-        stages = 2 + weight_rom_stages(ops, pe * simd * weight_bits) + ceil_log2(simd)
+        # operand, product, the folded datapath's registers (ROM weights only), adder-tree levels
+        stages = 2 + folded_stages(ops, pe * simd * weight_bits) + ceil_log2(simd)
         self.top, self.mask = stages - 1, (1 << stages) - 1
         units = mac_requant_units(pe, self.sf, rounding, rq_multipliers)
         cycles = mac_requant_cycles(pe, self.sf, rounding, rq_multipliers)

@@ -39,26 +39,26 @@ def test_info_table(example, capsys):
     # conv1 folded pe 2, simd 3: (9/3)*(4/2) = 6 cycles per pixel, 64 pixels; simd 3 is a kernel
     # row of the 1-channel window: the serial window (three 8-word banks), 2 output lanes
     assert conv.split() == ["0", "conv1", "conv2d", "1x8x8", "4x8x8", "s8.7", "s8.6", "s8.4", "21", "2,304",
-                            "6", "20", "384", "480", "serial", "1->2", "192b", "flip-flops/6", "LUT", "RAM",
+                            "6", "21", "384", "480", "serial", "1->2", "192b", "flip-flops/6", "LUT", "RAM",
                             "cells"]
     # the 2x2/2 pool keeps conv1's 2 lanes (a line of partial maxima: 4 output columns x 2
     # channel groups of 16 bits) and the dense engine takes them as they come: pe 10 x simd 2 =
     # 20 multipliers, 32 beats a frame at one a clock; its latency alone is the last beat (31),
-    # the beat register, 4 pipe registers (operands, re-register, products, one adder level),
-    # the accumulator, the slice and the requantizer: 31 + 1 + 4 + 3 = 39
+    # the beat register, 5 pipe registers (operands, operand re-register, products, product
+    # re-register, one adder level), the accumulator, the slice and the requantizer: 31 + 1 + 5 + 3 = 40
     pool = next(line for line in lines if line.startswith("1 "))
     assert pool.split()[10:16] == ["0", "20", "128", "128", "line", "2->2"]
     dense = next(line for line in lines if line.startswith("3 "))
     assert dense.split() == ["3", "fc", "dense", "64", "10", "s8.4", "s8.6", "s16.8", "23", "640", "20",
-                             "39", "32", "5,120", "-", "2->10", "-"]
+                             "40", "32", "5,120", "-", "2->10", "-"]
     assert lines[-2] == ("AXI: s_axis 8-bit tdata, lanes 1, 64 beats a frame; m_axis 8-bit tdata, lanes 1, "
                          "1 beats a frame")
     # network latency: the layers plus the links (register slices: every block takes its
     # producer's 2 lanes, no width converter) after the framer and after each block; one
     # cycle less than with the gather to 4 lanes before a tiled pool and a 40-multiplier dense
-    # (one adder level fewer), as the Amaranth simulation measures (verify: latency 420)
+    # (one adder level fewer), as the Amaranth simulation measures (verify: latency 422)
     assert lines[-1] == ("network: 2,944 MACs/frame, 26 multipliers, 5,728 memory bits (5,408 weights); "
-                         "latency 420, frame interval 384 cycles")
+                         "latency 422, frame interval 384 cycles")
 
 
 def test_info_json(example, capsys):
@@ -69,13 +69,13 @@ def test_info_json(example, capsys):
     assert conv["in_shape"] == [1, 8, 8] and conv["out_shape"] == [4, 8, 8]
     assert conv["acc_bits"] == 21 and conv["macs_per_frame"] == 2304 and conv["shift"] == 9
     assert conv["pe"] == 2 and conv["simd"] == 3 and conv["multipliers"] == 6
-    assert conv["predicted_latency_cycles"] == 20 and conv["predicted_frame_interval_cycles"] == 384
+    assert conv["predicted_latency_cycles"] == 21 and conv["predicted_frame_interval_cycles"] == 384
     # the serial window's buffer: 3 banks (a kernel row of pixels a beat) of 8 one-pixel words
     assert conv["line_buffer_bits"] == 3 * 8 * 8 and conv["weight_bits"] == 36 * 8
     assert [(m["role"], m["width"], m["depth"]) for m in conv["buffer"]] == [("window buffer", 8, 8)] * 3
     assert conv["buffer"][0]["maps_to"] == {"up5k": "flip-flops", "ecp5-25k": "2 LUT RAM cells"}
     assert conv["lanes"] == {"in": 1, "out": 2}
-    assert doc["model"]["predicted_latency_cycles"] == 420 and doc["model"]["predicted_frame_interval_cycles"] == 384
+    assert doc["model"]["predicted_latency_cycles"] == 422 and doc["model"]["predicted_frame_interval_cycles"] == 384
     assert doc["model"]["axi"] == {"input_lanes": 1, "output_lanes": 1, "input_beats_per_frame": 64,
                                    "output_beats_per_frame": 1, "s_axis_tdata_bits": 8, "m_axis_tdata_bits": 8}
     assert [layer["type"] for layer in doc["layers"]] == ["conv2d", "maxpool2d", "flatten", "dense", "argmax"]
@@ -87,7 +87,7 @@ def test_info_json(example, capsys):
     assert [(m["width"], m["depth"]) for m in doc["layers"][1]["buffer"]] == [(16, 8)]
     assert doc["layers"][1]["buffer"][0]["maps_to"]["up5k"] == "1 EBR"
     assert doc["layers"][1]["lanes"] == {"in": 2, "out": 2} and doc["layers"][3]["lanes"] == {"in": 2, "out": 10}
-    assert doc["layers"][3]["multipliers"] == 20 and doc["layers"][3]["predicted_latency_cycles"] == 39
+    assert doc["layers"][3]["multipliers"] == 20 and doc["layers"][3]["predicted_latency_cycles"] == 40
     # folded: no stream after a block carries a beat every clock, single-register slices
     assert doc["model"]["register_slices"] == "half"
 

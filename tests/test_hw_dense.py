@@ -134,7 +134,7 @@ def test_banked_weight_rom():
     params, x = make_case(1, (96,), 48, 3, pe=4, simd=1)
     assert params["weight_format"].bits == 8
     assert weight_rom_banks(1152, 32) == (3, 512)
-    assert dense_pipe_depth(1152, 1, 4, 8) == dense_pipe_depth(1152, 1, 4, 2) + 1 == 4   # 2 bits: one bank
+    assert dense_pipe_depth(1152, 1, 4, 8) == dense_pipe_depth(1152, 1, 4, 2) + 1 == 5   # 2 bits: one bank
     for k, pause in enumerate((0.0, 0.4)):
         dut, result = run(params, x, pause_in=pause, pause_out=pause, seed=k)
         want = chain_stamps([DenseEngineModel((96,), 48, 4, 1, None, weight_bits=8)],

@@ -35,6 +35,8 @@ the skid buffer):
     R    (weights in ROM only) operand re-register, so each multiplier is fed by
          flip-flops, not by the block RAM's slow clock-to-out (ECP5: the critical path)
     P    ``pe·simd`` products
+    M    (weights in ROM only) product re-register, so the products' first register may
+         sit by the DSP blocks
     T    ``ceil(log2(simd))`` adder-tree levels per PE
     ACC  the rotating accumulator bank (``out_features`` accumulators)
     S    :class:`hw.slice.RegisterSlice` on the ``pe`` final accumulators (a single register
@@ -86,7 +88,7 @@ from ..devices import Memory as MemoryEstimate
 from ..fifo import FifoModel, StreamFifo, fifo_registers
 from ..layouts import pixel_layout
 from ..mac import (_mac_folds, check_fold, clock_requant_stage, mac_datapath, mac_requant_cycles, mac_requant_units,
-                   requant_resources, requant_stage, weight_rom_estimate, weight_rom_stages, weighted_numerics)
+                   folded_stages, requant_resources, requant_stage, weight_rom_estimate, weighted_numerics)
 from ..pipe import Pipe
 from ..registry import LayerHardware, LayerResources, register_hardware, stream_values
 from ..requant import RequantizerModel, requantizer_depth, requantizer_unsupported, weighted_block_options
@@ -142,12 +144,12 @@ def dense_slice_skid(beats: int, synapse_folds: int, neuron_folds: int) -> bool:
 def dense_pipe_depth(cycles_per_frame: int, simd: int, pe: int = 1, weight_bits: int = 8) -> int:
     """Registers of the stall-all pipe between the op counters and the accumulator bank.
 
-    Operands, the weight ROM's registers (only when the weights come from ROM, i.e.
-    more than one op per frame: :func:`cnnforge.hw.mac.weight_rom_stages` of its
-    ``cycles_per_frame`` words of ``pe·simd·weight_bits`` bits), products and
+    Operands, products, the folded datapath's registers (only when the weights come
+    from ROM, i.e. more than one op per frame: :func:`cnnforge.hw.mac.folded_stages` of
+    its ``cycles_per_frame`` words of ``pe·simd·weight_bits`` bits) and
     ``ceil(log2(simd))`` adder-tree levels (:func:`cnnforge.hw.mac.mac_datapath`).
     """
-    return 2 + weight_rom_stages(cycles_per_frame, pe * simd * weight_bits) + ceil_log2(simd)
+    return 2 + folded_stages(cycles_per_frame, pe * simd * weight_bits) + ceil_log2(simd)
 
 
 def dense_requant_units(pe: int, synapse_folds: int, rounding: str, multipliers=None) -> int:
@@ -197,8 +199,8 @@ def dense_cycles(in_shape, out_features: int, pe=None, simd=None, lanes=None, in
     From :class:`DenseEngineModel` (exact).  Each beat takes ``(lanes/simd)·(out/pe)``
     cycles and the next beat is taken on the last of them, so a frame takes
     ``beats·(lanes/simd)·(out/pe)`` cycles; a group's result leaves the operand,
-    operand re-register (weights in ROM only), product, ``ceil(log2(simd))``
-    adder-tree, accumulator, skid and requantizer registers after its last op
+    product, folded-datapath (weights in ROM only, :func:`cnnforge.hw.mac.folded_stages`),
+    ``ceil(log2(simd))`` adder-tree, accumulator, skid and requantizer registers after its last op
     (the requantizer: one in the shift modes, :func:`cnnforge.hw.requant.requantizer_depth`
     in the multiplier modes), the first group's in the frame's last beat.
     """
@@ -215,8 +217,8 @@ class DenseEngineModel(TokenModel):
     Stage A runs ``(lanes/simd)·(out/pe)`` ops per beat and takes the next beat on
     the last one; the "final group" flag of each op that completes a group in the
     frame's last beat travels through the ``2 + ceil(log2(simd))`` registers of
-    the stall-all pipe (one more, the operand re-register, when the weights come
-    from ROM) into ``acc_valid``; one global enable ``en = ~acc_valid |
+    the stall-all pipe (:func:`cnnforge.hw.mac.folded_stages` more when the weights
+    come from ROM) into ``acc_valid``; one global enable ``en = ~acc_valid |
     skid.i.ready`` moves them; then the skid buffer (a :class:`RegisterSliceModel`)
     and the requantizer, which is the output: its :class:`cnnforge.hw.requant.RequantizerModel`
     (one register in the shift modes; in the multiplier modes its stages, and its phases
