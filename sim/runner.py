@@ -3,6 +3,8 @@
 :func:`run_harness` builds ``cnnforge_harness`` around a Verilog top once per
 (sources, harness, simulator, waves) and caches the build; every run only
 writes stimulus files and passes plusargs, so new stimulus never rebuilds.
+Verilator's own runtime objects, the same for every design, are compiled once
+per cache folder and copied into each new build (:func:`_verilator_runtime_dir`).
 Python does not run per clock: the harness generates clock, reset, stalls and
 logs itself, and the cocotb test (:mod:`sim.cocotb_bench`) just waits for it.
 
@@ -281,17 +283,58 @@ def _verilated_mk_fixes():
     if not cfg.get("CFG_CXXFLAGS_STD", "").strip():
         fixes.append("CFG_CXXFLAGS_STD=-std=c++20")
     if not cfg.get("CFG_CXXFLAGS_PCH_I", "").strip():
-        cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "g++"
-        try:
-            version = subprocess.run([cxx.split()[0], "--version"], capture_output=True,
-                                     text=True).stdout
-        except OSError:
-            version = ""
-        if "clang" in version.lower():
+        if "clang" in _compiler_version().lower():
             fixes += ["CFG_CXXFLAGS_PCH_I=-include-pch", "CFG_GCH_IF_CLANG=.gch"]
         else:
             fixes.append("CFG_CXXFLAGS_PCH_I=-include")
     return fixes
+
+
+def _compiler_version():
+    """The C++ compiler make will use, as ``--version`` prints it ("" when it cannot be asked)."""
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "g++"
+    try:
+        return subprocess.run([cxx.split()[0], "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return ""
+
+
+def _verilator_runtime_dir(cache_dir, fixes):
+    """Where a cache folder keeps Verilator's compiled runtime (``verilated*.o``) for this
+    Verilator, compiler and set of ``make`` overrides.
+
+    The runtime (``verilated.cpp``, ``verilated_vpi.cpp``, …) is the same for every
+    design and takes about 20 s of compiling, three times the C++ of a model like
+    digits: it is compiled by the first build and copied into every later one.
+    """
+    h = hashlib.sha256()
+    root = os.environ.get("VERILATOR_ROOT", "")
+    mk = Path(root) / "include" / "verilated.mk" if root else None
+    stamp = f"{mk.stat().st_mtime_ns}:{mk.stat().st_size}" if mk is not None and mk.is_file() else ""
+    for part in (_tool_version("verilator"), root, stamp, _compiler_version(), " ".join(fixes),
+                 " ".join(VERILATOR_BUILD_FLAGS)):
+        h.update(part.encode() + b"\0")
+    return Path(cache_dir) / f"verilator-runtime-{h.hexdigest()[:16]}"
+
+
+def _keep_verilator_runtime(bdir, runtime):
+    """Keep the runtime objects a build compiled, once (a concurrent keeper's copy wins)."""
+    objects = sorted(bdir.glob("verilated*.o")) + sorted(bdir.glob("verilated*.d"))
+    if runtime.is_dir() or not objects:
+        return
+    for stale in runtime.parent.glob(f".{runtime.name}.*.tmp"):    # a killed keeper's (or a racing one's)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{runtime.name}.", suffix=".tmp", dir=runtime.parent))
+    try:
+        for obj in objects:
+            shutil.copyfile(obj, tmp / obj.name)
+        # the marker every complete cache entry has
+        (tmp / "cnnforge_build.json").write_text(json.dumps({"runtime": [obj.name for obj in objects]}))
+        os.rename(tmp, runtime)
+    except OSError:
+        pass                                # another build kept it first
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _end_group(proc):
@@ -401,15 +444,24 @@ def _build(bdir, sources, top_name, harness_text, simulator, waves_kind):
             build_args.append("--trace-fst")
     log = bdir / "build.log"
     runner = _get_runner(simulator)
+    runtime = None
     if simulator == "verilator":
         fixes = _verilated_mk_fixes()
         orig = runner._build_command
+        # waves change the runtime (VM_TRACE): those rare builds compile their own
+        runtime = None if waves_kind else _verilator_runtime_dir(bdir.parent, fixes)
 
         def _build_command():
             # cocotb makes every signal public (--public-flat-rw), which
             # halves Verilator's speed; the harness marks `done` public itself.
-            return [cmd + fixes if cmd and cmd[0] == "make"
+            cmds = [cmd + fixes if cmd and cmd[0] == "make"
                     else [a for a in cmd if a != "--public-flat-rw"] for cmd in orig()]
+            kept = sorted(runtime.glob("verilated*")) if runtime is not None and runtime.is_dir() else []
+            if kept:
+                # copied after verilator wrote Vtop.mk, so make finds them newer and up to date
+                make = next(k for k, cmd in enumerate(cmds) if cmd and cmd[0] == "make")
+                cmds.insert(make, ["cp", *map(str, kept), str(bdir)])
+            return cmds
         runner._build_command = _build_command
     start = time.perf_counter()
     try:
@@ -426,7 +478,10 @@ def _build(bdir, sources, top_name, harness_text, simulator, waves_kind):
         # The failed build's folder is removed: the message carries the log's key lines.
         raise SimulatorError(
             f"{simulator} build of {top_name} failed:\n{_log_excerpt(text)}") from None
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if runtime is not None:
+        _keep_verilator_runtime(bdir, runtime)
+    return seconds
 
 
 # --- running --------------------------------------------------------------

@@ -69,8 +69,12 @@ def cli(*args, cache):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-@pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=needs_icarus)])
-@pytest.mark.parametrize("name", list(MODELS))
+# every model under Icarus; on Verilator (a build each; chain3's is shared with the tests below)
+# chain3 and digitslike by default, the other two slow
+@pytest.mark.parametrize("name, simulator",
+                         [pytest.param(name, "verilator", marks=() if name in ("chain3", "digitslike")
+                                       else pytest.mark.slow) for name in MODELS]
+                         + [pytest.param(name, "icarus", marks=needs_icarus) for name in MODELS])
 def test_verify_matches_golden_and_cycle_model(models, name, simulator, cache_dir):
     path, x = models[name]
     code, out, err = cli("verify", path, "-i", path.parent / f"{name}_x.npy", "--simulator", simulator,

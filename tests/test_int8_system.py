@@ -128,8 +128,14 @@ def _flat_model(lanes, argmax, rng):
     return parse_model(doc, tensors={"w": rng.integers(-128, 128, (6, 12)), "b": rng.integers(-1000, 1000, 6)})
 
 
-@pytest.mark.parametrize("lanes, argmax", [(None, False), (4, True), (3, False), (1, True)])
-@pytest.mark.parametrize("simulator", ["amaranth", "verilator"])
+FLAT_CASES = [(None, False), (4, True), (3, False), (1, True)]
+
+
+# every input geometry in Amaranth; on Verilator (a build each) one by default, the rest slow
+@pytest.mark.parametrize("simulator, lanes, argmax",
+                         [("amaranth", *case) for case in FLAT_CASES]
+                         + [pytest.param("verilator", *case, marks=() if case == (4, True) else pytest.mark.slow)
+                            for case in FLAT_CASES])
 def test_a_flat_input_at_the_axi_port(cache_dir, lanes, argmax, simulator):
     """An (N, F) input: one beat of F values, or F/lanes beats (a width converter gathers them for the
     dense engine); bit-exact and cycle-exact, also with stalls."""

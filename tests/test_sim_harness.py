@@ -113,6 +113,27 @@ def test_build_reuse_and_new_stimulus(top_v, cache_dir):
     assert len(builds) == 1  # one good build serves every run
 
 
+def test_verilator_runtime_compiled_once(tmp_path):
+    """The first Verilator build of a fresh cache keeps the runtime objects (with the entry marker);
+    a build of another design copies them in and compiles only its own C++ and cocotb's main, and
+    both designs run exactly."""
+    cache = tmp_path / "cache"
+    words = frames(2)
+    for latency in (3, 5):                               # two designs, two builds
+        path = tmp_path / f"lat{latency}" / f"{TOP}.v"
+        path.parent.mkdir()
+        path.write_text(demo_top_verilog(TOP, IN_W, OUT_W, latency=latency, frame=FRAME))
+        result = run_harness([path], TOP, IN_W, OUT_W, words, len(words), build_dir=cache)
+        assert result.out_words == expected(words) and result.build_seconds > 0
+    (runtime,) = cache.glob("verilator-runtime-*")
+    kept = sorted(p.name for p in runtime.iterdir())
+    assert "cnnforge_build.json" in kept and "verilated.o" in kept and "verilated_vpi.o" in kept
+    logs = sorted(cache.glob("verilator-demo-*/build.log"), key=lambda p: p.stat().st_mtime)
+    compiled = [re.findall(r"-o (\S+\.o) ", log.read_text()) for log in logs]
+    assert "verilated.o" in compiled[0] and "verilated_vpi.o" in compiled[0]
+    assert sorted(compiled[1]) == ["Vtop__ALL.o", "verilator.o"]
+
+
 def test_timeout_is_an_error(top_v, cache_dir):
     words = frames(1)
     with pytest.raises(SimulationTimeout, match=r"timed out after 200 cycles") as info:
