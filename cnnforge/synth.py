@@ -33,7 +33,7 @@ import time
 from math import ceil
 from pathlib import Path
 
-from cnnforge.hw.devices import estimate_resources, get_device
+from cnnforge.hw.devices import dsp_candidate, estimate_resources, get_device
 
 from .flow import FlowError
 
@@ -125,13 +125,14 @@ def parse_multipliers(dump: str, prefix: str = "network.") -> list:
 
 
 def choose_dsp_multipliers(cells: list, device) -> tuple:
-    """Split multiplier cells into (to DSP, to LUTs): products of >= 11 bits, widest first, within budget."""
+    """Split multiplier cells into (to DSP, to LUTs): products with a variable operand that
+    :func:`cnnforge.hw.devices.dsp_candidate` sends to DSPs, widest first, within budget."""
     budget = device.dsps
     dsp, soft = [], []
     order = sorted(cells, key=lambda c: (-(c["a"] * c["b"]), int(c["name"].rsplit("_", 1)[1])))
     for cell in order:
         need = ceil(cell["a"] / device.dsp_width) * ceil(cell["b"] / device.dsp_width)
-        if not cell["const"] and min(cell["a"], cell["b"]) >= 2 and cell["y"] >= 11 and need <= budget:
+        if not cell["const"] and cell["y"] >= 11 and dsp_candidate(cell["a"], cell["b"], device) and need <= budget:
             budget -= need
             dsp.append(cell)
         else:

@@ -10,8 +10,9 @@ following the rules Yosys applies:
 - memories: ``memory_libmap`` picks the cheapest of logic (``width·depth`` bits,
   1/16 of that for a ROM), distributed LUT RAM (ECP5 ``DPR16X4``, cost 4 per
   16×4, RAMs only) and block RAM (cost 64 per iCE40 EBR, 128 per ECP5 DP16KD);
-- multipliers: a product of at least 11 bits with both operands at most the DSP
-  width goes to a DSP block; cnnforge caps their number at the part's count
+- multipliers: a product of at least 11 bits goes to DSP blocks
+  (:func:`dsp_candidate`: on ECP5 not one of two operands of at most 9 bits,
+  which is faster in LUTs); cnnforge caps their number at the part's count
   (the rest become LUT logic, see ``cnnforge.synth``), widest first.
 
 The memories, multipliers and registers are those each layer kind's hardware
@@ -27,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from math import ceil
 
-__all__ = ["Device", "DEVICES", "get_device", "Memory", "estimate_resources", "soft_multiplier_luts",
+__all__ = ["Device", "DEVICES", "get_device", "Memory", "estimate_resources", "soft_multiplier_luts", "dsp_candidate",
            "format_estimate", "memory_placement", "BUFFER_DEVICES"]
 
 #: the parts ``info`` names a buffer's mapping for when no ``--device`` is given (one per family)
@@ -70,6 +71,9 @@ class Device:
         Options selecting the part and package.
     default_freq_mhz : float
         Default timing target of ``cnnforge synth``.
+    lut_product_bits : int
+        A product whose operands are both this wide or narrower stays in LUTs though DSPs
+        remain (:func:`dsp_candidate`); 0: none does.
     """
 
     name: str
@@ -91,6 +95,7 @@ class Device:
     default_freq_mhz: float
     lut_cell: str = "SB_LUT4"
     ff_cells: tuple = field(default=())
+    lut_product_bits: int = 0
 
 
 _ICE40_SHAPES = ((256, 16), (512, 8), (1024, 4), (2048, 2))
@@ -105,11 +110,18 @@ def _ice40(name, part, luts, brams, dsps, args, freq):
                   lut_cell="SB_LUT4", ff_cells=_ICE40_FFS)
 
 
+#: ECP5: Yosys packs none of a MULT18X18D's registers and its sites lie ~3 ns of routing from the
+#: logic each way, so a register→DSP→register path takes ~10 ns (int8 LeNet: 96.6 MHz with its eight
+#: 8×8 data products in DSPs, 103.3 MHz with them in LUTs, ~110 LUT4 each); a product of two operands
+#: up to 9 bits (int8 codes, or int8 less a zero point) is built in LUTs
+ECP5_LUT_PRODUCT_BITS = 9
+
+
 def _ecp5(name, part, luts, brams, dsps, size):
     return Device(name, "ecp5", part, luts, luts, brams, 18432, _ECP5_SHAPES, 128, dsps, 18,
                   "MULT18X18D", "DP16KD", True, "ecp5",
                   (f"--{size}", "--package", "CABGA381", "--speed", "6"), 100.0,
-                  lut_cell="LUT4", ff_cells=("TRELLIS_FF",))
+                  lut_cell="LUT4", ff_cells=("TRELLIS_FF",), lut_product_bits=ECP5_LUT_PRODUCT_BITS)
 
 
 #: The supported parts (ECP5 speed grade 6).
@@ -220,6 +232,14 @@ def _dsps_per_product(a, b, device) -> int:
     return ceil(a / device.dsp_width) * ceil(b / device.dsp_width)
 
 
+def dsp_candidate(a: int, b: int, device) -> bool:
+    """Whether an ``a``×``b``-bit product goes to DSP blocks while the part has them left: at least
+    11 bits (Yosys's own threshold), both operands at least 2 bits, and not both within the
+    device's ``lut_product_bits`` (ECP5: :data:`ECP5_LUT_PRODUCT_BITS`).  The one rule of the
+    estimate and of ``cnnforge synth``."""
+    return a + b >= 11 and min(a, b) >= 2 and max(a, b) > device.lut_product_bits
+
+
 def estimate_resources(model, device, plan=None) -> dict:
     """Predicted block-RAM and DSP use of ``model`` on ``device`` (a name or :class:`Device`).
 
@@ -280,7 +300,7 @@ def estimate_resources(model, device, plan=None) -> dict:
     soft_luts = 0
     for size, _, name, a, b in sorted(candidates, key=lambda c: (-c[0], c[1])):
         need = _dsps_per_product(a, b, device)
-        if a + b >= 11 and min(a, b) >= 2 and need <= budget:
+        if dsp_candidate(a, b, device) and need <= budget:
             budget -= need
             rows[name]["dsp"] += need
         else:

@@ -27,11 +27,12 @@ def write_model(folder, name, input_shape, layers, tensors, bits=8):
     return path
 
 
-def small_conv(folder, pe=2, simd=3, channels=4, width=6, name="small_conv"):
-    """conv (1→channels, 3×3 pad 1, pe/simd) → maxpool 2 on a width×width image."""
+def small_conv(folder, pe=2, simd=3, channels=4, width=6, name="small_conv", weight_bits=8):
+    """conv (1→channels, 3×3 pad 1, pe/simd, 8-bit codes × ``weight_bits``-bit weights) → maxpool 2
+    on a width×width image."""
     rng = np.random.default_rng(3)
     layers = [{"type": "conv2d", "name": "conv", "out_channels": channels, "kernel": 3, "padding": 1,
-               "weight": "w", "bias": "b", "weight_format": {"bits": 8, "frac": 6},
+               "weight": "w", "bias": "b", "weight_format": {"bits": weight_bits, "frac": weight_bits - 2},
                "output": {"bits": 8, "frac": 4}, "activation": "relu", "pe": pe, "simd": simd},
               {"type": "maxpool2d", "name": "pool", "kernel": 2}]
     tensors = {"w": rng.integers(-128, 128, size=(channels, 1, 3, 3)), "b": rng.integers(-999, 999, size=channels)}
@@ -76,21 +77,23 @@ def test_estimate_tiny_matches_measured_synthesis():
     assert placements[("pool1", "line buffer")] == ("bram", 1)       # line of partial maxima, 16 bits x 8
     assert placements[("fc", "weight ROM")] == ("logic", 0)           # 160x32 ROM: cheaper as LUTs
     ecp = estimate_resources(model, "ecp5-25k")
-    assert (ecp["brams"], ecp["dsps"], ecp["lutram_cells"], ecp["lut_multipliers"]) == (0, 26, 10, 0)
+    # ECP5: 8x8 products stay in LUTs (ECP5_LUT_PRODUCT_BITS)
+    assert (ecp["brams"], ecp["dsps"], ecp["lutram_cells"], ecp["lut_multipliers"]) == (0, 0, 10, 26)
     hx = estimate_resources(model, "hx8k")
     assert hx["dsps"] == 0 and hx["lut_multipliers"] == 26
-    # Measured (Yosys, flattened): UP5K 4825 LUT4s (18 Booth multipliers), 2721 FFs; ECP5 1537 LUT4s,
-    # 2528 FFs, 10 DPR16X4.  The estimates stay within 15 %.
-    for est, luts, ffs in ((up, 4825, 2721), (ecp, 1537, 2528)):
+    # Measured (Yosys, flattened): UP5K 4825 LUT4s (18 Booth multipliers), 2721 FFs; ECP5 5293 LUT4s
+    # (26 Booth multipliers), 2951 FFs, 10 DPR16X4.  The estimates stay within 15 %.
+    for est, luts, ffs in ((up, 4825, 2721), (ecp, 5293, 2951)):
         assert abs(est["luts_rough"] / luts - 1) < 0.15 and abs(est["flip_flops_rough"] / ffs - 1) < 0.15
     assert up["fits"] and ecp["fits"]
 
 
 def test_estimate_digits_matches_measured_synthesis():
     """digits (cnnforge synth, Yosys flattened): UP5K 1155 LUT4s, 1543 FFs, 11 EBRs, 7 DSPs; ECP5-25K
-    893 LUT4s, 1487 FFs, 2 DP16KD, 7 MULT18X18D.  LUT4 and FF estimates within 15 %."""
+    2065 LUT4s, 1620 FFs, 2 DP16KD and no MULT18X18D (its 8x8 products in LUTs).  LUT4 and FF
+    estimates within 15 %."""
     model = load_model(DIGITS)
-    for device, luts, ffs, brams, dsps in (("up5k", 1155, 1543, 11, 7), ("ecp5-25k", 893, 1487, 2, 7)):
+    for device, luts, ffs, brams, dsps in (("up5k", 1155, 1543, 11, 7), ("ecp5-25k", 2065, 1620, 2, 0)):
         est = estimate_resources(model, device)
         assert (est["brams"], est["dsps"]) == (brams, dsps)
         assert abs(est["luts_rough"] / luts - 1) < 0.15, (device, est["luts_rough"])
@@ -151,6 +154,16 @@ def test_synth_missing_tool_exit_3(tmp_path, capsys, monkeypatch):
     assert err[-1].startswith("cnnforge: error: yosys") and len([l for l in err if "error" in l]) == 1
 
 
+def test_dsp_candidates():
+    from cnnforge.hw.devices import ECP5_LUT_PRODUCT_BITS, dsp_candidate
+    up5k, ecp5 = get_device("up5k"), get_device("ecp5-25k")
+    assert ECP5_LUT_PRODUCT_BITS == 9 and ecp5.lut_product_bits == 9 and up5k.lut_product_bits == 0
+    assert [dsp_candidate(a, b, up5k) for a, b in ((8, 8), (9, 9), (4, 6), (5, 6), (1, 16))] == [
+        True, True, False, True, False]
+    assert [dsp_candidate(a, b, ecp5) for a, b in ((8, 8), (9, 9), (9, 10), (16, 8), (1, 16))] == [
+        False, False, True, True, False]
+
+
 def test_dsp_choice_caps_and_prefers_wide():
     from cnnforge.synth import choose_dsp_multipliers, parse_multipliers
     dump = "".join(
@@ -177,7 +190,8 @@ def _synth_json(path, device, out, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("device", ["up5k", "ecp5-25k"])
 def test_synth_small_model_matches_estimate(tmp_path, capsys, device):
-    path = small_conv(tmp_path)
+    # 12-bit weights on ECP5: its 8x8 products would stay in LUTs (ECP5_LUT_PRODUCT_BITS)
+    path = small_conv(tmp_path, weight_bits=8 if device == "up5k" else 12)
     result = _synth_json(path, device, tmp_path / "out", capsys)
     est = estimate_resources(load_model(path), device)
     res = result["resources"]
