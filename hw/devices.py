@@ -11,8 +11,8 @@ following the rules Yosys applies:
   1/16 of that for a ROM), distributed LUT RAM (ECP5 ``DPR16X4``, cost 4 per
   16×4, RAMs only) and block RAM (cost 64 per iCE40 EBR, 128 per ECP5 DP16KD);
 - multipliers: a product of at least 11 bits goes to DSP blocks
-  (:func:`dsp_candidate`: on ECP5 not one of two operands of at most 9 bits,
-  which is faster in LUTs); cnnforge caps their number at the part's count
+  (:func:`dsp_candidate`), except on ECP5 when both operands are at most 9 bits
+  (faster in LUTs); cnnforge caps their number at the part's count
   (the rest become LUT logic, see ``cnnforge.synth``), widest first.
 
 The memories, multipliers and registers are those each layer kind's hardware

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -290,8 +291,10 @@ def _verilated_mk_fixes():
     return fixes
 
 
+@functools.lru_cache(maxsize=None)
 def _compiler_version():
-    """The C++ compiler make will use, as ``--version`` prints it ("" when it cannot be asked)."""
+    """The C++ compiler make will use, as ``--version`` prints it ("" when it cannot be asked);
+    asked once per process."""
     cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "g++"
     try:
         return subprocess.run([cxx.split()[0], "--version"], capture_output=True, text=True).stdout
